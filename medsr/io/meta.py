@@ -1,0 +1,88 @@
+"""The volume contract shared by every reader and writer.
+
+A volume is a MONAI ``MetaTensor`` of shape ``(1, X, Y, Z)`` (channel first, float32) whose
+``meta["affine"]`` maps stored voxel indices ``(i, j, k)`` to RAS+ millimetres, as nibabel and
+MONAI do. Arrays are never reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
+``meta["medsr_source"]`` is a :class:`SourceInfo` carrying what a writer needs to keep the rest
+of the source header (NIfTI header, DICOM template dataset, ITK metadata) and its dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+SOURCE_KEY = "medsr_source"
+
+
+@dataclass
+class SourceInfo:
+    """Where a volume came from and how it was stored.
+
+    Attributes:
+        format: ``"nifti"``, ``"dicom"`` or ``"itk"`` (NRRD, MHA, MHD, ...).
+        path: the file or folder read.
+        dtype: numpy dtype name of the stored intensities (for DICOM, after rescale slope and
+            intercept: HU for CT). Writers cast to it unless told otherwise.
+        modality: ``"CT"``, ``"MR"`` or ``None`` when unknown.
+        header: format-specific header to carry over (nibabel header, pydicom ``Dataset``
+            without pixel data, or a ``dict`` of ITK metadata).
+        extra: anything else a writer may use (e.g. ``{"nifti_scaled": True}``).
+    """
+
+    format: str
+    path: str
+    dtype: str
+    modality: str | None = None
+    header: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict) -> SourceInfo:
+        # Headers are treated as immutable by medsr: share them instead of copying per op.
+        return SourceInfo(self.format, self.path, self.dtype, self.modality, self.header,
+                          copy.deepcopy(self.extra, memo))
+
+
+def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> MetaTensor:
+    """Wrap an ``(X, Y, Z)`` array and its RAS affine into a channel-first ``MetaTensor``."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D array, got shape {array.shape}")
+    affine_t = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    meta = {
+        "original_affine": affine_t.clone(),
+        "spatial_shape": np.asarray(array.shape),
+        "original_channel_dim": "no_channel",
+        "space": "RAS",
+        "filename_or_obj": source.path,
+        SOURCE_KEY: source,
+    }
+    return MetaTensor(data, affine=affine_t, meta=meta)
+
+
+def volume_parts(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+    """Split a volume into its ``(X, Y, Z)`` float32 array, 4×4 RAS affine and source info.
+
+    Accepts a ``MetaTensor`` of shape ``(1, X, Y, Z)`` or ``(X, Y, Z)``.
+    """
+    if not isinstance(volume, MetaTensor):
+        raise TypeError("expected a MetaTensor with an affine (use medsr.load_volume)")
+    data = volume.detach().cpu().numpy()
+    if data.ndim == 4:
+        if data.shape[0] != 1:
+            raise ValueError(f"expected one channel, got shape {tuple(data.shape)}")
+        data = data[0]
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {tuple(data.shape)}")
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    source = volume.meta.get(SOURCE_KEY)
+    if source is None:
+        source = SourceInfo(format="array", path=str(volume.meta.get("filename_or_obj", "")),
+                            dtype="float32")
+    return data.astype(np.float32, copy=False), affine, source
