@@ -47,4 +47,6 @@ def resample_index_space(array: np.ndarray, out_shape: Sequence[int], ratio: Seq
     if progress is not None:
         f.AddCommand(sitk.sitkProgressEvent, lambda: progress(f.GetProgress()))
     out = f.Execute(image)
-    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+    del image
+    # one copy out of the ITK buffer, straight into (X, Y, Z) order
+    return np.ascontiguousarray(sitk.GetArrayViewFromImage(out).transpose(2, 1, 0))

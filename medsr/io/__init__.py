@@ -77,20 +77,24 @@ def load_volume(path: str | Path, series_uid: str | None = None) -> MetaTensor:
 
 
 def output_format(path: Path, fmt: str | None = None) -> str:
-    """The writer for ``path``: ``fmt`` if given, else by suffix; a folder means DICOM."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise MedsrError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        return fmt
+    """The writer for ``path``: by suffix, a folder meaning DICOM; ``fmt`` must agree with it."""
     suffix = _suffix(path)
     if suffix in _NIFTI_SUFFIXES:
-        return "nifti"
-    if suffix in _ITK_SUFFIXES:
-        return "mha" if suffix in (".mha", ".mhd") else "nrrd"
-    if path.is_dir() or suffix == "":
-        return "dicom"
-    raise MedsrError(f"cannot tell the output format from {path.name!r}; use a .nii.gz, .nrrd or "
-                     ".mha name, a folder for DICOM, or --format")
+        by_name = "nifti"
+    elif suffix in _ITK_SUFFIXES:
+        by_name = "mha" if suffix in (".mha", ".mhd") else "nrrd"
+    elif path.is_dir() or suffix == "":
+        by_name = "dicom"
+    else:
+        by_name = None
+    if fmt is not None and fmt not in FORMATS:
+        raise MedsrError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if by_name is None and fmt != "dicom":
+        raise MedsrError(f"cannot tell the output format from {path.name!r}; use a .nii.gz, "
+                         ".nrrd or .mha name, a folder for DICOM, or --format dicom")
+    if fmt is not None and by_name is not None and fmt != by_name:
+        raise MedsrError(f"--format {fmt} does not match the output name {path.name!r}")
+    return fmt or by_name
 
 
 def save_volume(volume: MetaTensor, path: str | Path, *, fmt: str | None = None,

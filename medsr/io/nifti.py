@@ -20,8 +20,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor]:
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter
     header = img.header.copy()
-    slope, inter = header.get_slope_inter()
-    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    # nibabel moves scl_slope/scl_inter from the header to the array proxy on load
+    scaled = float(img.dataobj.slope) != 1.0 or float(img.dataobj.inter) != 0.0
     source = SourceInfo(
         format="nifti",
         path=str(path),

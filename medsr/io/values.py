@@ -21,5 +21,7 @@ def cast_to(array: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+        work = np.rint(array)
+        np.clip(work, info.min, info.max, out=work)
+        return work.astype(dtype)
     return array.astype(dtype, copy=False)

@@ -1,0 +1,130 @@
+"""The ``medsr`` command through Typer's runner: outputs, messages, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import AFFINES, phantom
+from typer.testing import CliRunner
+
+import medsr
+from medsr.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def scan(tmp_path):
+    path = tmp_path / "scan.nii.gz"
+    img = nib.Nifti1Image(np.rint(phantom((16, 14, 5))).astype(np.int16), AFFINES["oblique"])
+    img.set_sform(AFFINES["oblique"], code=1)
+    img.to_filename(str(path))
+    return path
+
+
+def assert_one_line_error(result, text):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["upscale"], ["info"], ["sample"]])
+def test_help_on_every_command(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_default_output_beside_input_made_near_isotropic(scan):
+    before = digest(scan)
+    result = run("upscale", scan)
+    assert result.exit_code == 0, result.output
+    out = scan.with_name("scan_sr.nii.gz")
+    assert "16×14×5 at 0.8×0.8×4 mm -> 16×14×25 at 0.8×0.8×0.8 mm" in result.stdout
+    img = nib.load(str(out))
+    assert img.shape == (16, 14, 25) and img.get_data_dtype() == np.int16
+    assert digest(scan) == before
+
+
+def test_scale_method_format_and_spacing(scan, tmp_path):
+    result = run("upscale", scan, "-o", tmp_path / "o.nrrd", "--scale", 2, 1, 1,
+                 "--method", "linear")
+    assert result.exit_code == 0, result.output
+    assert medsr.load_volume(tmp_path / "o.nrrd").shape[1:] == (32, 14, 5)
+    result = run("upscale", scan, "-o", tmp_path / "o2.nii", "--format", "nifti",
+                 "--spacing", 0.8, 0.8, 2.0, "--dtype", "float32")
+    assert result.exit_code == 0, result.output
+    img = nib.load(str(tmp_path / "o2.nii"))
+    assert img.shape == (16, 14, 10) and img.get_data_dtype() == np.float32
+
+
+def test_many_inputs_into_a_folder(scan, tmp_path):
+    other = tmp_path / "other.nii.gz"
+    other.write_bytes(scan.read_bytes())
+    result = run("upscale", scan, other, "-o", tmp_path / "out", "--scale", 1, 1, 2)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "other_sr.nii.gz", "scan_sr.nii.gz"]
+
+
+def test_existing_output_needs_force(scan, tmp_path):
+    out = tmp_path / "o.nii.gz"
+    assert run("upscale", scan, "-o", out).exit_code == 0
+    first = digest(out)
+    assert_one_line_error(run("upscale", scan, "-o", out, "--scale", 1, 1, 2), "--force")
+    assert digest(out) == first
+    assert run("upscale", scan, "-o", out, "--scale", 1, 1, 2, "--force").exit_code == 0
+    assert nib.load(str(out)).shape == (16, 14, 10)
+
+
+def test_bad_input_gets_one_line(scan, tmp_path):
+    before = digest(scan)
+    assert_one_line_error(run("upscale", tmp_path / "missing.nii.gz"), "no such file")
+    assert_one_line_error(run("upscale", scan, "--scale", 1, 1, 2.5), "positive integers")
+    assert_one_line_error(run("upscale", scan, "--scale", 0, 1, 1), "positive integers")
+    assert_one_line_error(run("upscale", scan, "-o", scan, "--force"), "overwrite the input")
+    assert_one_line_error(run("upscale", scan, "-o", tmp_path / "x" / "o.nii.gz"),
+                          "does not exist")
+    assert_one_line_error(run("upscale", scan, "-o", "/proc/o.nii.gz"), "/proc")
+    assert_one_line_error(run("upscale", scan, "--dtype", "complex64"), "unsupported --dtype")
+    assert_one_line_error(run("upscale", scan, "-o", tmp_path / "o.nrrd", "--format", "nifti"),
+                          "does not match")
+    nan = tmp_path / "nan.nii.gz"
+    data = phantom((8, 8, 4))
+    data[0, 0, 0] = np.inf
+    nib.Nifti1Image(data, np.eye(4)).to_filename(str(nan))
+    assert_one_line_error(run("upscale", nan), "NaN/Inf")
+    assert digest(scan) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.nii.gz", "scan.nii.gz"]
+
+
+def test_failed_write_leaves_nothing_behind(scan, tmp_path, monkeypatch):
+    import medsr.io.nifti as nifti
+
+    def broken(volume, path, dtype=None):
+        path.write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nifti, "write_nifti", broken)
+    assert_one_line_error(run("upscale", scan, "-o", tmp_path / "o.nii.gz"), "No space left")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def test_info_and_sample(tmp_path):
+    result = run("sample", tmp_path)
+    assert result.exit_code == 0, result.output
+    sample = tmp_path / "mr_brain_t1c.nrrd"
+    result = run("info", sample)
+    assert result.exit_code == 0 and "256×256×25 at 0.781×0.781×6.5 mm" in result.stdout
+    assert_one_line_error(run("sample", sample), "exists")

@@ -1,0 +1,148 @@
+"""Readers and writers for NIfTI and ITK formats: exact geometry by round trip, headers kept."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import AFFINES, phantom
+
+import medsr
+from medsr.errors import MedsrError
+from medsr.io import SourceInfo, make_volume, volume_parts
+from medsr.io.itk import affine_from_image
+
+SUFFIXES = [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"]
+
+
+def write_nifti(path, data, affine, dtype=np.int16, **header):
+    img = nib.Nifti1Image(data.astype(dtype), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=2)
+    for key, value in header.items():
+        img.header[key] = value
+    img.to_filename(str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_round_trip_keeps_geometry_through_every_writer(tmp_path, affine, suffix):
+    data = np.rint(phantom((12, 10, 6)))
+    src = write_nifti(tmp_path / "in.nii.gz", data, affine)
+    vol = medsr.load_volume(src)
+    up = medsr.upscale(vol, (2, 1, 3))
+    out = medsr.save_volume(up, tmp_path / f"out{suffix}")
+    back = medsr.load_volume(out)
+    np.testing.assert_allclose(back.affine.numpy(), up.affine.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(back[0].numpy(), np.rint(up[0].numpy()))
+    assert volume_parts(back)[2].dtype == "int16"
+
+
+def test_itk_reader_matches_nibabel_on_the_same_grid(tmp_path, affine):
+    """SimpleITK (LPS) and nibabel (RAS) agree on where every voxel is."""
+    data = phantom((9, 8, 5))
+    path = write_nifti(tmp_path / "a.nii.gz", data, affine, dtype=np.float32)
+    nrrd = medsr.save_volume(medsr.load_volume(path), tmp_path / "a.nrrd")
+    image = sitk.ReadImage(str(nrrd))
+    np.testing.assert_allclose(affine_from_image(image), affine, atol=1e-5)
+    # a physical point maps to the same voxel in both libraries
+    ijk = (3, 5, 2)
+    ras = affine @ np.r_[ijk, 1]
+    lps = (-ras[0], -ras[1], ras[2])
+    assert image.TransformPhysicalPointToIndex(lps) == ijk
+    assert image[ijk] == pytest.approx(data[ijk])
+
+
+def test_nifti_header_codes_and_fields_are_kept(tmp_path):
+    affine = AFFINES["oblique"]
+    src = write_nifti(tmp_path / "in.nii.gz", phantom((8, 8, 4)), affine,
+                      descrip=b"scanner T1", xyzt_units=10, intent_name=b"sr-test")
+    out = medsr.save_volume(medsr.upscale(src, (1, 1, 4)), tmp_path / "out.nii.gz")
+    hdr = nib.load(str(out)).header
+    assert int(hdr["qform_code"]) == 1 and int(hdr["sform_code"]) == 2
+    assert hdr["descrip"].item() == b"scanner T1" and hdr["intent_name"].item() == b"sr-test"
+    assert int(hdr["xyzt_units"]) == 10
+    np.testing.assert_allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-5)
+    np.testing.assert_allclose(hdr.get_zooms(), (0.8, 0.8, 1.0), atol=1e-6)
+
+
+def test_sheared_sform_survives(tmp_path):
+    """A tilted acquisition (slice axis not orthogonal to the plane) keeps its exact sform."""
+    affine = AFFINES["anisotropic"].copy()
+    affine[1, 2] = 1.2  # gantry tilt
+    src = write_nifti(tmp_path / "in.nii.gz", phantom((8, 8, 4)), affine)
+    out = medsr.save_volume(medsr.upscale(src, (1, 1, 2)), tmp_path / "out.nii")
+    expected = affine.copy()
+    expected[:3, 2] /= 2
+    expected[:3, 3] -= affine[:3, 2] / 4
+    np.testing.assert_allclose(nib.load(str(out)).header.get_sform(), expected, atol=1e-5)
+
+
+def test_int16_output_is_rounded_and_clipped(tmp_path):
+    data = np.zeros((6, 6, 4), np.float32)
+    data[..., 1] = 40000.0
+    data[..., 2] = -1000.4
+    vol = make_volume(data, AFFINES["flipped"], SourceInfo("nifti", "", "int16"))
+    back = nib.load(str(medsr.save_volume(vol, tmp_path / "o.nii.gz")))
+    assert back.get_data_dtype() == np.int16
+    stored = np.asanyarray(back.dataobj)
+    assert stored[0, 0, 1] == 32767 and stored[0, 0, 2] == -1000
+
+
+def test_dtype_override_and_scaled_nifti(tmp_path):
+    data = phantom((8, 8, 4)) / 100.0
+    img = nib.Nifti1Image(data, AFFINES["oblique"])
+    img.set_data_dtype(np.int16)  # nibabel picks scl_slope to store floats as int16
+    img.to_filename(str(tmp_path / "scaled.nii.gz"))
+    vol = medsr.load_volume(tmp_path / "scaled.nii.gz")
+    out = nib.load(str(medsr.save_volume(vol, tmp_path / "o.nii.gz")))
+    assert out.get_data_dtype() == np.int16
+    np.testing.assert_allclose(out.get_fdata(), data, atol=0.01)  # scaling refitted, not rounded
+    f32 = nib.load(str(medsr.save_volume(vol, tmp_path / "f.nii.gz", dtype="float32")))
+    assert f32.get_data_dtype() == np.float32
+
+
+@pytest.mark.parametrize("shape,word", [((16, 16), "2D"), ((8, 8, 4, 3), "4D")])
+def test_2d_and_4d_images_are_refused(tmp_path, shape, word):
+    path = tmp_path / "img.nii.gz"
+    nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_filename(str(path))
+    with pytest.raises(MedsrError, match=word):
+        medsr.load_volume(path)
+
+
+def test_truncated_and_missing_files_give_one_line_errors(tmp_path):
+    path = write_nifti(tmp_path / "ok.nii.gz", phantom((16, 16, 8)), np.eye(4))
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MedsrError, match="cannot read") as err:
+        medsr.load_volume(cut)
+    assert "\n" not in str(err.value)
+    junk = tmp_path / "junk.nrrd"
+    junk.write_bytes(b"not an image at all")
+    with pytest.raises(MedsrError, match="cannot read"):
+        medsr.load_volume(junk)
+    with pytest.raises(MedsrError, match="no such file"):
+        medsr.load_volume(tmp_path / "nope.nii.gz")
+    assert gzip.decompress(raw)  # the intact file stays readable
+
+
+def test_conflicting_outputs_are_refused(tmp_path):
+    src = write_nifti(tmp_path / "in.nii.gz", phantom((8, 8, 4)), np.eye(4))
+    vol = medsr.load_volume(src)
+    before = src.read_bytes()
+    with pytest.raises(MedsrError, match="overwrite the input"):
+        medsr.save_volume(vol, src, force=True)
+    assert src.read_bytes() == before
+    out = medsr.save_volume(vol, tmp_path / "out.nii.gz")
+    with pytest.raises(MedsrError, match="--force"):
+        medsr.save_volume(vol, out)
+    medsr.save_volume(vol, out, force=True)
+    with pytest.raises(MedsrError, match="does not exist"):
+        medsr.save_volume(vol, tmp_path / "no" / "out.nii.gz")
+    with pytest.raises(MedsrError, match="format"):
+        medsr.save_volume(vol, tmp_path / "out.xyz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz", "out.nii.gz"]
