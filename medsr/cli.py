@@ -94,8 +94,18 @@ def upscale(
     import medsr
     from medsr.errors import MedsrError
 
+    from medsr.io import output_format
+    from medsr.io.values import check_dtype
+
     fmt_name = fmt.value if fmt is not None else None
     many = len(inputs) > 1
+    try:  # refuse a bad request before any work
+        if dtype is not None:
+            check_dtype(dtype)
+        if output is not None and not many:
+            output_format(output, fmt_name)
+    except MedsrError as err:
+        _fail(str(err))
     if many and output is not None:
         if output.exists() and not output.is_dir():
             _fail(f"with several inputs, --output must be a folder, not the file {output}")

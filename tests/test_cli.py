@@ -98,6 +98,10 @@ def test_bad_input_gets_one_line(scan, tmp_path):
                           "does not exist")
     assert_one_line_error(run("upscale", scan, "-o", "/proc/o.nii.gz"), "/proc")
     assert_one_line_error(run("upscale", scan, "--dtype", "complex64"), "unsupported --dtype")
+    flat = tmp_path / "flat.nii.gz"
+    nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), np.eye(4)).to_filename(str(flat))
+    assert_one_line_error(run("upscale", flat), "2D image")
+    flat.unlink()
     assert_one_line_error(run("upscale", scan, "-o", tmp_path / "o.nrrd", "--format", "nifti"),
                           "does not match")
     nan = tmp_path / "nan.nii.gz"
@@ -119,6 +123,41 @@ def test_failed_write_leaves_nothing_behind(scan, tmp_path, monkeypatch):
     monkeypatch.setattr(nifti, "write_nifti", broken)
     assert_one_line_error(run("upscale", scan, "-o", tmp_path / "o.nii.gz"), "No space left")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+def test_dicom_in_shuffled_names_to_dicom_out_on_the_right_grid(tmp_path):
+    """Shuffled file names in; a derived series out that SimpleITK and pydicom place correctly."""
+    import pydicom
+    from test_dicom import GEOMETRIES, sitk_read, write_series
+
+    lps = GEOMETRIES["oblique"]
+    stored = np.rint(phantom((12, 10, 5)) + 200).astype(np.uint16)
+    files = write_series(tmp_path / "in", stored, lps, modality="CT", intercept=-1024)
+    before = {f.name: digest(f) for f in files}
+    result = run("upscale", tmp_path / "in", "-o", tmp_path / "out", "--scale", 1, 1, 3)
+    assert result.exit_code == 0, result.output
+    expected = medsr.upscale(tmp_path / "in", (1, 1, 3))
+    values, affine = sitk_read(tmp_path / "out")
+    np.testing.assert_allclose(affine, expected.affine.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(values, np.rint(expected[0].numpy()))
+    first = pydicom.dcmread(tmp_path / "out" / "IM000001.dcm")
+    assert first.Modality == "CT" and list(first.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+    np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient],
+                               (lps @ [0, 0, -1 / 3, 1])[:3], atol=1e-5)
+    assert len(list((tmp_path / "out").iterdir())) == 15
+    assert {f.name: digest(f) for f in files} == before
+    # the default output of a DICOM folder is a DICOM folder beside it
+    result = run("upscale", tmp_path / "in", "--scale", 1, 1, 2)
+    assert result.exit_code == 0 and len(list((tmp_path / "in_sr").glob("*.dcm"))) == 10
+
+
+def test_nifti_to_dicom_and_back_overlays(scan, tmp_path):
+    result = run("upscale", scan, "-o", tmp_path / "dcm", "--format", "dicom", "--scale", 1, 1, 2)
+    assert result.exit_code == 0, result.output
+    back = medsr.load_volume(tmp_path / "dcm")
+    direct = medsr.upscale(scan, (1, 1, 2))
+    np.testing.assert_allclose(back.affine.numpy(), direct.affine.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(back[0].numpy(), np.rint(direct[0].numpy()))
 
 
 def test_info_and_sample(tmp_path):

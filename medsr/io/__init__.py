@@ -53,8 +53,8 @@ def load_volume(path: str | Path, series_uid: str | None = None) -> MetaTensor:
         if path.is_dir() or _is_dicom_file(path):
             from medsr.io.dicom import read_dicom
 
-            return read_dicom(path, series_uid=series_uid)
-        if _suffix(path) in _NIFTI_SUFFIXES:
+            array = volume = read_dicom(path, series_uid=series_uid)
+        elif _suffix(path) in _NIFTI_SUFFIXES:
             from medsr.io.nifti import read_nifti
 
             array, volume = read_nifti(path)
@@ -67,6 +67,10 @@ def load_volume(path: str | Path, series_uid: str | None = None) -> MetaTensor:
     except (OSError, EOFError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MedsrError(f"cannot read {path}: {reason}") from None
+    shape = tuple(int(s) for s in np.shape(array)[-3:]) if volume is not None else ()
+    if volume is not None and min(shape) < 2:
+        raise MedsrError(f"{path} has a single voxel along an axis {shape}: a 2D image; "
+                         "medsr needs a 3D volume")
     if volume is None:
         shape = tuple(int(s) for s in np.shape(array))
         if len(shape) < 3:

@@ -1,0 +1,461 @@
+"""DICOM series through pydicom: classic single-frame series and (enhanced) multi-frame files.
+
+Reading never trusts file names or InstanceNumber: frames are sorted by their position along the
+slice normal ``cross(row_dir, col_dir)``, and the slice axis of the affine is the step between
+the first and last ImagePositionPatient, so gantry tilt (a sheared grid) stays exact.
+Writing produces a derived classic single-frame series (one file per slice).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from monai.data import MetaTensor
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
+                         PositronEmissionTomographyImageStorage, SecondaryCaptureImageStorage,
+                         generate_uid)
+from pydicom.valuerep import format_number_as_ds
+
+from medsr.errors import MedsrError
+from medsr.geometry import flip_lps_ras
+from medsr.io.meta import SourceInfo, make_volume, volume_parts
+from medsr.io.values import cast_to
+
+log = logging.getLogger(__name__)
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_TEMPLATE_DROP = (*_PIXEL_KEYWORDS, "PerFrameFunctionalGroupsSequence")
+_WRITE_DROP = (
+    *_TEMPLATE_DROP, "SharedFunctionalGroupsSequence", "NumberOfFrames", "FrameIncrementPointer",
+    "DimensionOrganizationSequence", "DimensionIndexSequence", "SliceLocation",
+    "SmallestImagePixelValue", "LargestImagePixelValue", "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "ModalityLUTSequence", "IconImageSequence", "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths", "ImagesInAcquisition", "PlanarConfiguration",
+)
+_SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage,
+              "PT": PositronEmissionTomographyImageStorage}
+
+
+@dataclass
+class _Frame:
+    """One 2D image placed in space (a classic slice or one frame of a multi-frame file)."""
+
+    name: str
+    position: np.ndarray  # ImagePositionPatient, LPS mm
+    orientation: np.ndarray  # ImageOrientationPatient (6,)
+    pixel_spacing: np.ndarray  # PixelSpacing: (row spacing, column spacing)
+    slope: float
+    intercept: float
+    thickness: float | None
+    pixels: np.ndarray  # (Rows, Columns) stored values
+    dataset: Dataset
+
+
+# ----------------------------------------------------------------------------------- reading
+def read_dicom(path: str | Path, series_uid: str | None = None) -> MetaTensor:
+    """Read a DICOM series folder (searched recursively) or a multi-frame file as a volume.
+
+    Args:
+        path: a folder holding one or more series, or a single multi-frame file.
+        series_uid: SeriesInstanceUID to read when the folder holds several series.
+
+    Returns:
+        The volume; intensities have RescaleSlope/RescaleIntercept applied (HU for CT).
+
+    Raises:
+        MedsrError: ambiguous or unknown series, unreadable files, or a grid that is not a
+            regular volume (mixed orientations, duplicate or missing slices, ...).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = _series_files(path, series_uid)
+    elif path.is_file():
+        files = [path]
+    else:
+        raise MedsrError(f"{path} does not exist")
+    frames = [frame for file in files for frame in _load(file)]
+    if path.is_file():
+        uid = str(frames[0].dataset.get("SeriesInstanceUID", ""))
+        if series_uid is not None and series_uid != uid:
+            raise MedsrError(f"{path} belongs to series {uid}, not {series_uid}")
+        if len(frames) == 1:
+            raise MedsrError(f"{path} is a single 2D slice; upscaling needs a volume "
+                             "(give the folder of the series or a multi-frame file)")
+    frames, affine_lps = _sort_and_place(frames)
+    values = np.stack([f.pixels.astype(np.float64).T * f.slope + f.intercept for f in frames],
+                      axis=-1).astype(np.float32)
+    ds0 = frames[0].dataset
+    modality = str(ds0.get("Modality", "") or "") or None
+    source = SourceInfo(
+        format="dicom", path=str(path), dtype=_stored_dtype(frames, values),
+        modality=modality if modality in ("CT", "MR") else None,
+        header=_copy_without(ds0, _TEMPLATE_DROP),
+        extra={"modality_raw": modality, "slice_thickness": frames[0].thickness},
+    )
+    return make_volume(values, flip_lps_ras(affine_lps), source)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Turn any error raised while parsing ``file`` into a one-line MedsrError."""
+    try:
+        yield
+    except (MedsrError, InvalidDicomError):
+        raise
+    except Exception as exc:  # pydicom parses lazily and raises many types on damaged files
+        raise MedsrError(f"cannot read DICOM file {file}: {_reason(exc)}") from None
+
+
+def _read(file: Path, header_only: bool = False) -> Dataset:
+    with _reading(file):
+        ds = pydicom.dcmread(file, stop_before_pixels=header_only)
+        if _truncated(ds, file):
+            raise MedsrError(f"cannot read DICOM file {file}: the file is truncated")
+    return ds
+
+
+def _truncated(ds: Dataset, file: Path) -> bool:
+    """Detect truncation, which pydicom reads silently as a shorter dataset."""
+    if len(ds) == 0 and not ds.file_meta:
+        return True  # cut right after the 'DICM' prefix
+    try:
+        meta_length = ds.file_meta.get("FileMetaInformationGroupLength")
+        if meta_length is not None and file.stat().st_size < 144 + int(meta_length):
+            return True  # 128-byte preamble, 'DICM', 12-byte group length element
+    except (TypeError, ValueError):
+        return True  # a value cut short
+    tags = list(ds.keys())
+    last = ds.get_item(tags[-1]) if tags else None
+    return (isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF
+            and last.value is not None and len(last.value) < last.length)
+
+
+def _load(file: Path) -> list[_Frame]:
+    try:
+        ds = _read(file)
+    except InvalidDicomError:
+        raise MedsrError(f"{file} is not a DICOM file") from None
+    with _reading(file):
+        return _frames(ds, file.name)
+
+
+def _header(file: Path) -> tuple[str, str, int] | None:
+    """SeriesInstanceUID, description and frame count of an image file; None to skip it."""
+    try:
+        ds = _read(file, header_only=True)
+    except InvalidDicomError:
+        log.debug("skipping %s: not a DICOM file", file)
+        return None
+    with _reading(file):
+        if "SeriesInstanceUID" in ds and "Rows" in ds:
+            return (str(ds.SeriesInstanceUID), str(ds.get("SeriesDescription", "") or ""),
+                    int(ds.get("NumberOfFrames", 1) or 1))
+        sop = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
+        if sop is not None and "Image Storage" in UID(str(sop)).name:
+            raise MedsrError(f"{file} is an incomplete DICOM image (no Rows or "
+                             "SeriesInstanceUID; truncated?)")
+    log.debug("skipping %s: not an image (DICOMDIR, report, ...)", file)
+    return None
+
+
+def _series_files(folder: Path, series_uid: str | None) -> list[Path]:
+    """Group the folder's image files by SeriesInstanceUID and pick one series."""
+    series: dict[str, list[tuple[Path, str, int]]] = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if (header := _header(file)) is not None:
+            series.setdefault(header[0], []).append((file, header[1], header[2]))
+    if not series:
+        raise MedsrError(f"no DICOM image files found in {folder}")
+    if series_uid is None and len(series) > 1:
+        raise MedsrError(f"{folder} holds {len(series)} DICOM series: {_describe(series)}; "
+                         "pick one with --series UID")
+    if series_uid is not None and series_uid not in series:
+        raise MedsrError(f"series {series_uid} not found in {folder}; available: "
+                         f"{_describe(series)}")
+    chosen = series[series_uid] if series_uid is not None else next(iter(series.values()))
+    return [file for file, _, _ in chosen]
+
+
+def _describe(series: dict[str, list[tuple[Path, str, int]]]) -> str:
+    return "; ".join(f"{uid} ({items[0][1] or 'no description'}, "
+                     f"{sum(n for _, _, n in items)} slices)" for uid, items in series.items())
+
+
+def _num(ds: Dataset | None, keyword: str, default: float | None = None) -> float | None:
+    value = ds.get(keyword) if ds is not None else None
+    return default if value is None or value == "" else float(value)
+
+
+def _vec(ds: Dataset | None, keyword: str, size: int, name: str) -> np.ndarray:
+    value = ds.get(keyword) if ds is not None else None
+    if value is None or len(value) != size:
+        raise MedsrError(f"{name} has no valid {keyword}; cannot place it in space")
+    return np.asarray([float(v) for v in value], dtype=np.float64)
+
+
+def _group_item(ds: Dataset, frame_group: Dataset | None, keyword: str) -> Dataset | None:
+    """First item of a functional group macro, per-frame first, then shared."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for group in (frame_group, shared[0] if shared else None):
+        if group is not None and group.get(keyword):
+            return group.get(keyword)[0]
+    return None
+
+
+def _frames(ds: Dataset, name: str) -> list[_Frame]:
+    """Split a dataset into placed 2D frames (one for a classic slice)."""
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise MedsrError(f"{name} has no pixel data")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise MedsrError(f"{name} is a colour image; only greyscale volumes are supported")
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise MedsrError(f"cannot decode pixel data of {name}: {_reason(exc)}") from None
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = pixels.reshape(count, int(ds.Rows), int(ds.Columns))
+    slope, intercept = _num(ds, "RescaleSlope", 1.0), _num(ds, "RescaleIntercept", 0.0)
+    thickness = _num(ds, "SliceThickness")
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        groups = ds.PerFrameFunctionalGroupsSequence
+        if len(groups) != count:
+            raise MedsrError(f"{name} has {count} frames but {len(groups)} per-frame groups")
+        frames = []
+        for i, group in enumerate(groups):
+            label = f"{name} frame {i + 1}"
+            measures = _group_item(ds, group, "PixelMeasuresSequence")
+            value = _group_item(ds, group, "PixelValueTransformationSequence")
+            frames.append(_Frame(
+                label,
+                _vec(_group_item(ds, group, "PlanePositionSequence"),
+                     "ImagePositionPatient", 3, label),
+                _vec(_group_item(ds, group, "PlaneOrientationSequence"),
+                     "ImageOrientationPatient", 6, label),
+                _vec(measures, "PixelSpacing", 2, label),
+                _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
+                _num(measures, "SliceThickness", thickness), pixels[i], ds))
+        return frames
+    position = _vec(ds, "ImagePositionPatient", 3, name)
+    orientation = _vec(ds, "ImageOrientationPatient", 6, name)
+    pixel_spacing = _vec(ds, "PixelSpacing", 2, name)
+    step = _num(ds, "SpacingBetweenSlices") or thickness
+    if count > 1 and not step:
+        raise MedsrError(f"{name} is a multi-frame file without per-frame positions "
+                         "(PerFrameFunctionalGroupsSequence) or SpacingBetweenSlices")
+    normal = np.cross(orientation[:3], orientation[3:])
+    normal /= np.linalg.norm(normal)
+    return [_Frame(name if count == 1 else f"{name} frame {i + 1}",
+                   position + i * (step or 0.0) * normal, orientation, pixel_spacing,
+                   slope, intercept, thickness, pixels[i], ds) for i in range(count)]
+
+
+def _sort_and_place(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray]:
+    """Sort frames along the slice normal, check the grid is regular, return the LPS affine."""
+    first = frames[0]
+    for f in frames[1:]:
+        if not np.allclose(f.orientation, first.orientation, atol=1e-4):
+            raise MedsrError(f"{f.name} and {first.name} have different ImageOrientationPatient;"
+                             " a volume needs one orientation (localizer in the series?)")
+        if f.pixels.shape != first.pixels.shape:
+            raise MedsrError(f"{f.name} and {first.name} have different Rows/Columns")
+        if not np.allclose(f.pixel_spacing, first.pixel_spacing, rtol=1e-4, atol=1e-6):
+            raise MedsrError(f"{f.name} and {first.name} have different PixelSpacing")
+    row = first.orientation[:3] / np.linalg.norm(first.orientation[:3])
+    col = first.orientation[3:] / np.linalg.norm(first.orientation[3:])
+    normal = np.cross(row, col)
+    frames = sorted(frames, key=lambda f: float(f.position @ normal))
+    positions = np.array([f.position for f in frames])
+    gaps = np.diff(positions @ normal)
+    if len(frames) > 1:
+        dup = np.flatnonzero(gaps < 1e-3)
+        if dup.size:
+            i = dup[0]
+            raise MedsrError(f"duplicate slice position: {frames[i].name} and "
+                             f"{frames[i + 1].name} lie at the same place (several echoes, "
+                             "phases or stacks in one series?)")
+        median = float(np.median(gaps))
+        tol = max(0.01 * median, 0.01)
+        bad = np.flatnonzero(np.abs(gaps - median) > tol)
+        if bad.size:
+            i = bad[0]
+            raise MedsrError(f"uneven slice spacing: gap of {round(float(gaps[i]), 3)} mm "
+                             f"between slices {i + 1} and {i + 2}, median {round(median, 3)} mm"
+                             " (missing slices?)")
+        step = (positions[-1] - positions[0]) / (len(frames) - 1)
+        expected = positions[0] + np.arange(len(frames))[:, None] * step
+        if np.linalg.norm(positions - expected, axis=1).max() > tol:
+            raise MedsrError("slice positions do not lie on a straight line; "
+                             "cannot build a regular volume")
+    else:
+        step = normal * (_num(first.dataset, "SpacingBetweenSlices") or first.thickness or 1.0)
+    affine = np.eye(4)
+    affine[:3, 0] = row * first.pixel_spacing[1]
+    affine[:3, 1] = col * first.pixel_spacing[0]
+    affine[:3, 2] = step
+    affine[:3, 3] = positions[0]
+    return frames, affine
+
+
+def _stored_dtype(frames: list[_Frame], values: np.ndarray) -> str:
+    """Smallest dtype that holds the rescaled values exactly (float32 when not integer)."""
+    if any(f.pixels.dtype.kind == "f" or f.slope != 1.0 or not float(f.intercept).is_integer()
+           for f in frames):
+        return "float32"
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0 and hi <= 255 and int(frames[0].dataset.get("BitsAllocated", 16)) == 8:
+        return "uint8"
+    return "int16" if lo >= -32768 and hi <= 32767 else "int32"
+
+
+def _copy_without(ds: Dataset, drop: Iterable[str]) -> Dataset:
+    """Copy of a dataset's elements (file meta excluded) without the ``drop`` keywords."""
+    drop = set(drop)
+    out = Dataset()
+    for elem in ds:
+        if elem.keyword not in drop:
+            out.add(copy.deepcopy(elem))
+    return out
+
+
+# ----------------------------------------------------------------------------------- writing
+def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> list[Path]:
+    """Write a volume as a derived classic single-frame series into an existing empty folder.
+
+    Integer dtypes are rounded and clipped and stored exactly as 16-bit values (with an
+    integer RescaleIntercept when the range needs it); float dtypes are stored as uint16 with
+    a series-wide RescaleSlope/RescaleIntercept (error at most slope/2). Readers order slices
+    along ``cross(row_dir, col_dir)``: a volume whose slice axis points the other way comes
+    back with the slice axis reversed (same voxels in space).
+
+    Args:
+        volume: the volume to write.
+        folder: an existing, empty folder; files are named ``IM000001.dcm``, ...
+        dtype: value type to store; defaults to the source's dtype.
+
+    Returns:
+        The written files, in slice order.
+    """
+    array, affine, source = volume_parts(volume)
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.iterdir()):
+        raise MedsrError(f"{folder} must be an existing empty folder")
+    lps = flip_lps_ras(affine)
+    sx, sy, sz = np.linalg.norm(lps[:3, :3], axis=0)
+    row, col = lps[:3, 0] / sx, lps[:3, 1] / sy
+    if abs(row @ col) > 1e-4:
+        raise MedsrError("the in-plane axes are not perpendicular; DICOM cannot store this grid")
+    stored, slope, intercept = _to_stored(array, np.dtype(dtype or source.dtype))
+    ds = _base_dataset(source)
+    ds.ImageOrientationPatient = [_ds(v, 10) for v in (*row, *col)]
+    ds.PixelSpacing = [_ds(sy, 10), _ds(sx, 10)]
+    ds.SliceThickness = ds.SpacingBetweenSlices = _ds(sz, 10)
+    ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored = 16, _bits_stored(stored)
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(stored.dtype.kind == "i")
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    normal = np.cross(row, col)
+    files = []
+    for k in range(array.shape[2]):
+        position = lps @ np.array([0.0, 0.0, k, 1.0])
+        ds.ImagePositionPatient = [_ds(v, 6) for v in position[:3]]
+        ds.SliceLocation = _ds(position[:3] @ normal, 6)
+        ds.InstanceNumber = k + 1
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(stored[:, :, k].T).tobytes())
+        file = folder / f"IM{k + 1:06d}.dcm"
+        ds.save_as(file, enforce_file_format=True)
+        files.append(file)
+    return files
+
+
+def _ds(value: float, decimals: int | None = None) -> str:
+    """A DS string (at most 16 characters), optionally rounded first."""
+    value = float(value)
+    if decimals is not None:
+        value = round(value, decimals) + 0.0  # + 0.0 drops a negative zero
+    return format_number_as_ds(value)
+
+
+def _to_stored(array: np.ndarray, target: np.dtype) -> tuple[np.ndarray, str, str]:
+    """16-bit stored values plus the RescaleSlope and RescaleIntercept strings."""
+    if not np.isfinite(array).all():
+        raise MedsrError("the volume holds NaN or infinite values; DICOM cannot store them")
+    if target.kind in "iub":
+        ints = cast_to(array, target if target.kind != "b" else np.uint8).astype(np.int64)
+        lo, hi = int(ints.min()), int(ints.max())
+        if lo >= 0 and hi <= 65535:
+            return ints.astype("<u2"), "1", "0"
+        if lo >= -32768 and hi <= 32767:
+            return ints.astype("<i2"), "1", "0"
+        if hi - lo <= 65535:
+            return (ints - lo).astype("<u2"), "1", str(lo)
+        log.warning("integer range %d..%d exceeds 16 bits; storing with a rescale slope", lo, hi)
+        array = ints.astype(np.float64)
+    lo, hi = float(array.min()), float(array.max())
+    slope, intercept = _ds((hi - lo) / 65535 if hi > lo else 1.0), _ds(lo)
+    values = (array.astype(np.float64) - float(intercept)) / float(slope)
+    return np.clip(np.rint(values), 0, 65535).astype("<u2"), slope, intercept
+
+
+def _bits_stored(stored: np.ndarray) -> int:
+    lo, hi = int(stored.min()), int(stored.max())
+    bits = hi.bit_length()
+    if stored.dtype.kind == "i":
+        bits = max(bits, (-lo - 1).bit_length() if lo < 0 else 0) + 1
+    return min(16, max(1, bits))
+
+
+def _base_dataset(source: SourceInfo) -> Dataset:
+    """Series-level dataset: the source's template (patient, study, equipment) or a fresh one."""
+    date, time = datetime.now().strftime("%Y%m%d %H%M%S").split()
+    if source.format == "dicom" and isinstance(source.header, Dataset):
+        ds = _copy_without(source.header, _WRITE_DROP)
+        for tag in [t for t in ds.keys() if t.is_private or 0x6000 <= t.group <= 0x60FF]:
+            del ds[tag]  # private tags and overlays would no longer match the pixels
+        modality = str(ds.get("Modality", "") or "") or source.modality or "OT"
+        description = str(ds.get("SeriesDescription", "") or "")
+        number = ds.get("SeriesNumber")
+        image_type = ds.get("ImageType") or []
+        image_type = [] if isinstance(image_type, str) else list(image_type)[2:]
+    else:
+        ds = Dataset()
+        ds.PatientName, ds.PatientID = "Anonymous", ""
+        ds.PatientBirthDate = ds.PatientSex = ""
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid()
+        ds.StudyDate, ds.StudyTime = date, time
+        ds.StudyID = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+        ds.PositionReferenceIndicator = ds.Manufacturer = ""
+        modality, description, number, image_type = source.modality or "OT", "", None, []
+    ds.Modality = modality
+    ds.SOPClassUID = _SOP_CLASS.get(modality, SecondaryCaptureImageStorage)
+    if ds.SOPClassUID == SecondaryCaptureImageStorage and "ConversionType" not in ds:
+        ds.ConversionType = "WSD"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = int(number) + 1000 if number not in (None, "") else 1000
+    ds.SeriesDescription = f"{description[:55]} medsr SR".strip()
+    ds.ImageType = ["DERIVED", "SECONDARY", *image_type]
+    ds.DerivationDescription = "super-resolved by medsr"
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
