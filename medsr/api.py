@@ -22,6 +22,7 @@ METHODS = tuple(INTERPOLATORS)
 
 def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
             spacing: Sequence[float] | None = None, method: str = "bspline",
+            model: str | Path | None = None, device: str = "auto",
             series_uid: str | None = None,
             progress: Callable[[float], None] | None = None) -> MetaTensor:
     """Upscale a volume onto a finer grid covering the same physical extent.
@@ -32,7 +33,11 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
         scale: integer factor per stored array axis, e.g. ``(1, 1, 4)`` for 4× thinner slices.
             Default: every spacing brought down to the smallest by an integer factor.
         spacing: target spacing in mm per array axis instead of ``scale``.
-        method: ``"bspline"`` (cubic) or ``"linear"``.
+        method: ``"bspline"`` (cubic) or ``"linear"``; ignored when ``model`` is given.
+        model: a trained model folder (``weights.safetensors`` + ``card.json``) or its
+            ``.safetensors`` file. Without ``scale`` the thickest axis is upscaled by the
+            model's factor.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"`` for models.
         series_uid: DICOM series to read when ``volume`` is a folder with several.
         progress: optional callback receiving the fraction done.
 
@@ -53,6 +58,9 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
     if bad:
         raise MedsrError(f"{source.path or 'input'} has {bad} NaN/Inf voxels; "
                          "replace them before upscaling")
+    if model is not None:
+        return _upscale_with_model(array, affine, source, scale, spacing, model, device,
+                                   progress)
     out_shape, out_affine, _ = target_grid(array.shape, affine, scale=scale,
                                            target_spacing=spacing)
     # index map from output voxels to source voxels (axis-aligned by construction)
@@ -60,6 +68,29 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
     ratio, offset = np.diag(to_source)[:3], to_source[:3, 3]
     logger.info("upscaling %s -> %s with %s", array.shape, out_shape, method)
     out = resample_index_space(array, out_shape, ratio, offset, method, progress)
+    result = make_volume(out, out_affine, source)
+    result.meta["original_affine"] = torch.as_tensor(affine)
+    return result
+
+
+def _upscale_with_model(array, affine, source, scale, spacing, model, device, progress):
+    from medsr.checkpoint import load_model
+    from medsr.geometry import spacing as voxel_size
+    from medsr.inference import model_factor, upscale_with_model
+    from medsr.training.loop import resolve_device
+
+    if spacing is not None:
+        raise MedsrError("--spacing cannot be used with a model; use --scale")
+    dev = resolve_device(device)
+    net, card = load_model(model, dev)
+    if scale is None:
+        factors = [1, 1, 1]
+        factors[int(np.argmax(voxel_size(affine)))] = model_factor(card)
+        scale = factors
+    out_shape, out_affine, _ = target_grid(array.shape, affine, scale=scale)
+    out = upscale_with_model(array, [int(s) for s in scale], net, card, device=dev,
+                             progress=progress)
+    assert out.shape == tuple(out_shape)
     result = make_volume(out, out_affine, source)
     result.meta["original_affine"] = torch.as_tensor(affine)
     return result

@@ -83,6 +83,10 @@ def upscale(
     dtype: Annotated[Optional[str], typer.Option(
         help="Stored dtype (int16, uint16, float32, ...). Default: the input's.",
         show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Trained model folder (or its weights.safetensors with card.json beside it); "
+             "replaces --method.", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (models only).")] = "auto",
     series: Annotated[Optional[str], typer.Option(
         help="SeriesInstanceUID to read from a DICOM folder with several series.",
         show_default=False)] = None,
@@ -120,17 +124,62 @@ def upscale(
                     bar.update(round(done * 100) - bar.n)
 
                 result = medsr.upscale(volume, scale, spacing=spacing, method=method.value,
-                                       progress=report)
+                                       model=model, device=device, progress=report)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))
         except MedsrError as err:
             failures += 1
             typer.echo(f"error: {err}", err=True)
             continue
-        typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} ({method.value}) "
-                   f"-> {dst}")
+        how = f"model {model}" if model is not None else method.value
+        typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} ({how}) -> {dst}")
     if failures:
         raise typer.Exit(1)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    data: Annotated[Optional[list[Path]], typer.Option(
+        help="Training volumes or folders (repeatable); replaces data.train.",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory. Default: runs/NAME from the config.", show_default=False)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(
+        help="Replaces optim.max_steps.", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly.")] = False,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+) -> None:
+    """Train an SR network on volumes degraded to low resolution on the fly.
+
+    Runs on several GPUs (or CPU processes) under `torchrun --nproc_per_node N -m medsr train`.
+    """
+    import logging
+
+    from medsr.errors import MedsrError
+    from medsr.training.config import load_config
+    from medsr.training.loop import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides: dict = {}
+    if data:
+        overrides["data.train"] = [str(p) for p in data]
+    if max_steps is not None:
+        overrides["optim.max_steps"] = max_steps
+    try:
+        cfg = load_config(config, overrides)
+        run_dir = out or Path("runs") / cfg.name
+        result = run_training(cfg, run_dir, resume=resume, device=device.value)
+    except MedsrError as err:
+        _fail(str(err))
+    best = f", best validation PSNR {result.best_psnr:.2f} dB" if result.best_psnr else ""
+    typer.echo(f"trained {result.step} steps{best} -> {result.run_dir}")
 
 
 @app.command()
@@ -172,6 +221,11 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
     except OSError as err:
         _fail(f"cannot write {dest}: {err.strerror}")
     typer.echo(str(dest))
+
+
+from medsr.commands.evaluate import benchmark, evaluate  # noqa: E402
+app.command()(evaluate)
+app.command()(benchmark)
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""``python -m medsr`` (also what ``torchrun -m medsr train ...`` runs)."""
+
+from medsr.cli import main
+
+main()

@@ -1,0 +1,132 @@
+"""Self-describing model folders and resumable training state, without pickle.
+
+A model folder holds ``weights.safetensors`` (the network), ``card.json`` (architecture and
+hyperparameters, scale, intensity normalisation, training data, validation metrics) and, when
+trained here, ``config.yaml`` (the experiment). Training state (optimiser, scheduler, RNG,
+step) is ``state.safetensors`` + ``state.json``. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medsr.errors import MedsrError
+
+CARD = "card.json"
+WEIGHTS = "weights.safetensors"
+STATE = "state.safetensors"
+STATE_JSON = "state.json"
+CARD_FORMAT = "medsr-model/1"
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def save_model(model: nn.Module, folder: Path, card: dict) -> None:
+    """Write ``weights.safetensors`` and ``card.json`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(weights, tmp))
+    write_json(folder / CARD, {"format": CARD_FORMAT, **card})
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, card)`` for a model folder or a ``.safetensors`` file with a card beside it."""
+    path = Path(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    card = weights.with_name(CARD)
+    if not weights.is_file():
+        raise MedsrError(f"no model weights at {weights}")
+    if not card.is_file():
+        raise MedsrError(f"model {weights} has no {CARD} beside it")
+    return weights, card
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a network from its card and load its weights (safetensors, no pickle)."""
+    from medsr.nets import build_network
+
+    weights, card_path = model_paths(path)
+    try:
+        card = json.loads(card_path.read_text())
+        net_config = dict(card["network"])
+        model = build_network(**net_config)
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise MedsrError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), card
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {int(p): dict(v) for p, v in meta["state"].items()}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, info: dict) -> None:
+    """Everything needed to continue exactly: weights, optimiser, scheduler, RNG, step."""
+    tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+    for key, value in model.state_dict().items():
+        tensors[f"model.{key}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = {"optimizer": optim_meta, "scheduler": scheduler.state_dict() if scheduler else None,
+            **info}
+    _atomic_write(folder / STATE, lambda tmp: save_file(tensors, tmp))
+    write_json(folder / STATE_JSON, meta)
+
+
+def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any) -> dict:
+    """Restore what :func:`save_training_state` wrote; returns its ``info`` dict."""
+    tensors = load_file(str(folder / STATE), device="cpu")
+    meta = json.loads((folder / STATE_JSON).read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta.pop("optimizer")))
+    sched = meta.pop("scheduler")
+    if scheduler is not None and sched is not None:
+        scheduler.load_state_dict(sched)
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    return meta

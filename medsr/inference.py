@@ -1,0 +1,112 @@
+"""Network inference on whole volumes in bounded memory.
+
+2D networks (scale ``(1, f)``) run on the planes that contain the low-resolution axis, a batch
+of slices at a time, through MONAI's ``sliding_window_inference`` (which takes outputs at a
+finer resolution than the input); the two orthogonal planes that contain that axis are fused
+by averaging. 3D networks (scale ``(1, 1, f)``) run with the axis moved last, by sliding
+window with Gaussian blending. Several upscaled axes are done one after another. Intensities
+are normalised as the model card says and mapped back to the scan's units on output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsr.errors import MedsrError
+from medsr.transforms.intensity import fit_scaling
+
+
+def model_factor(card: dict) -> int:
+    """The factor a model upsamples its one low-resolution axis by."""
+    scale = [int(s) for s in card["scale"]]
+    if sorted(scale)[:-1] != [1] * (len(scale) - 1):
+        raise MedsrError(f"model scale {scale} upsamples more than one axis; medsr applies "
+                         "models that upsample a single axis")
+    return scale[-1]
+
+
+def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: torch.device,
+              amp: bool, batch: int) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    def predictor(patch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda"
+                            else torch.float32, enabled=amp):
+            return model(patch).float()
+
+    return sliding_window_inference(x, roi_size=list(roi), sw_batch_size=batch,
+                                    predictor=predictor, overlap=0.25, mode="gaussian",
+                                    sw_device=device, device=torch.device("cpu"))
+
+
+@torch.no_grad()
+def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
+                 device: torch.device, planes: str = "both", slice_batch: int = 8,
+                 roi: int = 96, progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """Upscale normalised ``array`` (X, Y, Z) along ``axis`` with a single-axis model.
+
+    Args:
+        planes: for 2D models, ``"both"`` (average the two planes containing ``axis``) or
+            ``"one"`` (the first only, half the time).
+        roi: sliding-window size in input voxels along each window axis.
+    """
+    f = model_factor(card)
+    dims = int(card["spatial_dims"])
+    amp = device.type == "cuda"
+    model = model.to(device).eval()
+    n = array.shape[axis]
+    others = [a for a in range(3) if a != axis]
+    shape = list(array.shape)
+    shape[axis] = n * f
+    out = torch.zeros(shape, dtype=torch.float32)
+    src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if dims == 3:
+        x = src.permute(*others, axis)[None, None]
+        roi3 = [min(roi, s) for s in x.shape[2:4]] + [min(max(8, roi // f), n)]
+        y = _windowed(model, x, roi3, device, amp, 1)[0, 0]
+        if progress:
+            progress(1.0)
+        return y.permute(*np.argsort([*others, axis]).tolist()).numpy()
+    views = others if planes == "both" else others[:1]
+    total = sum(array.shape[v] for v in views)
+    done = 0
+    for stack_axis in views:
+        inplane = [a for a in others if a != stack_axis][0]
+        # slices (N, 1, inplane, axis): the LR axis last, as the model was trained
+        slices = src.permute(stack_axis, inplane, axis)
+        for start in range(0, slices.shape[0], slice_batch):
+            chunk = slices[start:start + slice_batch, None]
+            roi2 = [min(roi * f, chunk.shape[2]), min(roi, chunk.shape[3])]
+            y = _windowed(model, chunk, roi2, device, amp, slice_batch)[:, 0]
+            # back to (X, Y, Z) order: y is (stack, inplane, axis)
+            order = np.argsort([stack_axis, inplane, axis]).tolist()
+            index = [slice(None)] * 3
+            index[stack_axis] = slice(start, start + y.shape[0])
+            out[tuple(index)] += y.permute(*order)
+            done += y.shape[0]
+            if progress:
+                progress(done / total)
+    return (out / len(views)).numpy()
+
+
+def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,
+                       card: dict, *, device: torch.device,
+                       progress: Callable[[float], None] | None = None,
+                       **kwargs) -> np.ndarray:
+    """Upscale every axis whose factor is > 1 with the model; returns scan units."""
+    f = model_factor(card)
+    axes = [a for a, s in enumerate(factors) if s > 1]
+    bad = [int(s) for s in factors if s not in (1, f)]
+    if bad or not axes:
+        raise MedsrError(f"this model upscales ×{f} along an axis; asked for scale "
+                         f"{list(factors)} (use --scale with 1 and {f} only)")
+    scaling = fit_scaling(array, card["normalization"])
+    x = scaling.forward(np.asarray(array, dtype=np.float32))
+    for i, axis in enumerate(axes):
+        step = (lambda p, i=i: progress((i + p) / len(axes))) if progress else None
+        x = upscale_axis(x, axis, model, card, device=device, progress=step, **kwargs)
+    return scaling.inverse(x).astype(np.float32)

@@ -1,0 +1,145 @@
+"""Experiment configuration: YAML (``safe_load``) into typed dataclasses, with validation.
+
+One YAML file is one experiment. Unknown keys are errors, so typos never pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsr.errors import MedsrError
+
+
+@dataclass
+class DataConfig:
+    """Where the training volumes are and how they are split and normalised."""
+
+    train: list[str] = field(default_factory=list)  # files or folders (NIfTI/NRRD/DICOM)
+    val: list[str] = field(default_factory=list)  # held out; empty: take val_fraction of train
+    val_fraction: float = 0.2
+    modality: str = "MR"  # "MR" or "CT": chooses the intensity normalisation
+    normalization: dict[str, Any] | None = None  # default from the modality
+    hr_spacing_tolerance: float = 1.5  # planes whose spacings are <= tol × the finest are HR
+
+
+@dataclass
+class PatchConfig:
+    """Patch sampling: 2D patches from high-resolution planes, or 3D patches."""
+
+    size: list[int] = field(default_factory=lambda: [48, 48])  # HR patch; the LR axis is last
+    batch_size: int = 16
+    val_patches: int = 64
+    min_foreground: float = 0.1  # reject patches with less non-background than this fraction
+
+
+@dataclass
+class DegradationConfig:
+    """How the low-resolution input is simulated (see ``medsr.transforms.degrade``)."""
+
+    factor: int = 4  # slice spacing in HR voxels along the LR axis (the network's scale)
+    thickness: list[float] = field(default_factory=lambda: [0.8, 1.2])  # × factor
+    profiles: list[str] = field(default_factory=lambda: ["box", "gaussian"])
+    noise: list[float] = field(default_factory=lambda: [0.0, 0.01])  # std, normalised units
+    rician: bool = False
+    blur_fwhm: list[float] = field(default_factory=lambda: [0.0, 0.0])  # in-plane PSF, voxels
+    kspace: float = 0.0  # probability of in-plane k-space truncation ×2 before profiling
+
+
+@dataclass
+class NetworkConfig:
+    """A registry name (or ``package.module:Class``) and its hyperparameters."""
+
+    name: str = "edsr"
+    spatial_dims: int = 2
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule, checkpoints and stopping."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_steps: int = 2000
+    warmup_steps: int = 50
+    val_every: int = 100
+    checkpoint_every: int = 100
+    patience: int = 0  # validations without improvement before stopping; 0 = never
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    loss: str = "l1"
+
+
+@dataclass
+class TrainConfig:
+    """One experiment."""
+
+    name: str = "medsr"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise MedsrError(f"config section {where or 'top level'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise MedsrError(f"unknown config key(s) {', '.join(unknown)} in {where or 'top level'};"
+                         f" allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = fields[name].type
+        nested = {"DataConfig": DataConfig, "PatchConfig": PatchConfig,
+                  "DegradationConfig": DegradationConfig, "NetworkConfig": NetworkConfig,
+                  "OptimConfig": OptimConfig}.get(sub if isinstance(sub, str) else sub.__name__)
+        kwargs[name] = _build(nested, value, f"{where}.{name}".strip(".")) if nested else value
+    return cls(**kwargs)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check values a typo or a bad override could break; raise one-line MedsrErrors."""
+    d, p, n, o = cfg.degradation, cfg.patch, cfg.network, cfg.optim
+    if n.spatial_dims not in (2, 3):
+        raise MedsrError("network.spatial_dims must be 2 or 3")
+    if len(p.size) != n.spatial_dims:
+        raise MedsrError(f"patch.size needs {n.spatial_dims} numbers for a {n.spatial_dims}D net")
+    if not isinstance(d.factor, int) or d.factor < 1:
+        raise MedsrError("degradation.factor must be a positive integer")
+    if p.size[-1] % d.factor:
+        raise MedsrError(f"patch.size[-1] ({p.size[-1]}) must be a multiple of the factor "
+                         f"({d.factor})")
+    if cfg.data.modality not in ("MR", "CT"):
+        raise MedsrError("data.modality must be MR or CT")
+    if o.max_steps < 1 or p.batch_size < 1:
+        raise MedsrError("optim.max_steps and patch.batch_size must be positive")
+    if o.loss not in ("l1", "l2"):
+        raise MedsrError("optim.loss must be l1 or l2")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML experiment, apply ``{"optim.max_steps": 10, ...}`` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise MedsrError(f"cannot read config {path}: {str(err).splitlines()[0]}") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return validate(_build(TrainConfig, raw, ""))

@@ -1,0 +1,162 @@
+"""Training data: cached normalised volumes, and (LR, HR) patch pairs made on the fly.
+
+Volumes are read once through a MONAI ``CacheDataset`` (``LoadVolumed`` + normalisation) and
+kept as plain tensors (no MetaTensor overhead in the hot loop). Batch ``s`` is a pure function
+of ``(seed, s, rank)``, so a resumed run sees exactly the data an uninterrupted one would.
+
+2D networks learn from planes whose two axes are both high resolution (all three orientations
+of an isotropic volume; only the in-plane one of a thick-slice scan), degraded along one of
+their axes. 3D networks learn from volumes that are high resolution along all three axes. The
+degraded axis is always moved last, matching the network's scale ``(1, …, f)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsr.errors import MedsrError
+from medsr.geometry import spacing
+from medsr.training.config import TrainConfig
+from medsr.transforms.degrade import add_noise, gaussian_psf, kspace_truncate, slice_profile
+from medsr.transforms.intensity import default_normalization, fit_scaling
+
+logger = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def find_volumes(entries: list[str]) -> list[Path]:
+    """Expand files and folders into volume paths (a folder without volume files is DICOM)."""
+    found: list[Path] = []
+    for entry in entries:
+        path = Path(entry).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
+            found.extend(files if files else [path])
+        else:
+            raise MedsrError(f"training data {path} does not exist")
+    if not found:
+        raise MedsrError("no training volumes found")
+    return found
+
+
+@dataclass
+class Volume:
+    """A normalised volume and the axes along which it is high resolution."""
+
+    path: str
+    data: torch.Tensor  # (X, Y, Z) float32, normalised
+    hr_axes: tuple[int, ...]
+
+
+def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
+    """Read and normalise volumes through a MONAI CacheDataset."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose, Lambdad
+
+    from medsr.transforms import LoadVolumed
+
+    spec = cfg.data.normalization or default_normalization(cfg.data.modality)
+
+    def normalise(vol):
+        scaling = fit_scaling(vol, spec)
+        return scaling.forward(vol)
+
+    dataset = CacheDataset([{"image": str(p)} for p in paths],
+                           Compose([LoadVolumed("image"), Lambdad("image", normalise)]),
+                           progress=False, num_workers=0)
+    volumes = []
+    for item, path in zip(dataset, paths):
+        vol = item["image"]
+        d = spacing(np.asarray(vol.affine))
+        hr = tuple(int(a) for a in np.flatnonzero(d <= cfg.data.hr_spacing_tolerance * d.min()))
+        volumes.append(Volume(str(path), vol.as_tensor()[0].float().contiguous(), hr))
+    return volumes
+
+
+class PairSampler:
+    """Makes batches of (LR, HR) patches; batch ``step`` depends only on (seed, step, rank)."""
+
+    def __init__(self, volumes: list[Volume], cfg: TrainConfig, rank: int = 0,
+                 stream: int = 0) -> None:
+        self.cfg, self.rank, self.stream = cfg, rank, stream
+        dims = cfg.network.spatial_dims
+        self.choices = []  # (volume index, axis order) with the LR axis last
+        for i, v in enumerate(volumes):
+            hr = set(v.hr_axes)
+            if dims == 2:
+                for normal in range(3):
+                    plane = [a for a in range(3) if a != normal]
+                    if set(plane) <= hr:
+                        self.choices += [(i, normal, plane[0], plane[1]),
+                                         (i, normal, plane[1], plane[0])]
+            elif hr == {0, 1, 2}:
+                self.choices += [(i, *order) for order in ((1, 2, 0), (0, 2, 1), (0, 1, 2))]
+        if not self.choices:
+            raise MedsrError("no training volume is high resolution where the network needs it "
+                             f"({'a plane' if dims == 2 else 'all three axes'})")
+        self.volumes = volumes
+
+    def _patch(self, rng: np.random.Generator) -> torch.Tensor:
+        size = self.cfg.patch.size
+        for _ in range(20):
+            i, *order = self.choices[rng.integers(len(self.choices))]
+            vol = self.volumes[i].data
+            if len(order) == 3 and self.cfg.network.spatial_dims == 2:
+                normal, a, b = order
+                view = vol.movedim(normal, 0)[int(rng.integers(vol.shape[normal]))]
+                view = view if a < b else view.T  # plane axes in (a, b) order, b degraded
+            else:
+                view = vol.permute(*order)
+            patch = _random_crop(view, size, rng)
+            if float((patch > 0.05).float().mean()) >= self.cfg.patch.min_foreground:
+                break
+        if rng.random() < 0.5:  # flips along the axes that are not degraded
+            patch = patch.flip(0)
+        return patch
+
+    def _degrade(self, hr: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        d = self.cfg.degradation
+        x = hr[None]
+        axes = tuple(range(hr.ndim - 1))
+        if d.kspace > 0 and rng.random() < d.kspace:
+            x = kspace_truncate(x, axes, 2, downsample=False)
+        fwhm = float(rng.uniform(*d.blur_fwhm))
+        if fwhm > 0:
+            x = gaussian_psf(x, [fwhm] * len(axes) + [0.0])
+        thickness = float(rng.uniform(*d.thickness)) * d.factor
+        profile = d.profiles[int(rng.integers(len(d.profiles)))]
+        x = slice_profile(x, hr.ndim - 1, d.factor, thickness, profile)
+        sigma = float(rng.uniform(*d.noise))
+        if sigma > 0:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            x = add_noise(x, sigma, rician=d.rician, generator=gen)
+        return x
+
+    def batch(self, step: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lr, hr)`` of shapes ``(B, 1, ..., n/f)`` and ``(B, 1, ..., n)``."""
+        rng = np.random.default_rng([self.cfg.seed, self.stream, self.rank, step])
+        hrs, lrs = [], []
+        for _ in range(size or self.cfg.patch.batch_size):
+            hr = self._patch(rng)
+            lrs.append(self._degrade(hr, rng))
+            hrs.append(hr[None])
+        return torch.stack(lrs), torch.stack(hrs)
+
+
+def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) -> torch.Tensor:
+    pads = []
+    for n, s in zip(reversed(view.shape), reversed(size)):
+        pads += [0, max(0, s - n)]
+    if any(pads):
+        view = torch.nn.functional.pad(view[None], pads)[0]
+    starts = [int(rng.integers(n - s + 1)) for n, s in zip(view.shape, size)]
+    return view[tuple(slice(a, a + s) for a, s in zip(starts, size))].contiguous()

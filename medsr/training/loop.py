@@ -1,0 +1,274 @@
+"""The training loop: AMP on CUDA, DDP under torchrun, checkpoints, exact resume, validation.
+
+Run directory (self-describing)::
+
+    RUN/config.yaml            the experiment as run (after overrides)
+    RUN/weights.safetensors    best weights by validation PSNR (latest if no validation yet)
+    RUN/card.json              architecture, scale, normalisation, data list, metrics
+    RUN/state.safetensors      optimiser, scheduler, RNG, last weights (for --resume)
+    RUN/state.json
+    RUN/metrics.jsonl          one line per log/validation event
+    RUN/tensorboard/           TensorBoard event files (when tensorboard is installed)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from medsr.checkpoint import STATE, load_training_state, save_model, save_training_state
+from medsr.errors import MedsrError
+from medsr.nets import build_network, network_config
+from medsr.training.config import TrainConfig
+from medsr.training.data import PairSampler, find_volumes, load_volumes
+from medsr.transforms.intensity import default_normalization
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    best_psnr: float | None
+    history: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsrError("--device cuda was asked for but no CUDA device is available")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise MedsrError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _split(paths: list[Path], cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    if cfg.data.val:
+        return paths, find_volumes(cfg.data.val)
+    if len(paths) < 2 or cfg.data.val_fraction <= 0:
+        return paths, []
+    order = np.random.default_rng(cfg.seed).permutation(len(paths))
+    n_val = max(1, int(round(len(paths) * cfg.data.val_fraction)))
+    val = [paths[i] for i in sorted(order[:n_val])]
+    return [p for p in paths if p not in val], val
+
+
+def _scale(cfg: TrainConfig) -> list[int]:
+    return [1] * (cfg.network.spatial_dims - 1) + [cfg.degradation.factor]
+
+
+def _schedule(cfg: TrainConfig):
+    warm, total = max(0, cfg.optim.warmup_steps), cfg.optim.max_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _psnr_ssim(pred: torch.Tensor, hr: torch.Tensor) -> tuple[float, float]:
+    """Mean per-slice (per-patch) PSNR and SSIM on [0, 1]-clipped intensities."""
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    pred, hr = pred.clamp(0, 1).float(), hr.clamp(0, 1).float()
+    psnr = PSNRMetric(max_val=1.0)(pred, hr).mean().item()
+    dims = pred.ndim - 2
+    ssim = SSIMMetric(spatial_dims=dims, data_range=1.0, win_size=7)(pred, hr).mean().item()
+    return psnr, ssim
+
+
+class _Logger:
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.path, self.enabled, self.tb = run_dir / "metrics.jsonl", enabled, None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                logger.info("tensorboard not installed: metrics go to metrics.jsonl only")
+
+    def log(self, step: int, **values: float) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          device: str = "auto", progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
+
+    ``stop_after`` ends the process's work after that many steps of this call (used to simulate
+    a kill in tests); the schedule still runs to ``optim.max_steps``.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    rank, world, local_rank = _distributed()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if resume and not (run_dir / STATE).is_file():
+        raise MedsrError(f"nothing to resume in {run_dir} (no {STATE})")
+    if not resume and (run_dir / STATE).exists():
+        raise MedsrError(f"{run_dir} already holds a run; use --resume or another --out")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    paths = find_volumes(cfg.data.train)
+    train_paths, val_paths = _split(paths, cfg)
+    sampler = PairSampler(load_volumes(train_paths, cfg), cfg, rank=rank)
+    val_batch = None
+    if val_paths and cfg.patch.val_patches > 0:
+        val_sampler = PairSampler(load_volumes(val_paths, cfg), cfg, stream=1)
+        val_batch = val_sampler.batch(0, cfg.patch.val_patches)
+
+    torch.manual_seed(cfg.seed)
+    model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
+                          scale=_scale(cfg), **cfg.network.params).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    step, best, stale, history = 0, None, 0, []
+    if resume:
+        info = load_training_state(run_dir, model, optimizer, scheduler)
+        step, best, stale, history = info["step"], info["best_psnr"], info["stale"], info["history"]
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    use_amp = cfg.optim.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    loss_fn = nn.L1Loss() if cfg.optim.loss == "l1" else nn.MSELoss()
+    log = _Logger(run_dir, rank == 0)
+    normalization = cfg.data.normalization or default_normalization(cfg.data.modality)
+
+    def card(metrics: dict | None) -> dict:
+        return {"network": network_config(model), "scale": _scale(cfg),
+                "spatial_dims": cfg.network.spatial_dims, "modality": cfg.data.modality,
+                "normalization": normalization,
+                "degradation": cfg.to_dict()["degradation"],
+                "training_data": [str(p) for p in train_paths],
+                "validation_data": [str(p) for p in val_paths],
+                "validation": metrics, "steps": step, "world_size": world,
+                "experiment": cfg.name, "seed": cfg.seed}
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_training_state(run_dir, model, optimizer, scheduler,
+                                {"step": step, "best_psnr": best, "stale": stale,
+                                 "history": history})
+
+    baseline = (None, None)
+    if val_batch is not None:
+        from medsr.nets import interpolate
+
+        baseline = _psnr_ssim(interpolate(val_batch[0], _scale(cfg)), val_batch[1])
+    first = step
+    bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="train", unit="step",
+               disable=not progress or rank != 0)
+    t0 = time.perf_counter()
+    while step < cfg.optim.max_steps:
+        if stop_after is not None and step - first >= stop_after:
+            break
+        net.train()
+        lr_img, hr_img = (t.to(dev, non_blocking=True) for t in sampler.batch(step))
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            loss = loss_fn(net(lr_img).float(), hr_img)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 10 == 0 or step == cfg.optim.max_steps:
+            log.log(step, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+                    patches_per_s=(step - first) * cfg.patch.batch_size * world
+                    / (time.perf_counter() - t0))
+        validate_now = val_batch is not None and (step % cfg.optim.val_every == 0
+                                                  or step == cfg.optim.max_steps)
+        if validate_now and rank == 0:
+            psnr, ssim = evaluate_batch(model, val_batch, dev, use_amp, amp_dtype)
+            history.append({"step": step, "psnr": psnr, "ssim": ssim})
+            log.log(step, val_psnr=psnr, val_ssim=ssim)
+            if best is None or psnr > best:
+                best, stale = psnr, 0
+                save_model(model, run_dir, card({"psnr": psnr, "ssim": ssim, "step": step,
+                                                 "linear_psnr": baseline[0],
+                                                 "linear_ssim": baseline[1]}))
+            else:
+                stale += 1
+        if step % cfg.optim.checkpoint_every == 0 or step == cfg.optim.max_steps:
+            checkpoint()
+        stop = bool(cfg.optim.patience and stale >= cfg.optim.patience)
+        if world > 1 and validate_now:  # every rank must stop at the same step
+            flag = torch.tensor([float(stop)], device=dev)
+            torch.distributed.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            logger.info("early stop at step %d: no better validation PSNR in %d checks",
+                        step, stale)
+            checkpoint()
+            break
+    bar.close()
+    if rank == 0 and (best is None or val_batch is None):
+        save_model(model, run_dir, card(None))  # no validation: keep the latest weights
+    log.close()
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(run_dir, step, best, history)
+
+
+@torch.no_grad()
+def evaluate_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                   dev: torch.device, use_amp: bool = False,
+                   amp_dtype: torch.dtype = torch.bfloat16, chunk: int = 32) -> tuple[float, float]:
+    """Mean per-patch PSNR and SSIM of the model on a fixed validation batch."""
+    model.eval()
+    lr_img, hr_img = batch
+    preds = []
+    for i in range(0, len(lr_img), chunk):
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            preds.append(model(lr_img[i:i + chunk].to(dev)).float().cpu())
+    return _psnr_ssim(torch.cat(preds), hr_img)

@@ -1,0 +1,406 @@
+"""Simulated low-resolution acquisitions: training pairs (random, seeded) and evaluation copies.
+
+Deterministic functions work on tensors ``(C, *spatial)`` with 2 or 3 spatial dims, any float
+dtype, CPU or CUDA; ``axis`` counts spatial axes. They never modify their input. A MetaTensor
+input gives a MetaTensor whose affine follows :mod:`medsr.geometry`'s convention: LR voxel
+``k`` along a subsampled axis covers HR voxels ``k*f .. k*f+f-1`` and is centred at HR index
+``k*f + (f-1)/2`` (LR affine = HR affine @ T, ``T[a, a] = f``, ``T[a, 3] = (f-1)/2``).
+
+Conventions:
+    * Boundary: replicate (edge voxels repeated); a box of thickness == factor never needs it.
+    * Even factors: the profile is sampled around the exact half-integer centre, so every
+      kernel is symmetric about the LR voxel centre (no half-voxel shift, no interpolation).
+    * Gaussian kernels are point samples of the Gaussian, truncated at ±3 sigma, normalised.
+    * k-space: the kept band is ``|nu| <= 1/(2f)`` cycles per voxel (symmetric, so real stays
+      real; ``f = 1`` is the identity); ``downsample=True`` samples that band-limited image at
+      the LR centres exactly and scales by ``m/n`` so a constant keeps its value.
+
+Random keyed transforms draw every number from ``self.R`` (seed with ``set_random_state``).
+Recommended order: blur / k-space on the HR image -> :class:`RandSliceProfiled` -> noise on
+the LR image, e.g. ``Compose([RandGaussianPSFd("image", ...), RandSliceProfiled("image"),
+RandNoised("lr", ...)])``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.networks.layers import separable_filtering
+from monai.transforms import MapTransform, Randomizable, RandomizableTransform
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+TRUNCATE = 3.0  # Gaussian kernels end at ±3 sigma
+PROFILES = ("box", "gaussian")
+
+
+def _factor(f: Any) -> int:
+    if isinstance(f, bool) or not float(f).is_integer() or f < 1:
+        raise ValueError(f"factors must be integers >= 1, got {f!r}")
+    return int(f)
+
+
+def _dim(x: torch.Tensor, axis: int) -> int:
+    """Tensor dimension of spatial ``axis`` (channel-first input, 2 or 3 spatial dims)."""
+    nsp = x.ndim - 1
+    if nsp not in (2, 3):
+        raise ValueError(f"expected (C, *spatial) with 2 or 3 spatial dims, got {tuple(x.shape)}")
+    if not -nsp <= axis < nsp:
+        raise ValueError(f"spatial axis {axis} out of range for {nsp} spatial dims")
+    return axis % nsp + 1
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """Plain float tensor (MetaTensor overhead dropped; integers become float32)."""
+    x = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+    return x if x.is_floating_point() or x.is_complex() else x.float()
+
+
+def _like(out: torch.Tensor, ref: torch.Tensor, factors: Mapping[int, int] | None = None
+          ) -> torch.Tensor:
+    """Wrap ``out`` like ``ref``; a grid subsampled by ``factors`` {spatial axis: f} gets the
+    affine of the geometry convention."""
+    if not isinstance(ref, MetaTensor):
+        return out
+    meta = copy.deepcopy({k: v for k, v in ref.meta.items() if k != "affine"})
+    affine = np.asarray(ref.affine.detach().cpu(), dtype=np.float64)
+    t = np.eye(affine.shape[0])
+    for a, f in (factors or {}).items():
+        if a < affine.shape[0] - 1:
+            t[a, a], t[a, -1] = f, (f - 1) / 2.0
+    if factors and "spatial_shape" in meta:
+        meta["spatial_shape"] = np.asarray(out.shape[1:])
+    return MetaTensor(out, affine=torch.as_tensor(affine @ t), meta=meta,
+                      applied_operations=copy.deepcopy(ref.applied_operations))
+
+
+def profile_kernel(factor: int, thickness: float | None = None, profile: str = "box"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Discrete slice profile around one LR voxel centre.
+
+    Args:
+        factor: slice spacing in HR voxels.
+        thickness: slice thickness (FWHM) in HR voxels; default ``factor``.
+        profile: ``"box"`` (voxel-integrated rectangle: edge voxels get the fraction of them
+            inside) or ``"gaussian"`` (point samples, sigma = FWHM / 2.3548, ±3 sigma).
+
+    Returns:
+        ``(offsets, weights)``: HR index minus LR centre (half-integers for even factors) and
+        float64 weights summing to 1.
+    """
+    f = _factor(factor)
+    t = float(f if thickness is None else thickness)
+    if not t > 0:
+        raise ValueError(f"thickness must be positive, got {thickness!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    s, h, sigma = (f - 1) / 2.0, t / 2.0, t / FWHM_PER_SIGMA
+    reach = h + 0.5 if profile == "box" else max(TRUNCATE * sigma, 0.5)
+    d = np.arange(math.ceil(s - reach - 1e-9), math.floor(s + reach + 1e-9) + 1) - s
+    if profile == "box":  # overlap of each voxel [d - 1/2, d + 1/2] with [-t/2, t/2]
+        w = np.clip(np.minimum(d + 0.5, h) - np.maximum(d - 0.5, -h), 0.0, None)
+    else:
+        w = np.exp(-0.5 * (d / sigma) ** 2)
+    keep = w > 1e-12 * w.max()
+    return d[keep], w[keep] / w[keep].sum()
+
+
+def slice_profile(x: torch.Tensor, axis: int, factor: int, thickness: float | None = None,
+                  profile: str = "box") -> torch.Tensor:
+    """Thick slices every ``factor`` HR voxels along spatial ``axis``.
+
+    LR slice ``k`` is the profile (see :func:`profile_kernel`) centred at HR index
+    ``k*factor + (factor-1)/2``; output length ``n // factor`` (the incomplete tail is dropped);
+    replicate boundary. A box with ``thickness == factor`` is exactly the mean of the slices
+    ``k*f .. k*f+f-1``.
+
+    Example:
+        >>> lr = slice_profile(torch.rand(1, 64, 64, 60), axis=2, factor=5)   # (1, 64, 64, 12)
+    """
+    f = _factor(factor)
+    dim = _dim(x, axis)
+    data = _plain(x)
+    n = data.shape[dim]
+    m = n // f
+    if m < 1:
+        raise ValueError(f"axis {axis} has {n} voxels, fewer than the factor {f}")
+    d, w = profile_kernel(f, thickness, profile)
+    start = int(round(d[0] + (f - 1) / 2.0))
+    idx = (torch.arange((m - 1) * f + len(w), device=data.device) + start).clamp_(0, n - 1)
+    taps = data.movedim(dim, -1).index_select(-1, idx).unfold(-1, len(w), f)
+    out = taps @ torch.as_tensor(w, dtype=data.dtype, device=data.device)
+    return _like(out.movedim(-1, dim).contiguous(), x, {dim - 1: f})
+
+
+def _kspace_axis(z: torch.Tensor, dim: int, f: int, downsample: bool) -> torch.Tensor:
+    n = z.shape[dim]
+    if downsample:
+        m = n // f
+        if m < 1:
+            raise ValueError(f"an axis has {n} voxels, fewer than the factor {f}")
+        n = m * f
+        z = z.narrow(dim, 0, n)  # drop the incomplete tail, as slice_profile does
+    k = (torch.arange(n, device=z.device) + n // 2) % n - n // 2  # signed frequency of each bin
+    band = torch.nonzero(2 * f * k.abs() <= n).flatten()
+    spectrum = torch.fft.fft(z, dim=dim)
+    shape = [1] * z.ndim
+    shape[dim] = -1
+    if not downsample:
+        mask = torch.zeros(n, dtype=spectrum.dtype, device=z.device)
+        mask[band] = 1
+        return torch.fft.ifft(spectrum * mask.reshape(shape), dim=dim)
+    # sample the band-limited image at HR positions j*f + (f-1)/2: a phase ramp, then fold the
+    # kept bins onto the m-point grid; m/n keeps a constant's value
+    kb = k[band].double()
+    phase = torch.polar(torch.full_like(kb, m / n), 2 * math.pi * kb * ((f - 1) / 2) / n)
+    kept = spectrum.index_select(dim, band) * phase.to(spectrum.dtype).reshape(shape)
+    out_shape = list(z.shape)
+    out_shape[dim] = m
+    folded = torch.zeros(out_shape, dtype=spectrum.dtype, device=z.device)
+    folded.index_add_(dim, k[band] % m, kept)
+    return torch.fft.ifft(folded, dim=dim)
+
+
+def kspace_truncate(x: torch.Tensor, axes: int | Sequence[int], factor: int | Sequence[int],
+                    downsample: bool = True, magnitude: bool = False) -> torch.Tensor:
+    """Keep the central ``1/factor`` of k-space along ``axes`` (MRI low-resolution acquisition).
+
+    The kept band is ``|k| <= n / (2 f)`` (bins of the length-``n`` FFT). With ``downsample``
+    the result is that band-limited image sampled on the coarse grid, length ``n // f``, sample
+    ``j`` at HR position ``j*f + (f-1)/2`` (tail voxels beyond ``(n // f) * f`` dropped first)
+    and scaled by ``m/n`` so a constant keeps its value. Without it, the same band-limited image
+    on the original grid (zero-filled k-space): its FFT equals the input's inside the band and
+    is zero outside.
+
+    Args:
+        x: ``(C, *spatial)``; real input gives the real part, complex input stays complex.
+        axes: spatial axes to truncate.
+        factor: one integer, or one per axis.
+        downsample: return the coarse grid (True) or the zero-filled original grid (False).
+        magnitude: return ``abs()`` of the result (magnitude MRI).
+    """
+    axes = [axes] if isinstance(axes, numbers.Integral) else list(axes)
+    fs = [factor] * len(axes) if isinstance(factor, numbers.Integral) else list(factor)
+    if len(fs) != len(axes):
+        raise ValueError(f"{len(fs)} factors for {len(axes)} axes")
+    data = _plain(x)
+    work = data.float() if data.dtype in (torch.float16, torch.bfloat16) else data
+    z = work.to(torch.complex128 if work.dtype == torch.float64 else torch.complex64)
+    done: dict[int, int] = {}
+    for a, f in zip(axes, fs):
+        dim = _dim(data, a)
+        if dim - 1 in done:
+            raise ValueError(f"axis {a} given twice")
+        done[dim - 1] = _factor(f)
+        z = _kspace_axis(z, dim, done[dim - 1], downsample)
+    if magnitude:
+        out = z.abs()
+    elif data.is_complex():
+        out = z
+    else:
+        out = z.real
+    out = out.to(data.dtype) if not data.is_complex() else out
+    return _like(out.contiguous(), x, done if downsample else None)
+
+
+def gaussian_psf(x: torch.Tensor, fwhm: float | Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur with ``fwhm`` voxels per spatial axis (0: that axis untouched).
+
+    Kernels are point-sampled Gaussians truncated at ±3 sigma and normalised (the same as
+    the ``"gaussian"`` slice profile), applied with MONAI's ``separable_filtering`` and
+    replicate padding. MONAI's ``GaussianFilter`` is not used: it pads with zeros (edges get
+    darker) and cannot take ``sigma = 0``.
+    """
+    data = _plain(x)
+    nsp = data.ndim - 1
+    _dim(data, 0)
+    fw = [float(fwhm)] * nsp if isinstance(fwhm, numbers.Real) else [float(v) for v in fwhm]
+    if len(fw) != nsp or any(not v >= 0 for v in fw):
+        raise ValueError(f"need {nsp} non-negative FWHM values, got {fwhm!r}")
+    kernels = []
+    for v in fw:
+        w = np.ones(1)
+        if v > 0:
+            sigma = v / FWHM_PER_SIGMA
+            d = np.arange(-math.floor(TRUNCATE * sigma), math.floor(TRUNCATE * sigma) + 1.0)
+            w = np.exp(-0.5 * (d / sigma) ** 2)
+        kernels.append(torch.as_tensor(w / w.sum(), dtype=data.dtype, device=data.device))
+    out = separable_filtering(data[None], kernels, mode="replicate")[0]
+    return _like(out, x)
+
+
+def add_noise(x: torch.Tensor, sigma: float, rician: bool = False,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add Gaussian noise of std ``sigma`` (intensity units of ``x``).
+
+    With ``rician``: ``sqrt((x + n1)^2 + n2^2)``, the magnitude of complex Gaussian noise, as in
+    magnitude MRI. ``generator`` must live on ``x``'s device.
+    """
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be non-negative, got {sigma!r}")
+    data = _plain(x)
+
+    def noise() -> torch.Tensor:
+        return sigma * torch.randn(data.shape, generator=generator, dtype=data.dtype,
+                                   device=data.device)
+
+    out = torch.sqrt((data + noise()) ** 2 + noise() ** 2) if rician else data + noise()
+    return _like(out, x)
+
+
+def simulate_thick_slices(volume: MetaTensor, axis: int, factor: int,
+                          thickness: float | None = None, profile: str = "box") -> MetaTensor:
+    """Thick-slice evaluation copy of a thin-slice volume ``(C, X, Y, Z)`` with its LR affine.
+
+    The default (box, ``thickness == factor``) is slab averaging: LR slice ``k`` is the mean of
+    thin slices ``k*f .. k*f+f-1`` and its centre sits at the centre of that slab.
+    """
+    if not isinstance(volume, MetaTensor) or volume.ndim != 4:
+        raise TypeError("expected a MetaTensor (C, X, Y, Z) with an affine")
+    return slice_profile(volume, axis, factor, thickness, profile)
+
+
+def _range(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    lo, hi = (value, value) if isinstance(value, numbers.Real) else tuple(value)
+    if not lo <= hi:
+        raise ValueError(f"{name} range must be (low, high) with low <= high, got {value!r}")
+    return float(lo), float(hi)
+
+
+def _choices(value: Any) -> list[Any]:
+    return [value] if isinstance(value, (numbers.Integral, str)) else list(value)
+
+
+class RandSliceProfiled(Randomizable, MapTransform):
+    """Draw a slice profile, write the LR image to ``lr_key`` and record the draw.
+
+    ``data[record_key]`` gets ``{"axis", "factor", "thickness", "profile"}`` (thickness in HR
+    voxels). A MetaTensor input gives an LR MetaTensor with the convention's affine.
+
+    Args:
+        keys: HR image key(s); every key gets the same draw.
+        lr_key: output key(s), one per key.
+        axis: a spatial axis or a sequence of candidate axes.
+        factor: an integer or an inclusive range ``(low, high)``.
+        thickness: thickness / factor, a value or a range ``(low, high)``.
+        profile: ``"box"``, ``"gaussian"`` or a sequence of candidates.
+    """
+
+    def __init__(self, keys: KeysCollection, lr_key: str | Sequence[str] = "lr",
+                 axis: int | Sequence[int] = -1, factor: int | Sequence[int] = (2, 6),
+                 thickness: float | Sequence[float] = (0.8, 1.2),
+                 profile: str | Sequence[str] = "box", record_key: str = "degradation",
+                 allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.lr_keys = [lr_key] if isinstance(lr_key, str) else list(lr_key)
+        if len(self.lr_keys) != len(self.keys):
+            raise ValueError("give one lr_key per key")
+        self.axes = _choices(axis)
+        lo, hi = _range(factor, "factor")
+        self.factor = (_factor(lo), _factor(hi))
+        self.ratio = _range(thickness, "thickness")
+        self.profiles = _choices(profile)
+        for p in self.profiles:
+            if p not in PROFILES:
+                raise ValueError(f"profile must be one of {PROFILES}, got {p!r}")
+        self.record_key = record_key
+        self.params: dict[str, Any] = {}
+
+    def randomize(self, data: Any = None) -> None:
+        f = int(self.R.randint(self.factor[0], self.factor[1] + 1))
+        self.params = {"axis": int(self.axes[self.R.randint(len(self.axes))]), "factor": f,
+                       "thickness": float(self.R.uniform(*self.ratio)) * f,
+                       "profile": str(self.profiles[self.R.randint(len(self.profiles))])}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        p = dict(self.params)
+        for key, lr_key in zip(self.keys, self.lr_keys):
+            if key not in d and self.allow_missing_keys:
+                continue
+            p["axis"] = _dim(d[key], p["axis"]) - 1
+            d[lr_key] = slice_profile(d[key], p["axis"], p["factor"], p["thickness"],
+                                      p["profile"])
+        d[self.record_key] = {**d.get(self.record_key, {}), **p}
+        return d
+
+
+class _RandKeyed(RandomizableTransform, MapTransform):
+    """Replace each key's value, with probability ``prob``, by ``self.apply(x, self.draw())``."""
+
+    def __init__(self, keys: KeysCollection, prob: float, allow_missing_keys: bool) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        value = self.draw()
+        for key in self.key_iterator(d):
+            d[key] = self.apply(d[key], value)
+        return d
+
+
+class RandKSpaced(_RandKeyed):
+    """:func:`kspace_truncate` along ``axes`` by one integer factor drawn from ``factor``."""
+
+    def __init__(self, keys: KeysCollection, axes: int | Sequence[int] = (0, 1),
+                 factor: int | Sequence[int] = (2, 4), downsample: bool = False,
+                 magnitude: bool = False, prob: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, prob, allow_missing_keys)
+        lo, hi = _range(factor, "factor")
+        self.axes, self.factor = axes, (_factor(lo), _factor(hi))
+        self.downsample, self.magnitude = downsample, magnitude
+
+    def draw(self) -> int:
+        return int(self.R.randint(self.factor[0], self.factor[1] + 1))
+
+    def apply(self, x: torch.Tensor, value: int) -> torch.Tensor:
+        return kspace_truncate(x, self.axes, value, self.downsample, self.magnitude)
+
+
+class RandGaussianPSFd(_RandKeyed):
+    """:func:`gaussian_psf` with one FWHM (voxels) drawn from ``fwhm`` on ``axes``, 0 elsewhere."""
+
+    def __init__(self, keys: KeysCollection, fwhm: float | Sequence[float] = (0.5, 1.5),
+                 axes: int | Sequence[int] = (0, 1), prob: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, prob, allow_missing_keys)
+        self.fwhm, self.axes = _range(fwhm, "fwhm"), _choices(axes)
+
+    def draw(self) -> float:
+        return float(self.R.uniform(*self.fwhm))
+
+    def apply(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        fw = [0.0] * (x.ndim - 1)
+        for a in self.axes:
+            fw[_dim(x, a) - 1] = value
+        return gaussian_psf(x, fw)
+
+
+class RandNoised(_RandKeyed):
+    """:func:`add_noise` with one ``sigma`` drawn from a range; each key gets its own noise."""
+
+    def __init__(self, keys: KeysCollection, sigma: float | Sequence[float] = (0.0, 0.05),
+                 rician: bool = False, prob: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, prob, allow_missing_keys)
+        self.sigma, self.rician = _range(sigma, "sigma"), rician
+
+    def draw(self) -> float:
+        return float(self.R.uniform(*self.sigma))
+
+    def apply(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        gen = torch.Generator(device=x.device).manual_seed(int(self.R.randint(2**31 - 1)))
+        return add_noise(x, value, self.rician, gen)

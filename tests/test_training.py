@@ -1,0 +1,151 @@
+"""Training: loss falls, exact resume, DDP on CPU, configs, and trained models in `upscale`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import AFFINES, phantom
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import medsr
+from medsr.checkpoint import load_model
+from medsr.cli import app
+from medsr.errors import MedsrError
+from medsr.training.config import load_config
+from medsr.training.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("volumes")
+    for i in range(3):
+        vol = phantom((40, 40, 32), seed=i) * 2.0
+        nib.Nifti1Image(vol, np.eye(4)).to_filename(str(folder / f"v{i}.nii.gz"))
+    return folder
+
+
+def tiny_config(tmp_path, data_dir, dims=2, **optim):
+    cfg = {
+        "name": "tiny", "seed": 3,
+        "data": {"train": [str(data_dir)], "val_fraction": 0.34, "modality": "MR"},
+        "patch": {"size": [16] * (dims - 1) + [16], "batch_size": 4, "val_patches": 8},
+        "degradation": {"factor": 2, "noise": [0.0, 0.0]},
+        "network": {"name": "edsr", "spatial_dims": dims,
+                    "params": {"features": 8, "num_blocks": 1}},
+        "optim": {"lr": 0.003, "max_steps": 12, "warmup_steps": 2, "val_every": 6,
+                  "checkpoint_every": 6, **optim},
+    }
+    path = tmp_path / f"tiny{dims}d.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_loss_falls_on_a_synthetic_volume(tmp_path, data_dir):
+    cfg = load_config(tiny_config(tmp_path, data_dir), {"optim.max_steps": 60,
+                                                        "optim.val_every": 30})
+    result = train(cfg, tmp_path / "run", device="cpu", progress=False)
+    losses = [json.loads(line)["loss"] for line in
+              (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["validation"]["psnr"] == pytest.approx(result.best_psnr)
+    assert card["validation"]["linear_psnr"] > 0 and 0 < card["validation"]["ssim"] <= 1
+    assert card["training_data"] and card["validation_data"]
+    assert not set(card["training_data"]) & set(card["validation_data"])
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
+    cfg = load_config(tiny_config(tmp_path, data_dir))
+    train(cfg, tmp_path / "full", device="cpu", progress=False)
+    train(cfg, tmp_path / "cut", device="cpu", progress=False, stop_after=6)  # "killed"
+    with pytest.raises(MedsrError, match="--resume"):
+        train(cfg, tmp_path / "cut", device="cpu", progress=False)
+    train(cfg, tmp_path / "cut", device="cpu", progress=False, resume=True)
+    full = load_file(str(tmp_path / "full" / "state.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "state.safetensors"))
+    assert full.keys() == cut.keys()
+    for key in full:
+        if key.startswith(("model.", "optim.")):
+            torch.testing.assert_close(cut[key], full[key], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["step"] == 12
+
+
+def test_ddp_with_two_gloo_processes_on_cpu(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, max_steps=4, val_every=4, checkpoint_every=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29531", "-m", "medsr", "train", str(config),
+           "--out", str(tmp_path / "ddp"), "--device", "cpu"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    card = json.loads((tmp_path / "ddp" / "card.json").read_text())
+    assert card["world_size"] == 2 and card["steps"] == 4
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_configs_run_a_few_steps(tmp_path, data_dir, config):
+    cfg = yaml.safe_load(config.read_text())
+    cfg["patch"]["batch_size"] = 2  # the shipped sizes, fewer patches: keeps CI quick
+    cfg["patch"]["val_patches"] = 4
+    path = tmp_path / config.name
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["train", str(path), "--data", str(data_dir),
+                                      "--max-steps", "2", "--out", str(tmp_path / "run"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    model, card = load_model(tmp_path / "run")
+    assert card["network"]["name"] == cfg["network"]["name"]
+
+
+def test_bad_configs_are_refused_in_one_line(tmp_path, data_dir):
+    path = tiny_config(tmp_path, data_dir)
+    with pytest.raises(MedsrError, match="unknown config key"):
+        load_config(path, {"optim.max_stpes": 3})
+    with pytest.raises(MedsrError, match="multiple of the factor"):
+        load_config(path, {"patch.size": [16, 15]})
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1 and result.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_trained_model_upscales_with_the_same_geometry(tmp_path, data_dir, dims):
+    cfg = load_config(tiny_config(tmp_path, data_dir, dims=dims), {"optim.max_steps": 2})
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    affine = AFFINES["oblique"]
+    vol = medsr.io.make_volume(phantom((20, 18, 7)), affine,
+                               medsr.io.SourceInfo("nifti", "", "float32"))
+    out = medsr.upscale(vol, model=tmp_path / "run" / "weights.safetensors")
+    reference = medsr.upscale(vol, (1, 1, 2))  # the thick axis (4 mm), model factor 2
+    assert out.shape == reference.shape == (1, 20, 18, 14)
+    np.testing.assert_allclose(out.affine.numpy(), reference.affine.numpy(), atol=1e-12)
+    # an untrained-ish residual net stays close to interpolation: intensities in scan units
+    assert np.corrcoef(out[0].numpy().ravel(), reference[0].numpy().ravel())[0, 1] > 0.9
+    with pytest.raises(MedsrError, match="×2"):
+        medsr.upscale(vol, (1, 1, 3), model=tmp_path / "run")
+
+
+def test_cli_upscale_with_model(tmp_path, data_dir):
+    cfg = load_config(tiny_config(tmp_path, data_dir), {"optim.max_steps": 2})
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    scan = data_dir / "v0.nii.gz"
+    out = tmp_path / "sr.nii.gz"
+    result = CliRunner().invoke(app, ["upscale", str(scan), "-o", str(out), "--scale", "1", "1",
+                                      "2", "--model", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert nib.load(str(out)).shape == (40, 40, 64)
+    result = CliRunner().invoke(app, ["upscale", str(scan), "-o", str(tmp_path / "x.nii.gz"),
+                                      "--model", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and "no model weights" in result.stderr
