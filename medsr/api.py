@@ -76,7 +76,7 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
 def _upscale_with_model(array, affine, source, scale, spacing, model, device, progress):
     from medsr.checkpoint import load_model
     from medsr.geometry import spacing as voxel_size
-    from medsr.inference import model_factor, upscale_with_model
+    from medsr.inference import factor_range, upscale_with_model
     from medsr.training.loop import resolve_device
 
     if spacing is not None:
@@ -85,7 +85,9 @@ def _upscale_with_model(array, affine, source, scale, spacing, model, device, pr
     net, card = load_model(model, dev)
     if scale is None:
         factors = [1, 1, 1]
-        factors[int(np.argmax(voxel_size(affine)))] = model_factor(card)
+        d = voxel_size(affine)
+        lo, hi = factor_range(card)
+        factors[int(np.argmax(d))] = int(np.clip(round(d.max() / d.min()), lo, hi))
         scale = factors
     out_shape, out_affine, _ = target_grid(array.shape, affine, scale=scale)
     out = upscale_with_model(array, [int(s) for s in scale], net, card, device=dev,

@@ -149,6 +149,9 @@ def train(
     data: Annotated[Optional[list[Path]], typer.Option(
         help="Training volumes or folders (repeatable); replaces data.train.",
         show_default=False)] = None,
+    val: Annotated[Optional[list[Path]], typer.Option(
+        help="Validation volumes or folders (repeatable); replaces data.val.",
+        show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory. Default: runs/NAME from the config.", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option(
@@ -170,6 +173,8 @@ def train(
     overrides: dict = {}
     if data:
         overrides["data.train"] = [str(p) for p in data]
+    if val:
+        overrides["data.val"] = [str(p) for p in val]
     if max_steps is not None:
         overrides["optim.max_steps"] = max_steps
     try:

@@ -34,9 +34,11 @@ def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: tor
     from monai.inferers import sliding_window_inference
 
     def predictor(patch: torch.Tensor) -> torch.Tensor:
+        if patch.ndim == 4:  # oneDNN's 2D convolutions are faster channels-last
+            patch = patch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda"
                             else torch.float32, enabled=amp):
-            return model(patch).float()
+            return model(patch).float().contiguous()
 
     return sliding_window_inference(x, roi_size=list(roi), sw_batch_size=batch,
                                     predictor=predictor, overlap=0.25, mode="gaussian",
@@ -46,7 +48,7 @@ def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: tor
 @torch.no_grad()
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, planes: str = "both", slice_batch: int = 8,
-                 roi: int = 96, progress: Callable[[float], None] | None = None) -> np.ndarray:
+                 roi: int = 256, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis`` with a single-axis model.
 
     Args:
@@ -58,6 +60,8 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
     dims = int(card["spatial_dims"])
     amp = device.type == "cuda"
     model = model.to(device).eval()
+    if dims == 2:
+        model = model.to(memory_format=torch.channels_last)
     n = array.shape[axis]
     others = [a for a in range(3) if a != axis]
     shape = list(array.shape)
@@ -66,7 +70,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
     src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if dims == 3:
         x = src.permute(*others, axis)[None, None]
-        roi3 = [min(roi, s) for s in x.shape[2:4]] + [min(max(8, roi // f), n)]
+        roi3 = [min(roi // 2, s) for s in x.shape[2:4]] + [min(max(8, roi // (2 * f)), n)]
         y = _windowed(model, x, roi3, device, amp, 1)[0, 0]
         if progress:
             progress(1.0)
@@ -80,7 +84,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         slices = src.permute(stack_axis, inplane, axis)
         for start in range(0, slices.shape[0], slice_batch):
             chunk = slices[start:start + slice_batch, None]
-            roi2 = [min(roi * f, chunk.shape[2]), min(roi, chunk.shape[3])]
+            roi2 = [min(roi, chunk.shape[2]), min(max(8, roi // f), chunk.shape[3])]
             y = _windowed(model, chunk, roi2, device, amp, slice_batch)[:, 0]
             # back to (X, Y, Z) order: y is (stack, inplane, axis)
             order = np.argsort([stack_axis, inplane, axis]).tolist()
@@ -93,20 +97,45 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
     return (out / len(views)).numpy()
 
 
+def factor_range(card: dict) -> tuple[int, int]:
+    """The factors a model serves: its own scale, or a range when it refines an interpolation."""
+    if card.get("input", "lr") == "interpolated":
+        lo, hi = card["factors"]
+        return int(lo), int(hi)
+    f = model_factor(card)
+    return f, f
+
+
+def _linear_along(x: np.ndarray, axis: int, f: int) -> np.ndarray:
+    """Linear interpolation ×f along one axis on the voxel-subdivision grid."""
+    from medsr.nets import interpolate
+
+    scale = [1, 1, 1]
+    scale[axis] = f
+    return interpolate(torch.from_numpy(x)[None, None], scale)[0, 0].numpy()
+
+
 def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,
                        card: dict, *, device: torch.device,
                        progress: Callable[[float], None] | None = None,
                        **kwargs) -> np.ndarray:
-    """Upscale every axis whose factor is > 1 with the model; returns scan units."""
-    f = model_factor(card)
+    """Upscale every axis whose factor is > 1 with the model; returns scan units.
+
+    A model that refines an interpolated input (card ``"input": "interpolated"``) serves any
+    factor in its trained range: the axis is linearly interpolated first, then corrected.
+    """
+    lo, hi = factor_range(card)
     axes = [a for a, s in enumerate(factors) if s > 1]
-    bad = [int(s) for s in factors if s not in (1, f)]
-    if bad or not axes:
-        raise MedsrError(f"this model upscales ×{f} along an axis; asked for scale "
-                         f"{list(factors)} (use --scale with 1 and {f} only)")
+    if not axes or any(s != 1 and not lo <= s <= hi for s in factors):
+        trained = f"×{lo}" if lo == hi else f"×{lo} to ×{hi}"
+        raise MedsrError(f"this model upscales {trained} along an axis; asked for scale "
+                         f"{list(factors)} (use --scale with 1 and factors in that range)")
+    refine = card.get("input", "lr") == "interpolated"
     scaling = fit_scaling(array, card["normalization"])
     x = scaling.forward(np.asarray(array, dtype=np.float32))
     for i, axis in enumerate(axes):
         step = (lambda p, i=i: progress((i + p) / len(axes))) if progress else None
+        if refine:
+            x = _linear_along(x, axis, int(factors[axis]))
         x = upscale_axis(x, axis, model, card, device=device, progress=step, **kwargs)
     return scaling.inverse(x).astype(np.float32)

@@ -41,7 +41,9 @@ class PatchConfig:
 class DegradationConfig:
     """How the low-resolution input is simulated (see ``medsr.transforms.degrade``)."""
 
-    factor: int = 4  # slice spacing in HR voxels along the LR axis (the network's scale)
+    # slice spacing in HR voxels along the LR axis: an int (the network's scale), or an
+    # inclusive range [lo, hi] drawn per batch for networks that take the interpolated input
+    factor: int | list[int] = 4
     thickness: list[float] = field(default_factory=lambda: [0.8, 1.2])  # × factor
     profiles: list[str] = field(default_factory=lambda: ["box", "gaussian"])
     noise: list[float] = field(default_factory=lambda: [0.0, 0.01])  # std, normalised units
@@ -57,6 +59,10 @@ class NetworkConfig:
     name: str = "edsr"
     spatial_dims: int = 2
     params: dict[str, Any] = field(default_factory=dict)
+    # "lr": the network upsamples the LR input by the factor (sub-pixel, fixed factor);
+    # "interpolated": the LR input is first linearly interpolated onto the HR grid and the
+    # network (scale 1) corrects it, so one network serves a range of factors (as VDSR)
+    input: str = "lr"
 
 
 @dataclass
@@ -108,6 +114,15 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def factor_range(d: DegradationConfig) -> tuple[int, int]:
+    """``(lo, hi)`` of the degradation factor (equal for a fixed factor)."""
+    f = d.factor
+    values = [f, f] if isinstance(f, int) else list(f)
+    if len(values) != 2 or not all(isinstance(v, int) for v in values):
+        raise MedsrError("degradation.factor must be an integer or a list [lo, hi] of integers")
+    return values[0], values[1]
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values a typo or a bad override could break; raise one-line MedsrErrors."""
     d, p, n, o = cfg.degradation, cfg.patch, cfg.network, cfg.optim
@@ -115,11 +130,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("network.spatial_dims must be 2 or 3")
     if len(p.size) != n.spatial_dims:
         raise MedsrError(f"patch.size needs {n.spatial_dims} numbers for a {n.spatial_dims}D net")
-    if not isinstance(d.factor, int) or d.factor < 1:
-        raise MedsrError("degradation.factor must be a positive integer")
-    if p.size[-1] % d.factor:
+    if n.input not in ("lr", "interpolated"):
+        raise MedsrError("network.input must be lr or interpolated")
+    lo, hi = factor_range(d)
+    if lo < 1 or hi < lo:
+        raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")
+    if lo != hi and n.input != "interpolated":
+        raise MedsrError("a factor range needs network.input: interpolated")
+    if lo == hi and p.size[-1] % lo:
         raise MedsrError(f"patch.size[-1] ({p.size[-1]}) must be a multiple of the factor "
-                         f"({d.factor})")
+                         f"({lo})")
     if cfg.data.modality not in ("MR", "CT"):
         raise MedsrError("data.modality must be MR or CT")
     if o.max_steps < 1 or p.batch_size < 1:

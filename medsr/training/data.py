@@ -21,7 +21,8 @@ import torch
 
 from medsr.errors import MedsrError
 from medsr.geometry import spacing
-from medsr.training.config import TrainConfig
+from medsr.nets import interpolate
+from medsr.training.config import TrainConfig, factor_range
 from medsr.transforms.degrade import add_noise, gaussian_psf, kspace_truncate, slice_profile
 from medsr.transforms.intensity import default_normalization, fit_scaling
 
@@ -105,8 +106,9 @@ class PairSampler:
                              f"({'a plane' if dims == 2 else 'all three axes'})")
         self.volumes = volumes
 
-    def _patch(self, rng: np.random.Generator) -> torch.Tensor:
-        size = self.cfg.patch.size
+    def _patch(self, rng: np.random.Generator, factor: int) -> torch.Tensor:
+        size = list(self.cfg.patch.size)
+        size[-1] = factor * max(2, round(size[-1] / factor))  # whole LR voxels
         for _ in range(20):
             i, *order = self.choices[rng.integers(len(self.choices))]
             vol = self.volumes[i].data
@@ -123,7 +125,7 @@ class PairSampler:
             patch = patch.flip(0)
         return patch
 
-    def _degrade(self, hr: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def _degrade(self, hr: torch.Tensor, rng: np.random.Generator, factor: int) -> torch.Tensor:
         d = self.cfg.degradation
         x = hr[None]
         axes = tuple(range(hr.ndim - 1))
@@ -132,24 +134,31 @@ class PairSampler:
         fwhm = float(rng.uniform(*d.blur_fwhm))
         if fwhm > 0:
             x = gaussian_psf(x, [fwhm] * len(axes) + [0.0])
-        thickness = float(rng.uniform(*d.thickness)) * d.factor
+        thickness = float(rng.uniform(*d.thickness)) * factor
         profile = d.profiles[int(rng.integers(len(d.profiles)))]
-        x = slice_profile(x, hr.ndim - 1, d.factor, thickness, profile)
+        x = slice_profile(x, hr.ndim - 1, factor, thickness, profile)
         sigma = float(rng.uniform(*d.noise))
         if sigma > 0:
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             x = add_noise(x, sigma, rician=d.rician, generator=gen)
         return x
 
-    def batch(self, step: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(lr, hr)`` of shapes ``(B, 1, ..., n/f)`` and ``(B, 1, ..., n)``."""
+    def batch(self, step: int, size: int | None = None, factor: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input, hr)``: input ``(B, 1, ..., n/f)``, or ``(B, 1, ..., n)`` when the network
+        takes the interpolated input; one factor per batch (drawn when it is a range)."""
         rng = np.random.default_rng([self.cfg.seed, self.stream, self.rank, step])
+        lo, hi = factor_range(self.cfg.degradation)
+        f = factor or int(rng.integers(lo, hi + 1))
         hrs, lrs = [], []
         for _ in range(size or self.cfg.patch.batch_size):
-            hr = self._patch(rng)
-            lrs.append(self._degrade(hr, rng))
+            hr = self._patch(rng, f)
+            lrs.append(self._degrade(hr, rng, f))
             hrs.append(hr[None])
-        return torch.stack(lrs), torch.stack(hrs)
+        lr = torch.stack(lrs)
+        if self.cfg.network.input == "interpolated":
+            lr = interpolate(lr, [1] * (lr.ndim - 3) + [f])
+        return lr, torch.stack(hrs)
 
 
 def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) -> torch.Tensor:

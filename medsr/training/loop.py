@@ -29,7 +29,7 @@ from torch import nn
 from medsr.checkpoint import STATE, load_training_state, save_model, save_training_state
 from medsr.errors import MedsrError
 from medsr.nets import build_network, network_config
-from medsr.training.config import TrainConfig
+from medsr.training.config import TrainConfig, factor_range
 from medsr.training.data import PairSampler, find_volumes, load_volumes
 from medsr.transforms.intensity import default_normalization
 
@@ -75,7 +75,9 @@ def _split(paths: list[Path], cfg: TrainConfig) -> tuple[list[Path], list[Path]]
 
 
 def _scale(cfg: TrainConfig) -> list[int]:
-    return [1] * (cfg.network.spatial_dims - 1) + [cfg.degradation.factor]
+    """The network's own scale: the factor, or 1 when it refines an interpolated input."""
+    f = 1 if cfg.network.input == "interpolated" else factor_range(cfg.degradation)[0]
+    return [1] * (cfg.network.spatial_dims - 1) + [f]
 
 
 def _schedule(cfg: TrainConfig):
@@ -159,7 +161,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     val_batch = None
     if val_paths and cfg.patch.val_patches > 0:
         val_sampler = PairSampler(load_volumes(val_paths, cfg), cfg, stream=1)
-        val_batch = val_sampler.batch(0, cfg.patch.val_patches)
+        lo, hi = factor_range(cfg.degradation)
+        per = max(4, cfg.patch.val_patches // (hi - lo + 1))
+        val_batch = [val_sampler.batch(f, per, factor=f) for f in range(lo, hi + 1)]
 
     torch.manual_seed(cfg.seed)
     model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
@@ -184,7 +188,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
     def card(metrics: dict | None) -> dict:
         return {"network": network_config(model), "scale": _scale(cfg),
-                "spatial_dims": cfg.network.spatial_dims, "modality": cfg.data.modality,
+                "spatial_dims": cfg.network.spatial_dims, "input": cfg.network.input,
+                "factors": list(factor_range(cfg.degradation)), "modality": cfg.data.modality,
                 "normalization": normalization,
                 "degradation": cfg.to_dict()["degradation"],
                 "training_data": [str(p) for p in train_paths],
@@ -200,9 +205,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
     baseline = (None, None)
     if val_batch is not None:
-        from medsr.nets import interpolate
-
-        baseline = _psnr_ssim(interpolate(val_batch[0], _scale(cfg)), val_batch[1])
+        baseline = evaluate_batch(_Interpolation(_scale(cfg)), val_batch, dev)
     first = step
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="train", unit="step",
                disable=not progress or rank != 0)
@@ -260,15 +263,30 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     return TrainResult(run_dir, step, best, history)
 
 
+class _Interpolation(nn.Module):
+    """Linear interpolation onto the HR grid: the baseline the network must beat."""
+
+    def __init__(self, scale: list[int]) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from medsr.nets import interpolate
+
+        return interpolate(x, self.scale)
+
+
 @torch.no_grad()
-def evaluate_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+def evaluate_batch(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
                    dev: torch.device, use_amp: bool = False,
                    amp_dtype: torch.dtype = torch.bfloat16, chunk: int = 32) -> tuple[float, float]:
-    """Mean per-patch PSNR and SSIM of the model on a fixed validation batch."""
+    """Mean per-patch PSNR and SSIM over fixed validation batches (one per factor)."""
     model.eval()
-    lr_img, hr_img = batch
-    preds = []
-    for i in range(0, len(lr_img), chunk):
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-            preds.append(model(lr_img[i:i + chunk].to(dev)).float().cpu())
-    return _psnr_ssim(torch.cat(preds), hr_img)
+    results = []
+    for lr_img, hr_img in batches:
+        preds = []
+        for i in range(0, len(lr_img), chunk):
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                preds.append(model(lr_img[i:i + chunk].to(dev)).float().cpu())
+        results.append(_psnr_ssim(torch.cat(preds), hr_img))
+    return float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))

@@ -1,0 +1,1 @@
+"""Commands of the ``medsr`` CLI kept in their own modules (registered in :mod:`medsr.cli`)."""
