@@ -13,13 +13,22 @@ from typing import Annotated, Optional
 
 import typer
 
+from medsr.commands.evaluate import benchmark, evaluate
+
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 class Method(str, Enum):
+    auto = "auto"
+    default = "default"
     bspline = "bspline"
     linear = "linear"
+
+
+class Modality(str, Enum):
+    ct = "ct"
+    mr = "mr"
 
 
 class Format(str, Enum):
@@ -76,7 +85,13 @@ def upscale(
     spacing: Annotated[Optional[tuple[float, float, float]], typer.Option(
         help="Target spacing in mm per array axis (instead of --scale).",
         show_default=False)] = None,
-    method: Annotated[Method, typer.Option(help="Interpolation method.")] = Method.bspline,
+    method: Annotated[Method, typer.Option(
+        help="auto: the shipped default model for the modality when it covers the factor, "
+             "else bspline; default: that model or an error; bspline or linear "
+             "interpolation.")] = Method.auto,
+    modality: Annotated[Optional[Modality], typer.Option(
+        help="Choose the default model (default: from DICOM, else guessed: air at -1000 "
+             "HU means CT).", show_default=False)] = None,
     fmt: Annotated[Optional[Format], typer.Option(
         "--format", help="Output format (default: from the output name; a folder is DICOM).",
         show_default=False)] = None,
@@ -124,15 +139,16 @@ def upscale(
                     bar.update(round(done * 100) - bar.n)
 
                 result = medsr.upscale(volume, scale, spacing=spacing, method=method.value,
-                                       model=model, device=device, progress=report)
+                                       model=model, device=device, progress=report,
+                                       modality=modality.value if modality else None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))
         except MedsrError as err:
             failures += 1
             typer.echo(f"error: {err}", err=True)
             continue
-        how = f"model {model}" if model is not None else method.value
-        typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} ({how}) -> {dst}")
+        typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} "
+                   f"({result.meta['medsr_method']}) -> {dst}")
     if failures:
         raise typer.Exit(1)
 
@@ -227,8 +243,6 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
         _fail(f"cannot write {dest}: {err.strerror}")
     typer.echo(str(dest))
 
-
-from medsr.commands.evaluate import benchmark, evaluate  # noqa: E402
 app.command()(evaluate)
 app.command()(benchmark)
 

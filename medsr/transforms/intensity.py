@@ -52,3 +52,10 @@ def fit_scaling(array: np.ndarray | torch.Tensor, spec: dict) -> Scaling:
     else:
         raise ValueError(f"unknown normalisation kind {spec['kind']!r}")
     return Scaling(lo, hi - lo if hi > lo else 1.0)
+
+
+def guess_modality(array: np.ndarray) -> str:
+    """``"CT"`` when a good share of voxels sits at air in HU (≤ -900), else ``"MR"``."""
+    flat = np.asarray(array).ravel()
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    return "CT" if float(np.mean(sample <= -900)) > 0.02 else "MR"
