@@ -18,14 +18,15 @@ from medsr.resample import INTERPOLATORS, resample_index_space
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("auto", "default", *INTERPOLATORS)
+METHODS = ("auto", "default", "self-supervised", *INTERPOLATORS)
 
 
 def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
             spacing: Sequence[float] | None = None, method: str = "auto",
             model: str | Path | None = None, modality: str | None = None,
             device: str = "auto", series_uid: str | None = None,
-            progress: Callable[[float], None] | None = None) -> MetaTensor:
+            progress: Callable[[float], None] | None = None,
+            self_supervised: dict | None = None) -> MetaTensor:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
     Args:
@@ -37,7 +38,9 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
         spacing: target spacing in mm per array axis instead of ``scale`` (interpolation only).
         method: ``"auto"`` (the shipped default model for the modality when it covers the
             request, else B-spline), ``"default"`` (the shipped model, or an error),
-            ``"bspline"`` (cubic) or ``"linear"``. Ignored when ``model`` is given.
+            ``"self-supervised"`` (fit a model to the scan's own in-plane slices, see
+            :mod:`medsr.selfsup`), ``"bspline"`` (cubic) or ``"linear"``. Ignored when
+            ``model`` is given.
         model: a trained model folder (``weights.safetensors`` + ``card.json``) or its
             ``.safetensors`` file.
         modality: ``"CT"`` or ``"MR"`` to choose the default model; default from the DICOM
@@ -45,6 +48,9 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"`` for models.
         series_uid: DICOM series to read when ``volume`` is a folder with several.
         progress: optional callback receiving the fraction done.
+        self_supervised: options for ``method="self-supervised"``: ``budget_seconds``,
+            ``slice_thickness``, ``seed``, ``init``, ``save_model`` (a folder to keep the
+            fitted model in, reusable with ``model=``).
 
     Returns:
         A MetaTensor ``(1, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
@@ -68,7 +74,10 @@ def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None,
     if model is None and method in ("auto", "default"):
         model, scale = _choose_default(array, affine, source, scale, spacing, method, modality)
         method = "default" if model is not None else "bspline"
-    if model is not None:
+    if method == "self-supervised" and model is None:
+        out, out_affine = _run_self_supervised(array, affine, source, scale, spacing, modality,
+                                               device, progress, self_supervised or {})
+    elif model is not None:
         out, out_affine = _run_model(array, affine, scale, spacing, model, device, progress)
         method = method if method == "default" else f"model {model}"
     else:
@@ -140,4 +149,34 @@ def _run_model(array, affine, scale, spacing, model, device, progress):
     out = upscale_with_model(array, factors, net, card, device=dev, progress=progress)
     if out.shape != tuple(out_shape):
         raise RuntimeError(f"model output {out.shape} does not match the grid {out_shape}")
+    return out, out_affine
+
+
+def _run_self_supervised(array, affine, source, scale, spacing, modality, device, progress,
+                         options):
+    from medsr.checkpoint import save_model
+    from medsr.inference import upscale_with_model
+    from medsr.selfsup import fit_self_supervised, thick_axis_and_factor
+    from medsr.training.loop import resolve_device
+    from medsr.transforms.intensity import guess_modality
+
+    if spacing is not None:
+        raise MedsrError("--spacing cannot be used with self-supervised SR; use --scale")
+    options = dict(options)
+    save_to = options.pop("save_model", None)
+    if options.get("slice_thickness") is None and source.extra.get("slice_thickness"):
+        options["slice_thickness"] = float(source.extra["slice_thickness"])
+    axis, factor = thick_axis_and_factor(affine, scale)
+    kind = (modality or source.modality or guess_modality(array)).upper()
+    dev = resolve_device(device)
+    fit_progress = (lambda p: progress(0.9 * p)) if progress else None
+    net, card = fit_self_supervised(array, affine, axis=axis, factor=factor, modality=kind,
+                                    device=str(dev), progress=fit_progress, **options)
+    if save_to is not None:
+        save_model(net, Path(save_to), card)
+    factors = [1, 1, 1]
+    factors[axis] = factor
+    _, out_affine, _ = target_grid(array.shape, affine, scale=factors)
+    apply_progress = (lambda p: progress(0.9 + 0.1 * p)) if progress else None
+    out = upscale_with_model(array, factors, net, card, device=dev, progress=apply_progress)
     return out, out_affine

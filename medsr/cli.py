@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from medsr.commands import fail
 from medsr.commands.evaluate import benchmark, evaluate
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
@@ -22,6 +23,7 @@ app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact
 class Method(str, Enum):
     auto = "auto"
     default = "default"
+    self_supervised = "self-supervised"
     bspline = "bspline"
     linear = "linear"
 
@@ -40,10 +42,6 @@ class Format(str, Enum):
 
 _SUFFIX = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _describe(volume) -> str:
@@ -89,6 +87,21 @@ def upscale(
         help="auto: the shipped default model for the modality when it covers the factor, "
              "else bspline; default: that model or an error; bspline or linear "
              "interpolation.")] = Method.auto,
+    self_supervised: Annotated[bool, typer.Option(
+        "--self-supervised", help="Same as --method self-supervised: learn from the scan's "
+                                  "own in-plane slices, no training data needed.")] = False,
+    budget_seconds: Annotated[float, typer.Option(
+        help="Self-supervised training budget per scan.")] = 150.0,
+    slice_thickness: Annotated[Optional[float], typer.Option(
+        help="Slice thickness in mm for self-supervised SR (default: DICOM SliceThickness, "
+             "else the slice spacing).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        help="Self-supervised: a fixed number of training steps instead of the budget "
+             "(with --seed, the same result on every machine).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Seed for self-supervised SR.")] = 0,
+    save_model: Annotated[Optional[Path], typer.Option(
+        help="Keep the self-supervised model in this folder (reuse with --model).",
+        show_default=False)] = None,
     modality: Annotated[Optional[Modality], typer.Option(
         help="Choose the default model (default: from DICOM, else guessed: air at -1000 "
              "HU means CT).", show_default=False)] = None,
@@ -118,16 +131,19 @@ def upscale(
 
     fmt_name = fmt.value if fmt is not None else None
     many = len(inputs) > 1
+    method_name = "self-supervised" if self_supervised else method.value
+    options = {"budget_seconds": budget_seconds, "steps": steps,
+               "slice_thickness": slice_thickness, "seed": seed, "save_model": save_model}
     try:  # refuse a bad request before any work
         if dtype is not None:
             check_dtype(dtype)
         if output is not None and not many:
             output_format(output, fmt_name)
     except MedsrError as err:
-        _fail(str(err))
+        fail(str(err))
     if many and output is not None:
         if output.exists() and not output.is_dir():
-            _fail(f"with several inputs, --output must be a folder, not the file {output}")
+            fail(f"with several inputs, --output must be a folder, not the file {output}")
         output.mkdir(parents=True, exist_ok=True)
     failures = 0
     for src in tqdm(inputs, desc="volumes", unit="vol", disable=not many or None):
@@ -138,9 +154,10 @@ def upscale(
                 def report(done: float, bar=bar) -> None:
                     bar.update(round(done * 100) - bar.n)
 
-                result = medsr.upscale(volume, scale, spacing=spacing, method=method.value,
+                result = medsr.upscale(volume, scale, spacing=spacing, method=method_name,
                                        model=model, device=device, progress=report,
-                                       modality=modality.value if modality else None)
+                                       modality=modality.value if modality else None,
+                                       self_supervised=options)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))
         except MedsrError as err:
@@ -198,7 +215,7 @@ def train(
         run_dir = out or Path("runs") / cfg.name
         result = run_training(cfg, run_dir, resume=resume, device=device.value)
     except MedsrError as err:
-        _fail(str(err))
+        fail(str(err))
     best = f", best validation PSNR {result.best_psnr:.2f} dB" if result.best_psnr else ""
     typer.echo(f"trained {result.step} steps{best} -> {result.run_dir}")
 
@@ -217,7 +234,7 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
     try:
         volume = medsr.load_volume(path, series_uid=series)
     except MedsrError as err:
-        _fail(str(err))
+        fail(str(err))
     _, affine, source = volume_parts(volume)
     typer.echo(f"{path}: {_describe(volume)}, {source.format}, dtype {source.dtype}, "
                f"modality {source.modality or 'unknown'}")
@@ -236,11 +253,11 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
     if dest.is_dir():
         dest = dest / SAMPLE_MR.name
     if dest.exists() and not force:
-        _fail(f"{dest} exists; pass --force to replace it")
+        fail(f"{dest} exists; pass --force to replace it")
     try:
         shutil.copyfile(SAMPLE_MR, dest)
     except OSError as err:
-        _fail(f"cannot write {dest}: {err.strerror}")
+        fail(f"cannot write {dest}: {err.strerror}")
     typer.echo(str(dest))
 
 app.command()(evaluate)

@@ -382,7 +382,8 @@ def default_benchmark_dir(path: str | Path) -> Path:
 def benchmark(hr, factor: int, *, axis: int | None = None,
               methods: tuple[str, ...] | list[str] = ("linear", "bspline"),
               profile: str = "box", out_dir: str | Path | None = None, force: bool = False,
-              data_range: tuple[float, float] | None = None) -> BenchmarkResult:
+              data_range: tuple[float, float] | None = None,
+              options: dict[str, dict] | None = None) -> BenchmarkResult:
     """Degrade a thin-slice scan, upscale it back with each method, evaluate against the scan.
 
     The HR scan is cropped to ``floor(n/f)*f`` voxels along ``axis``;
@@ -400,6 +401,8 @@ def benchmark(hr, factor: int, *, axis: int | None = None,
             given as a path; nothing is written for a MetaTensor without ``out_dir``.
         force: write into an existing ``out_dir``.
         data_range: clipping range; default :func:`medsr.metrics.data_range` of the HR scan.
+        options: method name -> extra keyword arguments of :func:`medsr.upscale` (e.g.
+            ``{"self-supervised": {"self_supervised": {"budget_seconds": 60}}}``).
 
     Raises:
         MedsrError: bad factor, axis, profile or method (one-line message), existing output.
@@ -440,7 +443,7 @@ def benchmark(hr, factor: int, *, axis: int | None = None,
     results, preds = {}, {}
     for name in methods:
         logger.info("benchmark: upscaling with %s", name)
-        pred = medsr.upscale(low, scale, method=name)
+        pred = medsr.upscale(low, scale, method=name, **(options or {}).get(name, {}))
         diff = grid_difference(tuple(pred.shape[1:]), np.asarray(pred.affine),
                                truth.shape[1:], affine)
         if diff is None or diff > GRID_TOLERANCE_MM:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fetch the real volumes used to train and evaluate the shipped default models, from package
 # registries (pip, apt) only; see ../shared/DATA.md. Usage: scripts/get_data.sh [DIR]
-#   DIR/train_mr   MNI ICBM152 2009a T1, pyradiomics brain1 (in-plane);  DIR/val_mr  pydeface mean head
-#   DIR/train_ct   pyradiomics lung1 (in-plane);  DIR/val_ct  TotalSegmentator CT head atlas
-#   DIR/holdout    Colin27 T1 (MR), pyradiomics brain2 (MR), pyradiomics lung2 (CT)
+#   DIR/train_mr  MNI ICBM152 2009a T1, Colin27 T1, pydeface mean head
+#   DIR/val_mr    pyradiomics brain1 (clinical T1c, 6.5 mm slices: in-plane patches)
+#   DIR/train_ct  pyradiomics lung1 (chest CT, 5 mm slices: in-plane patches)
+#   DIR/val_ct    TotalSegmentator CT head atlas
+#   DIR/holdout   pyradiomics brain2 (MR) and lung2 (CT): never seen in training
 set -euo pipefail
 out="${1:-data}"
 tmp="$(mktemp -d)"
@@ -22,10 +24,10 @@ unzip -q -o -j totalsegmentator-*.whl "totalsegmentator/resources/ct_brain_atlas
 tar xzf pyradiomics-3.0.1.tar.gz pyradiomics-3.0.1/data
 dpkg-deb -x mricron-data_*.deb mricron
 cd - >/dev/null
-cp "$tmp"/mr/mni_*.nii.gz "$tmp/pyradiomics-3.0.1/data/brain1_image.nrrd" "$out/train_mr/"
-cp "$tmp"/mr/mean_reg2mean.nii.gz "$out/val_mr/"
+cp "$tmp"/mr/*.nii.gz "$out/train_mr/"
+cp "$tmp/mricron/usr/share/mricron/templates/ch2.nii.gz" "$out/train_mr/colin27_t1.nii.gz"
+cp "$tmp/pyradiomics-3.0.1/data/brain1_image.nrrd" "$out/val_mr/"
 cp "$tmp/pyradiomics-3.0.1/data/lung1_image.nrrd" "$out/train_ct/"
 cp "$tmp"/ct/ct_brain_atlas_1mm.nii.gz "$out/val_ct/"
-cp "$tmp/mricron/usr/share/mricron/templates/ch2.nii.gz" "$out/holdout/colin27_t1.nii.gz"
 cp "$tmp/pyradiomics-3.0.1/data/brain2_image.nrrd" "$tmp/pyradiomics-3.0.1/data/lung2_image.nrrd" "$out/holdout/"
 ls -l "$out"/*

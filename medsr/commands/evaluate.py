@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
+
+from medsr.commands import fail
 
 
 class ResampleMethod(str, Enum):
@@ -22,10 +24,6 @@ class Profile(str, Enum):
     box = "box"
     gaussian = "gaussian"
 
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def evaluate(
@@ -55,16 +53,16 @@ def evaluate(
     from medsr.evaluation import evaluate as run_evaluation
 
     if csv is not None and csv.resolve() in {p.resolve() for p in (pred, gt, mask) if p}:
-        _fail(f"--csv {csv} would overwrite an input")
+        fail(f"--csv {csv} would overwrite an input")
     try:
         result = run_evaluation(pred, gt, mask=mask, data_range=data_range, axis=axis,
                                 resample_gt=resample_method.value if resample_gt else False)
         if csv is not None:
             result.write_csv(csv)
     except MedsrError as err:
-        _fail(str(err))
+        fail(str(err))
     except OSError as err:
-        _fail(f"cannot write {csv}: {err.strerror}")
+        fail(f"cannot write {csv}: {err.strerror}")
     typer.echo(result.report())
     if csv is not None:
         typer.echo(f"per-slice metrics -> {csv}")
@@ -97,9 +95,9 @@ def benchmark(
         result = run_benchmark(hr_scan, factor, axis=axis, methods=methods.split(","),
                                profile=profile.value, out_dir=out, force=force)
     except MedsrError as err:
-        _fail(str(err))
+        fail(str(err))
     except OSError as err:
-        _fail(f"cannot write the benchmark outputs: {err.strerror or err}")
+        fail(f"cannot write the benchmark outputs: {err.strerror or err}")
     first = next(iter(result.results.values()))
     lo, hi = first.data_range
     shape = "×".join(str(s) for s in result.shape)

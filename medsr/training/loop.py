@@ -103,6 +103,35 @@ def _psnr_ssim(pred: torch.Tensor, hr: torch.Tensor) -> tuple[float, float]:
     return psnr, ssim
 
 
+class Stepper:
+    """One optimisation step (mixed precision on CUDA: bf16, or fp16 with a grad scaler)."""
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                 device: torch.device, amp: bool = True, loss: str = "l1") -> None:
+        self.net, self.optimizer, self.scheduler, self.device = net, optimizer, scheduler, device
+        self.amp = amp and device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported()
+                          else torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp
+                                           and self.amp_dtype == torch.float16)
+        self.loss_fn = nn.L1Loss() if loss == "l1" else nn.MSELoss()
+
+    def step(self, lr_img: torch.Tensor, hr_img: torch.Tensor) -> torch.Tensor:
+        """Train on one batch; returns the (detached) loss."""
+        self.net.train()
+        lr_img = lr_img.to(self.device, non_blocking=True)
+        hr_img = hr_img.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            loss = self.loss_fn(self.net(lr_img).float(), hr_img)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+
 class _Logger:
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.path, self.enabled, self.tb = run_dir / "metrics.jsonl", enabled, None
@@ -179,10 +208,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    use_amp = cfg.optim.amp and dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loss_fn = nn.L1Loss() if cfg.optim.loss == "l1" else nn.MSELoss()
+    stepper = Stepper(net, optimizer, scheduler, dev, cfg.optim.amp, cfg.optim.loss)
+    use_amp, amp_dtype = stepper.amp, stepper.amp_dtype
     log = _Logger(run_dir, rank == 0)
     normalization = cfg.data.normalization or default_normalization(cfg.data.modality)
 
@@ -213,15 +240,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     while step < cfg.optim.max_steps:
         if stop_after is not None and step - first >= stop_after:
             break
-        net.train()
-        lr_img, hr_img = (t.to(dev, non_blocking=True) for t in sampler.batch(step))
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-            loss = loss_fn(net(lr_img).float(), hr_img)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        loss = stepper.step(*sampler.batch(step))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -1,0 +1,83 @@
+"""Self-supervised SR and the shipped default models through `upscale`."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import AFFINES, make_affine, phantom
+from typer.testing import CliRunner
+
+import medsr
+from medsr.cli import app
+from medsr.errors import MedsrError
+from medsr.io import SourceInfo, make_volume
+from medsr.models import default_model
+
+
+@pytest.fixture
+def thick():
+    """Thick-slice phantom: 1 mm in-plane, 3 mm slices (oblique)."""
+    affine = make_affine(AFFINES["oblique"][:3, :3] / np.linalg.norm(
+        AFFINES["oblique"][:3, :3], axis=0), (1.0, 1.0, 3.0), (5.0, -3.0, 8.0))
+    return make_volume(phantom((40, 36, 8), seed=4), affine, SourceInfo("nifti", "", "int16"))
+
+
+def test_self_supervised_lands_on_the_upscaled_grid_and_is_seeded(thick, tmp_path):
+    opts = {"steps": 4, "seed": 1, "init": None, "save_model": tmp_path / "fitted"}
+    out = medsr.upscale(thick, method="self-supervised", self_supervised=opts)
+    ref = medsr.upscale(thick, method="bspline")
+    assert out.shape == ref.shape == (1, 40, 36, 24)
+    np.testing.assert_allclose(out.affine.numpy(), ref.affine.numpy(), atol=1e-12)
+    assert out.meta["medsr_method"] == "self-supervised"
+    again = medsr.upscale(thick, method="self-supervised", self_supervised={**opts,
+                          "save_model": None})
+    np.testing.assert_array_equal(out.numpy(), again.numpy())
+    other = medsr.upscale(thick, method="self-supervised", self_supervised={**opts, "seed": 2,
+                          "save_model": None})
+    assert not np.array_equal(out.numpy(), other.numpy())
+    card = json.loads((tmp_path / "fitted" / "card.json").read_text())
+    assert card["self_supervised"]["steps"] == 4 and card["factors"] == [3, 3]
+    reused = medsr.upscale(thick, model=tmp_path / "fitted")
+    np.testing.assert_allclose(reused.numpy(), out.numpy(), atol=1e-4)
+
+
+def test_self_supervised_needs_one_thick_axis(thick):
+    with pytest.raises(MedsrError, match="one"):
+        medsr.upscale(thick, (2, 1, 3), method="self-supervised",
+                      self_supervised={"steps": 1, "init": None})
+
+
+def test_cli_self_supervised_with_budget(thick, tmp_path):
+    path = tmp_path / "thick.nii.gz"
+    medsr.save_volume(thick, path)
+    result = CliRunner().invoke(app, ["upscale", str(path), "--self-supervised",
+                                      "--budget-seconds", "2", "-o", str(tmp_path / "o.nii.gz")])
+    assert result.exit_code == 0, result.output
+    assert "(self-supervised)" in result.stdout
+    assert nib.load(str(tmp_path / "o.nii.gz")).shape == (40, 36, 24)
+
+
+@pytest.mark.parametrize("modality", ["MR", "CT"])
+def test_default_models_are_shipped_with_cards(modality):
+    folder = default_model(modality)
+    assert folder is not None, f"no default {modality} model in the package"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["modality"] == modality and card["training_data"]
+    assert card["input"] == "interpolated" and card["factors"][0] <= 2 <= 6 <= card["factors"][1]
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size < 25e6
+
+
+def test_auto_uses_the_default_model_and_falls_back_to_bspline(thick):
+    out = medsr.upscale(thick)  # 3 mm / 1 mm: ×3, in the default model's range
+    assert out.meta["medsr_method"] == "default" and out.shape == (1, 40, 36, 24)
+    assert medsr.upscale(thick, spacing=(1, 1, 1)).meta["medsr_method"] == "bspline"
+    assert medsr.upscale(thick, (1, 1, 12)).meta["medsr_method"] == "bspline"
+    with pytest.raises(MedsrError, match="factors"):
+        medsr.upscale(thick, (1, 1, 12), method="default")
+    ct = make_volume(phantom((40, 36, 8)) * 2 - 1024, thick.affine.numpy(),
+                     SourceInfo("nifti", "", "int16"))
+    assert medsr.upscale(ct, modality="CT").meta["medsr_method"] == "default"
