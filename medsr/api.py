@@ -146,7 +146,8 @@ def _run_model(array, affine, scale, spacing, model, device, progress):
     net, card = load_model(model, dev)
     factors = _requested_factors(affine, scale, *factor_range(card))
     out_shape, out_affine, _ = target_grid(array.shape, affine, scale=factors)
-    out = upscale_with_model(array, factors, net, card, device=dev, progress=progress)
+    out = upscale_with_model(array, factors, net, card, device=dev, progress=progress,
+                             spacing=voxel_size(affine))
     if out.shape != tuple(out_shape):
         raise RuntimeError(f"model output {out.shape} does not match the grid {out_shape}")
     return out, out_affine
@@ -178,5 +179,6 @@ def _run_self_supervised(array, affine, source, scale, spacing, modality, device
     factors[axis] = factor
     _, out_affine, _ = target_grid(array.shape, affine, scale=factors)
     apply_progress = (lambda p: progress(0.9 + 0.1 * p)) if progress else None
-    out = upscale_with_model(array, factors, net, card, device=dev, progress=apply_progress)
+    out = upscale_with_model(array, factors, net, card, device=dev, progress=apply_progress,
+                             spacing=voxel_size(affine))
     return out, out_affine

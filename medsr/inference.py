@@ -2,8 +2,10 @@
 
 2D networks (scale ``(1, f)``) run on the planes that contain the low-resolution axis, a batch
 of slices at a time, through MONAI's ``sliding_window_inference`` (which takes outputs at a
-finer resolution than the input); the two orthogonal planes that contain that axis are fused
-by averaging. 3D networks (scale ``(1, 1, f)``) run with the axis moved last, by sliding
+finer resolution than the input); the orthogonal planes that contain that axis and a
+high-resolution one (the network learnt from such planes) are fused by averaging: both planes
+for a thick-slice scan, only the in-plane one when an in-plane axis of a thick-slice scan is
+upscaled. 3D networks (scale ``(1, 1, f)``) run with the axis moved last, by sliding
 window with Gaussian blending. Several upscaled axes are done one after another. Intensities
 are normalised as the model card says and mapped back to the scan's units on output.
 """
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from medsr.errors import MedsrError
+from medsr.resample import upsample_axis
 from medsr.transforms.intensity import fit_scaling
 
 
@@ -47,12 +50,15 @@ def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: tor
 
 @torch.no_grad()
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
-                 device: torch.device, planes: str = "both", slice_batch: int = 8,
+                 device: torch.device, companions: Sequence[int] | None = None,
+                 planes: str = "both", slice_batch: int = 8,
                  roi: int = 256, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis`` with a single-axis model.
 
     Args:
-        planes: for 2D models, ``"both"`` (average the two planes containing ``axis``) or
+        companions: for 2D models, the axes that may form a plane with ``axis`` (default:
+            both others).
+        planes: for 2D models, ``"both"`` (average the planes of all companions) or
             ``"one"`` (the first only, half the time).
         roi: sliding-window size in input voxels along each window axis.
     """
@@ -75,7 +81,9 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         if progress:
             progress(1.0)
         return y.permute(*np.argsort([*others, axis]).tolist()).numpy()
-    views = others if planes == "both" else others[:1]
+    # each view stacks slices along one other axis; its plane is (the remaining axis, axis)
+    views = [a for a in others if companions is None or sum(others) - a in companions]
+    views = views if planes == "both" else views[:1]
     total = sum(array.shape[v] for v in views)
     done = 0
     for stack_axis in views:
@@ -106,23 +114,25 @@ def factor_range(card: dict) -> tuple[int, int]:
     return f, f
 
 
-def _linear_along(x: np.ndarray, axis: int, f: int) -> np.ndarray:
-    """Linear interpolation ×f along one axis on the voxel-subdivision grid."""
-    from medsr.nets import interpolate
-
-    scale = [1, 1, 1]
-    scale[axis] = f
-    return interpolate(torch.from_numpy(x)[None, None], scale)[0, 0].numpy()
+def companion_axes(spacing: Sequence[float], axis: int, tolerance: float = 1.5) -> list[int]:
+    """The other axes fine enough to pair with ``axis`` in a plane (spacing within
+    ``tolerance`` of the finest of them)."""
+    others = [a for a in range(3) if a != axis]
+    finest = min(spacing[a] for a in others)
+    return [a for a in others if spacing[a] <= tolerance * finest]
 
 
 def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,
                        card: dict, *, device: torch.device,
+                       spacing: Sequence[float] | None = None,
                        progress: Callable[[float], None] | None = None,
                        **kwargs) -> np.ndarray:
     """Upscale every axis whose factor is > 1 with the model; returns scan units.
 
     A model that refines an interpolated input (card ``"input": "interpolated"``) serves any
     factor in its trained range: the axis is linearly interpolated first, then corrected.
+    With ``spacing`` (mm per axis), 2D models run only on planes whose other axis is high
+    resolution (see :func:`companion_axes`).
     """
     lo, hi = factor_range(card)
     axes = [a for a, s in enumerate(factors) if s > 1]
@@ -136,6 +146,8 @@ def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Modu
     for i, axis in enumerate(axes):
         step = (lambda p, i=i: progress((i + p) / len(axes))) if progress else None
         if refine:
-            x = _linear_along(x, axis, int(factors[axis]))
-        x = upscale_axis(x, axis, model, card, device=device, progress=step, **kwargs)
+            x = upsample_axis(x, axis, int(factors[axis]), card.get("interpolation", "linear"))
+        companions = companion_axes(spacing, axis) if spacing is not None else None
+        x = upscale_axis(x, axis, model, card, device=device, companions=companions,
+                         progress=step, **kwargs)
     return scaling.inverse(x).astype(np.float32)

@@ -50,3 +50,18 @@ def resample_index_space(array: np.ndarray, out_shape: Sequence[int], ratio: Seq
     del image
     # one copy out of the ITK buffer, straight into (X, Y, Z) order
     return np.ascontiguousarray(sitk.GetArrayViewFromImage(out).transpose(2, 1, 0))
+
+
+def upsample_axis(array: np.ndarray, axis: int, factor: int, method: str = "bspline"
+                  ) -> np.ndarray:
+    """Interpolate ×``factor`` along one axis of an ``(X, Y, Z)`` array (voxel subdivision).
+
+    The other axes are sampled at their own voxel centres, where both interpolators return
+    the samples themselves, so a stack of 2D patches can be passed as one array. This is the
+    input of networks that refine an interpolation, in training and in inference alike.
+    """
+    ratio = np.ones(3)
+    ratio[axis] = 1.0 / factor
+    shape = list(array.shape)
+    shape[axis] *= factor
+    return resample_index_space(array, shape, ratio, (ratio - 1.0) / 2.0, method)

@@ -79,10 +79,12 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         torch.manual_seed(seed)
         net, base_card = load_model(init_path, dev)
         normalization = base_card["normalization"]
+        interpolation = base_card.get("interpolation", "linear")
     else:
         torch.manual_seed(seed)
         net = build_network(**FALLBACK_NETWORK).to(dev)
         normalization = default_normalization(modality)
+        interpolation = "bspline"
     cfg = TrainConfig(
         name="self-supervised", seed=seed,
         data=DataConfig(modality=modality, normalization=normalization),
@@ -91,7 +93,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         degradation=DegradationConfig(factor=factor, thickness=[ratio, ratio],
                                       profiles=["box"], noise=[0.0, 0.0]),
         network=NetworkConfig(name=net.config.get("name", "edsr"), spatial_dims=2,
-                              input="interpolated"))
+                              input="interpolated", interpolation=interpolation))
     scaling = fit_scaling(array, normalization)
     data = torch.from_numpy(scaling.forward(np.asarray(array, dtype=np.float32)))
     sampler = PairSampler([Volume("scan", data, hr_axes)], cfg)
@@ -109,7 +111,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     from medsr.nets import network_config
 
     card = {"network": network_config(net), "scale": [1, 1], "spatial_dims": 2,
-            "input": "interpolated", "factors": [factor, factor], "modality": modality,
+            "input": "interpolated", "interpolation": interpolation,
+            "factors": [factor, factor], "modality": modality,
             "normalization": normalization, "self_supervised": {
                 "steps": step, "budget_seconds": None if steps is not None else budget_seconds,
                 "seed": seed,

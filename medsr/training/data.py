@@ -22,6 +22,7 @@ import torch
 from medsr.errors import MedsrError
 from medsr.geometry import spacing
 from medsr.nets import interpolate
+from medsr.resample import upsample_axis
 from medsr.training.config import TrainConfig, factor_range
 from medsr.transforms.degrade import add_noise, gaussian_psf, kspace_truncate, slice_profile
 from medsr.transforms.intensity import default_normalization, fit_scaling
@@ -119,7 +120,8 @@ class PairSampler:
             else:
                 view = vol.permute(*order)
             patch = _random_crop(view, size, rng)
-            if float((patch > 0.05).float().mean()) >= self.cfg.patch.min_foreground:
+            foreground = (patch > self.cfg.patch.foreground_threshold).float().mean()
+            if float(foreground) >= self.cfg.patch.min_foreground:
                 break
         if rng.random() < 0.5:  # flips along the axes that are not degraded
             patch = patch.flip(0)
@@ -157,7 +159,7 @@ class PairSampler:
             hrs.append(hr[None])
         lr = torch.stack(lrs)
         if self.cfg.network.input == "interpolated":
-            lr = interpolate(lr, [1] * (lr.ndim - 3) + [f])
+            lr = interpolate_input(lr, f, self.cfg.network.interpolation)
         return lr, torch.stack(hrs)
 
 
@@ -169,3 +171,13 @@ def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) 
         view = torch.nn.functional.pad(view[None], pads)[0]
     starts = [int(rng.integers(n - s + 1)) for n, s in zip(view.shape, size)]
     return view[tuple(slice(a, a + s) for a, s in zip(starts, size))].contiguous()
+
+
+def interpolate_input(lr: torch.Tensor, factor: int, method: str) -> torch.Tensor:
+    """The HR-grid input of a refining network: ``lr`` ``(B, 1, ..., m)`` interpolated ×factor
+    along its last axis, with the interpolator inference uses (:func:`upsample_axis`)."""
+    if method == "linear":
+        return interpolate(lr, [1] * (lr.ndim - 3) + [factor])
+    flat = lr.reshape(-1, *lr.shape[-2:]).numpy()  # (B·..., H, W): a 3D array
+    up = upsample_axis(flat, 2, factor, method)
+    return torch.from_numpy(up).reshape(*lr.shape[:-1], lr.shape[-1] * factor)

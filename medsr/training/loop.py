@@ -216,6 +216,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     def card(metrics: dict | None) -> dict:
         return {"network": network_config(model), "scale": _scale(cfg),
                 "spatial_dims": cfg.network.spatial_dims, "input": cfg.network.input,
+                "interpolation": cfg.network.interpolation,
                 "factors": list(factor_range(cfg.degradation)), "modality": cfg.data.modality,
                 "normalization": normalization,
                 "degradation": cfg.to_dict()["degradation"],
@@ -257,8 +258,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             if best is None or psnr > best:
                 best, stale = psnr, 0
                 save_model(model, run_dir, card({"psnr": psnr, "ssim": ssim, "step": step,
-                                                 "linear_psnr": baseline[0],
-                                                 "linear_ssim": baseline[1]}))
+                                                 "interpolation_psnr": baseline[0],
+                                                 "interpolation_ssim": baseline[1]}))
             else:
                 stale += 1
         if step % cfg.optim.checkpoint_every == 0 or step == cfg.optim.max_steps:
@@ -283,7 +284,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
 
 class _Interpolation(nn.Module):
-    """Linear interpolation onto the HR grid: the baseline the network must beat."""
+    """Interpolation onto the HR grid, the baseline the network must beat: linear for a
+    network with its own scale; the given input itself for a network refining one."""
 
     def __init__(self, scale: list[int]) -> None:
         super().__init__()
