@@ -97,7 +97,8 @@ def _psnr_ssim(pred: torch.Tensor, hr: torch.Tensor) -> tuple[float, float]:
     from monai.metrics import PSNRMetric, SSIMMetric
 
     pred, hr = pred.clamp(0, 1).float(), hr.clamp(0, 1).float()
-    psnr = PSNRMetric(max_val=1.0)(pred, hr).mean().item()
+    psnr = PSNRMetric(max_val=1.0)(pred, hr)
+    psnr = psnr[torch.isfinite(psnr)].mean().item()  # an exact match (flat patch) is infinite
     dims = pred.ndim - 2
     ssim = SSIMMetric(spatial_dims=dims, data_range=1.0, win_size=7)(pred, hr).mean().item()
     return psnr, ssim
