@@ -189,6 +189,9 @@ def train(
         help="Run directory. Default: runs/NAME from the config.", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option(
         help="Replaces optim.max_steps.", show_default=False)] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Start from this model's weights (fine-tuning); replaces network.init.",
+        show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly.")] = False,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
 ) -> None:
@@ -210,6 +213,8 @@ def train(
         overrides["data.val"] = [str(p) for p in val]
     if max_steps is not None:
         overrides["optim.max_steps"] = max_steps
+    if init is not None:
+        overrides["network.init"] = str(init)
     try:
         cfg = load_config(config, overrides)
         run_dir = out or Path("runs") / cfg.name

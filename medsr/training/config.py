@@ -66,6 +66,7 @@ class NetworkConfig:
     # of factors (as VDSR)
     input: str = "lr"
     interpolation: str = "linear"
+    init: str | None = None  # a model folder to start from (fine-tuning); same architecture
 
 
 @dataclass

@@ -198,6 +198,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     torch.manual_seed(cfg.seed)
     model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
                           scale=_scale(cfg), **cfg.network.params).to(dev)
+    if cfg.network.init and not resume:
+        from medsr.checkpoint import load_model
+
+        start, _ = load_model(cfg.network.init)
+        if network_config(start) != network_config(model):
+            raise MedsrError(f"network.init {cfg.network.init} has another architecture "
+                             f"({network_config(start)})")
+        model.load_state_dict(start.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
