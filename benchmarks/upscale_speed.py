@@ -45,10 +45,12 @@ CHILD = textwrap.dedent("""
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="bspline,linear,default")
+    parser.add_argument("--cases", default="all", help="all, small (256×256×36) or large")
     args = parser.parse_args()
+    cases = {"all": CASES, "small": CASES[:1], "large": CASES[1:]}[args.cases]
     print(f"{'input':>12} {'factor':>6} {'output':>13} {'method':>8} {'upscale s':>9} "
           f"{'write s':>7} {'peak RSS MB':>11}")
-    for shape, factor in CASES:
+    for shape, factor in cases:
         for method in args.methods.split(","):
             res = subprocess.run([sys.executable, "-c", CHILD,
                                   json.dumps([shape, factor, method])],
