@@ -12,7 +12,7 @@ from conftest import AFFINES, phantom
 
 import medsr
 from medsr.errors import MedsrError
-from medsr.io import SourceInfo, make_volume, volume_parts
+from medsr.io import SourceInfo, make_volume, volume_frames, volume_parts
 from medsr.io.itk import affine_from_image
 
 SUFFIXES = [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"]
@@ -105,12 +105,92 @@ def test_dtype_override_and_scaled_nifti(tmp_path):
     assert f32.get_data_dtype() == np.float32
 
 
-@pytest.mark.parametrize("shape,word", [((16, 16), "2D"), ((8, 8, 4, 3), "4D")])
-def test_2d_and_4d_images_are_refused(tmp_path, shape, word):
+@pytest.mark.parametrize("shape,word", [((16, 16), "2D"), ((8, 8, 4, 3, 2), "5D")])
+def test_2d_and_5d_images_are_refused(tmp_path, shape, word):
     path = tmp_path / "img.nii.gz"
     nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_filename(str(path))
     with pytest.raises(MedsrError, match=word):
         medsr.load_volume(path)
+
+
+def four_d(shape=(9, 8, 5), count=3) -> np.ndarray:
+    """(X, Y, Z, T) time series: each volume a different phantom."""
+    return np.stack([np.rint(phantom(shape, seed=t)) + 100 * t for t in range(count)], axis=-1)
+
+
+@pytest.mark.parametrize("name", ["oblique_flipped", "flipped"])
+def test_nifti_4d_round_trip_keeps_time_axis_and_header(tmp_path, name):
+    data, affine = four_d(), AFFINES[name]
+    src = write_nifti(tmp_path / "fmri.nii.gz", data, affine, intent_code=2001)
+    img = nib.load(str(src))
+    img.header.set_xyzt_units("mm", "msec")
+    img.header["pixdim"][4] = 2500.0
+    nib.Nifti1Image(img.get_fdata().astype(np.int16), None, img.header).to_filename(str(src))
+    vol = medsr.load_volume(src)
+    assert tuple(vol.shape) == (3, 9, 8, 5)
+    frames, vol_affine, _ = volume_frames(vol)
+    np.testing.assert_array_equal(frames, np.moveaxis(data, -1, 0))
+    np.testing.assert_allclose(vol_affine, affine, atol=1e-5)
+    with pytest.raises(ValueError, match="4D volume of 3 volumes"):
+        volume_parts(vol)
+    out = nib.load(str(medsr.save_volume(vol, tmp_path / "out.nii.gz")))
+    assert out.shape == (9, 8, 5, 3)
+    np.testing.assert_array_equal(out.get_fdata(), data)
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    assert out.header.get_xyzt_units() == ("mm", "msec")
+    assert float(out.header["pixdim"][4]) == 2500.0
+    assert int(out.header["intent_code"]) == 2001
+    assert out.get_data_dtype() == np.int16
+
+
+def test_load_one_volume_of_a_4d_file(tmp_path):
+    data = four_d(count=4)
+    src = write_nifti(tmp_path / "dwi.nii.gz", data, AFFINES["oblique"])
+    one = medsr.load_volume(src, volume=2)
+    assert tuple(one.shape) == (1, 9, 8, 5)
+    array, one_affine, _ = volume_parts(one)
+    np.testing.assert_array_equal(array, data[..., 2])
+    np.testing.assert_allclose(one_affine, AFFINES["oblique"], atol=1e-5)
+    out = nib.load(str(medsr.save_volume(one, tmp_path / "one.nii.gz")))
+    assert out.shape == (9, 8, 5)
+    np.testing.assert_array_equal(out.get_fdata(), data[..., 2])
+    for bad in (4, -1):
+        with pytest.raises(MedsrError, match=r"volume .* out of range.*4 volumes") as err:
+            medsr.load_volume(src, volume=bad)
+        assert "\n" not in str(err.value)
+
+
+def test_single_time_point_4d_is_3d(tmp_path):
+    data = np.rint(phantom((9, 8, 5)))[..., None]
+    src = write_nifti(tmp_path / "t1.nii.gz", data, AFFINES["flipped"])
+    vol = medsr.load_volume(src)
+    assert tuple(vol.shape) == (1, 9, 8, 5)
+    assert tuple(medsr.load_volume(src, volume=0).shape) == (1, 9, 8, 5)
+    with pytest.raises(MedsrError, match="out of range"):
+        medsr.load_volume(src, volume=1)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_4d_round_trip(tmp_path, suffix):
+    data, affine = four_d(), AFFINES["oblique_flipped"]
+    vol = make_volume(np.moveaxis(data, -1, 0), affine,
+                      SourceInfo(format="array", path="", dtype="int16"))
+    back = medsr.load_volume(medsr.save_volume(vol, tmp_path / f"out{suffix}"))
+    assert tuple(back.shape) == (3, 9, 8, 5)
+    frames, back_affine, source = volume_frames(back)
+    np.testing.assert_array_equal(frames, np.moveaxis(data, -1, 0))
+    np.testing.assert_allclose(back_affine, affine, atol=1e-5)
+    assert source.dtype == "int16"
+
+
+def test_make_volume_shapes():
+    source = SourceInfo(format="array", path="", dtype="float32")
+    assert tuple(make_volume(np.zeros((4, 3, 2)), np.eye(4), source).shape) == (1, 4, 3, 2)
+    assert tuple(make_volume(np.zeros((5, 4, 3, 2)), np.eye(4), source).shape) == (5, 4, 3, 2)
+    three, _, _ = volume_frames(make_volume(np.ones((4, 3, 2)), np.eye(4), source))
+    assert three.shape == (1, 4, 3, 2)
+    with pytest.raises(ValueError):
+        make_volume(np.zeros((4, 3)), np.eye(4), source)
 
 
 def test_truncated_and_missing_files_give_one_line_errors(tmp_path):

@@ -6,6 +6,7 @@ path; every reader produces the contract of :mod:`medsr.io.meta`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,11 @@ from monai.data import MetaTensor
 
 from medsr.errors import MedsrError
 from medsr.io.atomic import atomic_output, check_output
-from medsr.io.meta import SourceInfo, make_volume, volume_parts
+from medsr.io.meta import SOURCE_KEY, SourceInfo, make_volume, volume_frames, volume_parts
 from medsr.io.values import check_dtype
 
 __all__ = ["FORMATS", "SourceInfo", "load_volume", "make_volume", "output_format",
-           "save_volume", "volume_parts"]
+           "save_volume", "select_volume", "volume_frames", "volume_parts"]
 
 FORMATS = ("nifti", "dicom", "nrrd", "mha")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -35,49 +36,89 @@ def _is_dicom_file(path: Path) -> bool:
         return f.read(4) == b"DICM" or _suffix(path) in (".dcm", ".ima")
 
 
-def load_volume(path: str | Path, series_uid: str | None = None) -> MetaTensor:
-    """Read a 3D volume as a ``(1, X, Y, Z)`` float32 MetaTensor with its RAS affine.
+def load_volume(path: str | Path, series_uid: str | None = None,
+                volume: int | None = None) -> MetaTensor:
+    """Read a volume as a float32 MetaTensor with its RAS affine.
+
+    A 3D input gives ``(1, X, Y, Z)``; a 4D input (4D NIfTI/NRRD, a DICOM series or
+    multi-frame file holding several volumes: time points, b-values, echoes, stacks) gives
+    ``(T, X, Y, Z)`` with one affine for all volumes.
 
     Args:
-        path: a NIfTI file, a DICOM folder or multi-frame file, or any SimpleITK-readable
-            file (NRRD, MHA, MHD, ...).
+        path: a NIfTI file, a DICOM folder or file (classic, multi-frame, Siemens mosaic), or
+            any SimpleITK-readable file (NRRD, MHA, MHD, ...).
         series_uid: the SeriesInstanceUID to read when a DICOM folder holds several.
+        volume: 0-based index of the one volume to read from a 4D input: ``(1, X, Y, Z)``.
 
     Raises:
-        MedsrError: missing, unreadable, 2D or 4D input, with a one-line reason.
+        MedsrError: missing, unreadable, 2D or 5D input, or ``volume`` out of range, with a
+            one-line reason.
     """
+    from medsr.io.quiet import quiet_libraries
+
     path = Path(path)
     if not path.exists():
         raise MedsrError(f"{path}: no such file or folder")
+    if volume is not None and (isinstance(volume, bool) or int(volume) != volume):
+        raise MedsrError(f"volume must be a whole number, not {volume!r}")
+    with quiet_libraries(path):
+        array, result = _read(path, series_uid, volume)
+    if result is None:
+        shape = tuple(int(s) for s in np.shape(array))
+        if len(shape) < 3:
+            raise MedsrError(f"{path} is a {len(shape)}D image {shape}; medsr needs a 3D volume")
+        raise MedsrError(f"{path} is {len(shape)}D {shape}; medsr reads 3D and 4D images only: "
+                         "split it first")
+    shape = tuple(int(s) for s in result.shape[1:])
+    if min(shape) < 2:
+        raise MedsrError(f"{path} has a single voxel along an axis {shape}: a 2D image; "
+                         "medsr needs a 3D volume")
+    if volume is not None and result.meta[SOURCE_KEY].extra.get("volume_index") != volume:
+        result = select_volume(result, int(volume), str(path))
+    return result
+
+
+def _read(path: Path, series_uid: str | None,
+          volume: int | None) -> tuple[np.ndarray | None, MetaTensor | None]:
     try:
         if path.is_dir() or _is_dicom_file(path):
             from medsr.io.dicom import read_dicom
 
-            array = volume = read_dicom(path, series_uid=series_uid)
-        elif _suffix(path) in _NIFTI_SUFFIXES:
+            result = read_dicom(path, series_uid=series_uid, volume=volume)
+            return None, result
+        if _suffix(path) in _NIFTI_SUFFIXES:
             from medsr.io.nifti import read_nifti
 
-            array, volume = read_nifti(path)
-        else:
-            from medsr.io.itk import read_itk
+            return read_nifti(path)
+        from medsr.io.itk import read_itk
 
-            array, volume = read_itk(path)
+        return read_itk(path)
     except MedsrError:
         raise
     except (OSError, EOFError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MedsrError(f"cannot read {path}: {reason}") from None
-    shape = tuple(int(s) for s in np.shape(array)[-3:]) if volume is not None else ()
-    if volume is not None and min(shape) < 2:
-        raise MedsrError(f"{path} has a single voxel along an axis {shape}: a 2D image; "
-                         "medsr needs a 3D volume")
-    if volume is None:
-        shape = tuple(int(s) for s in np.shape(array))
-        if len(shape) < 3:
-            raise MedsrError(f"{path} is a {len(shape)}D image {shape}; medsr needs a 3D volume")
-        raise MedsrError(f"{path} is {len(shape)}D {shape}; medsr processes 3D volumes only: "
-                         "split it into 3D volumes first")
-    return volume
+
+
+def select_volume(volume: MetaTensor, index: int, name: str = "the input") -> MetaTensor:
+    """The ``index``-th (0-based) volume of a ``(T, X, Y, Z)`` volume as ``(1, X, Y, Z)``.
+
+    ``source.extra["frames"]`` keeps only the chosen volume's labels.
+
+    Raises:
+        MedsrError: ``index`` out of range.
+    """
+    frames, affine, source = volume_frames(volume)
+    count = frames.shape[0]
+    if not 0 <= index < count:
+        raise MedsrError(f"volume {index} out of range: {name} holds {count} volume"
+                         f"{'s' if count != 1 else ''} (0..{count - 1})")
+    source = copy.deepcopy(source)
+    labels = source.extra.get("frames")
+    if isinstance(labels, list) and len(labels) == count:
+        source.extra["frames"] = [labels[index]]
+    source.extra["volume_index"] = index
+    return make_volume(frames[index], affine, source)
 
 
 def output_format(path: Path, fmt: str | None = None) -> str:
@@ -118,7 +159,7 @@ def save_volume(volume: MetaTensor, path: str | Path, *, fmt: str | None = None,
     kind = output_format(path, fmt)
     if dtype is not None:
         check_dtype(dtype)
-    _, _, source = volume_parts(volume)
+    _, _, source = volume_frames(volume)
     protected = [Path(p) for p in (inputs or [])]
     if source.path:
         protected.append(Path(source.path))

@@ -29,7 +29,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
-from medsr.io.meta import SourceInfo, make_volume, volume_parts
+from medsr.io.meta import SourceInfo, make_volume, volume_frames
 from medsr.io.values import cast_to
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ _WRITE_DROP = (
     "ModalityLUTSequence", "IconImageSequence", "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths", "ImagesInAcquisition", "PlanarConfiguration",
 )
+#: Per-volume labels a 4D writer sets on each instance when the source knew them.
+_VOLUME_LABELS = ("AcquisitionNumber", "EchoNumbers", "DiffusionBValue", "EchoTime")
 _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage,
               "PT": PositronEmissionTomographyImageStorage}
 
@@ -64,7 +66,8 @@ class _Frame:
 
 
 # ----------------------------------------------------------------------------------- reading
-def read_dicom(path: str | Path, series_uid: str | None = None) -> MetaTensor:
+def read_dicom(path: str | Path, series_uid: str | None = None,
+               volume: int | None = None) -> MetaTensor:
     """Read a DICOM series folder (searched recursively) or a multi-frame file as a volume.
 
     Args:
@@ -342,7 +345,9 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
     integer RescaleIntercept when the range needs it); float dtypes are stored as uint16 with
     a series-wide RescaleSlope/RescaleIntercept (error at most slope/2). Readers order slices
     along ``cross(row_dir, col_dir)``: a volume whose slice axis points the other way comes
-    back with the slice axis reversed (same voxels in space).
+    back with the slice axis reversed (same voxels in space). A 4D volume ``(T, X, Y, Z)``
+    gives one series whose instances carry TemporalPositionIdentifier ``t + 1`` and
+    NumberOfTemporalPositions ``T`` (plus the source's per-volume labels it knows).
 
     Args:
         volume: the volume to write.
@@ -350,9 +355,9 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
         dtype: value type to store; defaults to the source's dtype.
 
     Returns:
-        The written files, in slice order.
+        The written files, in volume then slice order.
     """
-    array, affine, source = volume_parts(volume)
+    frames, affine, source = volume_frames(volume)
     folder = Path(folder)
     if not folder.is_dir() or any(folder.iterdir()):
         raise MedsrError(f"{folder} must be an existing empty folder")
@@ -361,29 +366,43 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
     row, col = lps[:3, 0] / sx, lps[:3, 1] / sy
     if abs(row @ col) > 1e-4:
         raise MedsrError("the in-plane axes are not perpendicular; DICOM cannot store this grid")
-    stored, slope, intercept = _to_stored(array, np.dtype(dtype or source.dtype))
+    stored, slope, intercept = _to_stored(frames, np.dtype(dtype or source.dtype))
+    count, nx, ny, nz = frames.shape
     ds = _base_dataset(source)
+    if count > 1:
+        for keyword in (*_VOLUME_LABELS, "TemporalPositionIdentifier"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.NumberOfTemporalPositions = count
     ds.ImageOrientationPatient = [_ds(v, 10) for v in (*row, *col)]
     ds.PixelSpacing = [_ds(sy, 10), _ds(sx, 10)]
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(sz, 10)
-    ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+    ds.Rows, ds.Columns = ny, nx
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored = 16, _bits_stored(stored)
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = int(stored.dtype.kind == "i")
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     normal = np.cross(row, col)
+    labels = source.extra.get("frames")
+    labels = labels if isinstance(labels, list) and len(labels) == count else [{}] * count
     files = []
-    for k in range(array.shape[2]):
-        position = lps @ np.array([0.0, 0.0, k, 1.0])
-        ds.ImagePositionPatient = [_ds(v, 6) for v in position[:3]]
-        ds.SliceLocation = _ds(position[:3] @ normal, 6)
-        ds.InstanceNumber = k + 1
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(stored[:, :, k].T).tobytes())
-        file = folder / f"IM{k + 1:06d}.dcm"
-        ds.save_as(file, enforce_file_format=True)
-        files.append(file)
+    for t in range(count):
+        if count > 1:
+            ds.TemporalPositionIdentifier = t + 1
+            for keyword, value in labels[t].items():
+                if keyword in _VOLUME_LABELS and isinstance(value, (int, float)):
+                    setattr(ds, keyword, value)
+        for k in range(nz):
+            position = lps @ np.array([0.0, 0.0, k, 1.0])
+            ds.ImagePositionPatient = [_ds(v, 6) for v in position[:3]]
+            ds.SliceLocation = _ds(position[:3] @ normal, 6)
+            ds.InstanceNumber = t * nz + k + 1
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(stored[t, :, :, k].T).tobytes())
+            file = folder / f"IM{t * nz + k + 1:06d}.dcm"
+            ds.save_as(file, enforce_file_format=True)
+            files.append(file)
     return files
 
 

@@ -1,4 +1,8 @@
-"""NRRD, MHA/MHD and other ITK formats through SimpleITK (LPS geometry converted to RAS)."""
+"""NRRD, MHA/MHD and other ITK formats through SimpleITK (LPS geometry converted to RAS).
+
+A 4D image whose fourth axis is not mixed with space (ITK's ``JoinSeries`` layout) is read as
+``(T, X, Y, Z)``; a ``(T, X, Y, Z)`` volume is written that way.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import SimpleITK as sitk
 from monai.data import MetaTensor
 
 from medsr.geometry import flip_lps_ras
-from medsr.io.meta import SourceInfo, make_volume, volume_parts
+from medsr.io.meta import SourceInfo, make_volume, volume_frames
 from medsr.io.values import cast_to
 
 # Keys that describe geometry or layout: written anew by the writer, never copied.
@@ -18,12 +22,19 @@ _GEOMETRY_KEYS = ("NRRD_space", "NRRD_kinds", "NRRD_thicknesses", "ITK_original"
 
 
 def affine_from_image(image: sitk.Image) -> np.ndarray:
-    """RAS voxel-to-world affine of a 3D SimpleITK image."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    """RAS voxel-to-world affine of a 3D SimpleITK image (or the spatial part of a 4D one)."""
+    dim = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
     lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing())
-    lps[:3, 3] = image.GetOrigin()
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing()[:3])
+    lps[:3, 3] = image.GetOrigin()[:3]
     return flip_lps_ras(lps)
+
+
+def _separable_time(image: sitk.Image) -> bool:
+    """True when a 4D image's fourth axis is not mixed with the three spatial ones."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(4, 4)
+    return bool(np.allclose(direction[3, :3], 0) and np.allclose(direction[:3, 3], 0))
 
 
 def image_from_array(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
@@ -47,19 +58,26 @@ def read_itk(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
                          "(vector or colour images are not supported)")
     array = sitk.GetArrayFromImage(image)
     array = array.transpose(tuple(range(array.ndim))[::-1])
-    if image.GetDimension() != 3:
+    if image.GetDimension() == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    elif image.GetDimension() == 4 and not _separable_time(image):
+        raise ValueError("its fourth axis is mixed with space in the direction matrix")
+    if image.GetDimension() not in (3, 4):
         return array, None
     header = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys()}
     modality = header.get("Modality") or header.get("modality")
     source = SourceInfo(format="itk", path=str(path), dtype=str(array.dtype),
                         modality=modality if modality in ("CT", "MR") else None, header=header)
-    return array, make_volume(array, affine_from_image(image), source)
+    data = np.moveaxis(array, -1, 0) if array.ndim == 4 else array
+    return array, make_volume(data, affine_from_image(image), source)
 
 
 def write_itk(volume: MetaTensor, path: Path, dtype: str | None = None) -> None:
     """Write NRRD/MHA/MHD (chosen by suffix); non-geometry metadata of an ITK source is kept."""
-    array, affine, source = volume_parts(volume)
-    image = image_from_array(cast_to(array, dtype or source.dtype), affine)
+    frames, affine, source = volume_frames(volume)
+    target = dtype or source.dtype
+    images = [image_from_array(cast_to(array, target), affine) for array in frames]
+    image = images[0] if len(images) == 1 else sitk.JoinSeries(images)
     if source.format == "itk" and isinstance(source.header, dict):
         for key, value in source.header.items():
             if not key.startswith(_GEOMETRY_KEYS):

@@ -2,7 +2,9 @@
 
 A volume is a MONAI ``MetaTensor`` of shape ``(1, X, Y, Z)`` (channel first, float32) whose
 ``meta["affine"]`` maps stored voxel indices ``(i, j, k)`` to RAS+ millimetres, as nibabel and
-MONAI do. Arrays are never reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
+MONAI do. A 4D input (fMRI time points, DWI b-values, echoes, ...) is ``(T, X, Y, Z)``: the
+channel is the volume index and all ``T`` volumes share the affine; per-volume labels, when
+known, are in ``SourceInfo.extra["frames"]`` (one small dict per volume). Arrays are never reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
 ``meta["medsr_source"]`` is a :class:`SourceInfo` carrying what a writer needs to keep the rest
 of the source header (NIfTI header, DICOM template dataset, ITK metadata) and its dtype.
 """
@@ -49,15 +51,27 @@ class SourceInfo:
 
 
 def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> MetaTensor:
-    """Wrap an ``(X, Y, Z)`` array and its RAS affine into a channel-first ``MetaTensor``."""
+    """Wrap an array and its RAS affine into a channel-first ``MetaTensor``.
+
+    Args:
+        array: ``(X, Y, Z)`` for one volume, or channel-first ``(T, X, Y, Z)`` for ``T``
+            volumes on the same grid.
+        affine: 4×4 RAS voxel-to-world affine shared by all volumes.
+        source: where the volume came from.
+
+    Returns:
+        A ``(1, X, Y, Z)`` or ``(T, X, Y, Z)`` float32 MetaTensor.
+    """
     array = np.asarray(array)
-    if array.ndim != 3:
-        raise ValueError(f"expected a 3D array, got shape {array.shape}")
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[0] < 1:
+        raise ValueError(f"expected an (X, Y, Z) or (T, X, Y, Z) array, got shape {array.shape}")
     affine_t = torch.as_tensor(np.asarray(affine, dtype=np.float64))
-    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     meta = {
         "original_affine": affine_t.clone(),
-        "spatial_shape": np.asarray(array.shape),
+        "spatial_shape": np.asarray(array.shape[1:]),
         "original_channel_dim": "no_channel",
         "space": "RAS",
         "filename_or_obj": source.path,
@@ -67,19 +81,39 @@ def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> Me
 
 
 def volume_parts(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
-    """Split a volume into its ``(X, Y, Z)`` float32 array, 4×4 RAS affine and source info.
+    """Split a 3D volume into its ``(X, Y, Z)`` float32 array, 4×4 RAS affine and source info.
 
-    Accepts a ``MetaTensor`` of shape ``(1, X, Y, Z)`` or ``(X, Y, Z)``.
+    Accepts a ``MetaTensor`` of shape ``(1, X, Y, Z)`` or ``(X, Y, Z)``; a 4D volume
+    ``(T, X, Y, Z)`` with ``T > 1`` raises ``ValueError`` (use :func:`volume_frames`).
     """
-    if not isinstance(volume, MetaTensor):
-        raise TypeError("expected a MetaTensor with an affine (use medsr.load_volume)")
-    data = volume.detach().cpu().numpy()
+    data, affine, source = _split(volume)
     if data.ndim == 4:
         if data.shape[0] != 1:
-            raise ValueError(f"expected one channel, got shape {tuple(data.shape)}")
+            raise ValueError(f"this is a 4D volume of {data.shape[0]} volumes "
+                             f"{tuple(data.shape)}; use volume_frames")
         data = data[0]
     if data.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {tuple(data.shape)}")
+    return data, affine, source
+
+
+def volume_frames(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+    """Split a 3D or 4D volume into its ``(T, X, Y, Z)`` float32 array, RAS affine and source.
+
+    A 3D volume ``(1, X, Y, Z)`` or ``(X, Y, Z)`` gives ``T == 1``.
+    """
+    data, affine, source = _split(volume)
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4:
+        raise ValueError(f"expected a 3D or 4D volume, got shape {tuple(data.shape)}")
+    return data, affine, source
+
+
+def _split(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+    if not isinstance(volume, MetaTensor):
+        raise TypeError("expected a MetaTensor with an affine (use medsr.load_volume)")
+    data = volume.detach().cpu().numpy()
     affine = np.asarray(volume.affine, dtype=np.float64)
     source = volume.meta.get(SOURCE_KEY)
     if source is None:

@@ -1,4 +1,8 @@
-"""NIfTI (.nii, .nii.gz) through nibabel, keeping the header and its qform/sform codes."""
+"""NIfTI (.nii, .nii.gz) through nibabel, keeping the header and its qform/sform codes.
+
+4D files ``(X, Y, Z, T)`` become ``(T, X, Y, Z)`` volumes and are written back with their time
+axis last; the source header's ``pixdim[4]`` (TR), ``xyzt_units`` and intent are kept.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,15 @@ import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
 
-from medsr.io.meta import SourceInfo, make_volume, volume_parts
+from medsr.io.meta import SourceInfo, make_volume, volume_frames
 from medsr.io.values import cast_to
 
 
-def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor]:
-    """Read a NIfTI file; returns the raw array (any rank) and, for 3D, the volume.
+def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
+    """Read a NIfTI file; returns the raw array (any rank) and, for 3D or 4D, the volume.
 
-    The array is returned so the caller can reject 2D/4D images with a clear message.
+    Trailing axes of length 1 are dropped (a 4D file with one time point is 3D). The array is
+    returned so the caller can reject 2D or 5D images with a clear message.
     """
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter
@@ -31,6 +36,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor]:
     )
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.ndim == 4:
+        return data, make_volume(np.moveaxis(data, -1, 0), img.affine, source)
     if data.ndim != 3:
         return data, None
     return data, make_volume(data, img.affine, source)
@@ -43,7 +50,8 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
     datatype, pixdim and the two transforms change. Integer output is rounded and clipped,
     unless the source used scl_slope/scl_inter, in which case nibabel fits a new scaling.
     """
-    array, affine, source = volume_parts(volume)
+    frames, affine, source = volume_frames(volume)
+    array = frames[0] if frames.shape[0] == 1 else np.moveaxis(frames, 0, -1)
     target = np.dtype(dtype or source.dtype)
     header = source.header.copy() if isinstance(source.header, nib.Nifti1Header) else None
     if header is not None and not isinstance(header, nib.Nifti2Header):
@@ -58,4 +66,23 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
         q_code = s_code = 1  # "scanner": the affine must be stored, not the pixdim fallback
     img.set_sform(affine, code=s_code or q_code)
     img.set_qform(affine, code=q_code or s_code)
+    if array.ndim == 4:
+        _time_axis(img.header, header, source)
     img.to_filename(str(path))
+
+
+def _time_axis(out: nib.Nifti1Header, header: nib.Nifti1Header | None,
+               source: SourceInfo) -> None:
+    """Keep the source's TR and units on a 4D output; else take TR from a DICOM source."""
+    if header is not None and header["dim"][0] >= 4:
+        out["pixdim"][4] = header["pixdim"][4]
+        out["xyzt_units"] = header["xyzt_units"]
+        return
+    tr = getattr(source.header, "RepetitionTime", None) if source.format == "dicom" else None
+    try:
+        seconds = float(tr) / 1000.0 if tr not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds > 0:
+        out.set_xyzt_units("mm", "sec")
+        out["pixdim"][4] = seconds

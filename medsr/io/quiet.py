@@ -1,0 +1,68 @@
+"""Keep library warnings (pydicom, nibabel, SimpleITK wrappers) off the terminal.
+
+While an input is read, Python warnings raised by the libraries are captured and sent to the
+``medsr.io`` logger at INFO (each distinct message once), followed by a one-line summary such
+as ``"scan/: 3 tags longer than the standard allows"``. ``medsr.logs.setup_logging`` decides
+what reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("medsr.io")
+
+_KINDS = (
+    (re.compile(r"value length .* exceeds the maximum length", re.I),
+     "tag{s} longer than the standard allows"),
+    (re.compile(r"invalid value for VR|not a valid|invalid .*value", re.I),
+     "value{s} not valid for {their} VR"),
+    (re.compile(r"experimental", re.I), None),  # nibabel's import notice: not about the input
+)
+
+
+def _kind(message: str) -> str | None:
+    for pattern, kind in _KINDS:
+        if pattern.search(message):
+            return kind
+    return "other library warning{s}"
+
+
+def summarize(messages: list[str]) -> str:
+    """One line counting the unusual things in ``messages`` (empty when nothing was)."""
+    counts = Counter(kind for kind in map(_kind, messages) if kind is not None)
+    parts = []
+    for kind, n in counts.items():
+        parts.append(f"{n} " + kind.format(s="" if n == 1 else "s",
+                                           their="its" if n == 1 else "their"))
+    return ", ".join(parts)
+
+
+@contextmanager
+def quiet_libraries(path: str | Path) -> Iterator[list[str]]:
+    """Capture library warnings raised while reading ``path`` and log them instead.
+
+    Yields:
+        The list the captured messages are appended to (for callers that want them).
+    """
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield messages
+        finally:
+            messages.extend(str(w.message).strip() for w in caught)
+            seen = set()
+            for text in messages:
+                if text and text not in seen:
+                    seen.add(text)
+                    log.info("%s: %s", path, text.splitlines()[0])
+            summary = summarize(messages)
+            if summary:
+                log.info("%s: %s", path, summary)
