@@ -12,7 +12,6 @@ import copy
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,14 +21,29 @@ from monai.data import MetaTensor
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import (UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage,
-                         PositronEmissionTomographyImageStorage, SecondaryCaptureImageStorage,
-                         generate_uid)
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    PositronEmissionTomographyImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from pydicom.valuerep import format_number_as_ds
 
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
+from medsr.io.dicom_groups import Frame as _Frame
+from medsr.io.dicom_groups import (
+    Volume,
+    classic_labels,
+    describe_volumes,
+    frame_labels,
+    split_volumes,
+)
 from medsr.io.meta import SourceInfo, make_volume, volume_frames
+from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
 from medsr.io.values import cast_to
 
 log = logging.getLogger(__name__)
@@ -50,29 +64,20 @@ _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage,
               "PT": PositronEmissionTomographyImageStorage}
 
 
-@dataclass
-class _Frame:
-    """One 2D image placed in space (a classic slice or one frame of a multi-frame file)."""
-
-    name: str
-    position: np.ndarray  # ImagePositionPatient, LPS mm
-    orientation: np.ndarray  # ImageOrientationPatient (6,)
-    pixel_spacing: np.ndarray  # PixelSpacing: (row spacing, column spacing)
-    slope: float
-    intercept: float
-    thickness: float | None
-    pixels: np.ndarray  # (Rows, Columns) stored values
-    dataset: Dataset
-
-
 # ----------------------------------------------------------------------------------- reading
 def read_dicom(path: str | Path, series_uid: str | None = None,
                volume: int | None = None) -> MetaTensor:
-    """Read a DICOM series folder (searched recursively) or a multi-frame file as a volume.
+    """Read a DICOM series folder (searched recursively) or a single file as a volume.
+
+    Classic series, (enhanced) multi-frame files and Siemens mosaics are read; a series whose
+    frames repeat slice positions is split into volumes (see :mod:`medsr.io.dicom_groups`) and
+    read as ``(T, X, Y, Z)``, with the volumes' labels in ``source.extra["frames"]``.
 
     Args:
-        path: a folder holding one or more series, or a single multi-frame file.
+        path: a folder holding one or more series, or a single (multi-frame or mosaic) file.
         series_uid: SeriesInstanceUID to read when the folder holds several series.
+        volume: 0-based index of the one volume to read; needed when the volumes lie on
+            different grids (stacks with different orientations).
 
     Returns:
         The volume; intensities have RescaleSlope/RescaleIntercept applied (HU for CT).
@@ -96,18 +101,49 @@ def read_dicom(path: str | Path, series_uid: str | None = None,
         if len(frames) == 1:
             raise MedsrError(f"{path} is a single 2D slice; upscaling needs a volume "
                              "(give the folder of the series or a multi-frame file)")
-    frames, affine_lps = _sort_and_place(frames)
-    values = np.stack([f.pixels.astype(np.float64).T * f.slope + f.intercept for f in frames],
-                      axis=-1).astype(np.float32)
-    ds0 = frames[0].dataset
+    volumes = split_volumes(frames)
+    labels = [v.labels for v in volumes]
+    if volume is not None:
+        if not 0 <= volume < len(volumes):
+            raise MedsrError(f"volume {volume} out of range: {path} holds "
+                             f"{describe_volumes(labels)} (0..{len(volumes) - 1})")
+        volumes, labels = [volumes[volume]], [labels[volume]]
+    placed = [_sort_and_place(v.frames) for v in volumes]
+    _check_same_grid(path, volumes, placed)
+    values = np.stack([np.stack([f.pixels.astype(np.float64).T * f.slope + f.intercept
+                                 for f in sorted_frames], axis=-1)
+                       for sorted_frames, _ in placed]).astype(np.float32)
+    first = placed[0][0]
+    ds0 = first[0].dataset
     modality = str(ds0.get("Modality", "") or "") or None
+    all_frames = [f for sorted_frames, _ in placed for f in sorted_frames]
+    extra = {"modality_raw": modality, "slice_thickness": first[0].thickness}
+    if len(frames) != len(first) or volume is not None:
+        extra["frames"] = labels
+    if volume is not None:
+        extra["volume_index"] = volume
+    if len(volumes) > 1:
+        log.info("%s: %s", path, describe_volumes(labels))
     source = SourceInfo(
-        format="dicom", path=str(path), dtype=_stored_dtype(frames, values),
+        format="dicom", path=str(path), dtype=_stored_dtype(all_frames, values),
         modality=modality if modality in ("CT", "MR") else None,
-        header=_copy_without(ds0, _TEMPLATE_DROP),
-        extra={"modality_raw": modality, "slice_thickness": frames[0].thickness},
+        header=_copy_without(ds0, _TEMPLATE_DROP), extra=extra,
     )
-    return make_volume(values, flip_lps_ras(affine_lps), source)
+    return make_volume(values, flip_lps_ras(placed[0][1]), source)
+
+
+def _check_same_grid(path: Path, volumes: list[Volume],
+                     placed: list[tuple[list[_Frame], np.ndarray]]) -> None:
+    """All volumes of a 4D result must share shape and affine."""
+    shape0, affine0 = (len(placed[0][0]), *placed[0][0][0].pixels.shape), placed[0][1]
+    for sorted_frames, affine in placed[1:]:
+        shape = (len(sorted_frames), *sorted_frames[0].pixels.shape)
+        if shape != shape0 or not np.allclose(affine, affine0, atol=1e-3):
+            listing = "; ".join(
+                f"{i}: {describe_volumes([v.labels]).partition('(')[2].rstrip(')') or 'volume'}"
+                f" {len(p[0])} slices" for i, (v, p) in enumerate(zip(volumes, placed)))
+            raise MedsrError(f"{path} holds {len(volumes)} volumes on different grids "
+                             f"({listing}); read one with volume=N")
 
 
 def _reason(exc: BaseException) -> str:
@@ -228,6 +264,10 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
         raise MedsrError(f"{name} has no pixel data")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise MedsrError(f"{name} is a colour image; only greyscale volumes are supported")
+    _check_decoder(ds, name)
+    instance = float(_num(ds, "InstanceNumber", 0.0) or 0.0)
+    if is_mosaic(ds) and int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        return mosaic_frames(ds, name)
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as exc:
@@ -253,7 +293,8 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                      "ImageOrientationPatient", 6, label),
                 _vec(measures, "PixelSpacing", 2, label),
                 _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
-                _num(measures, "SliceThickness", thickness), pixels[i], ds))
+                _num(measures, "SliceThickness", thickness), pixels[i], ds,
+                frame_labels(ds, group), (instance, float(i))))
         return frames
     position = _vec(ds, "ImagePositionPatient", 3, name)
     orientation = _vec(ds, "ImageOrientationPatient", 6, name)
@@ -264,9 +305,29 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                          "(PerFrameFunctionalGroupsSequence) or SpacingBetweenSlices")
     normal = np.cross(orientation[:3], orientation[3:])
     normal /= np.linalg.norm(normal)
+    labels = classic_labels(ds, *siemens_diffusion(ds, name))
     return [_Frame(name if count == 1 else f"{name} frame {i + 1}",
                    position + i * (step or 0.0) * normal, orientation, pixel_spacing,
-                   slope, intercept, thickness, pixels[i], ds) for i in range(count)]
+                   slope, intercept, thickness, pixels[i], ds, labels, (instance, float(i)))
+            for i in range(count)]
+
+
+def _check_decoder(ds: Dataset, name: str) -> None:
+    """Refuse compressed pixel data no installed decoder handles, naming the extra."""
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if syntax is None or not UID(str(syntax)).is_compressed:
+        return
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(UID(str(syntax))).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise MedsrError(f"{name} holds {UID(str(syntax)).name} compressed pixel data and no "
+                         'installed decoder reads it; install them with: pip install '
+                         '"medsr[dicom]"')
 
 
 def _sort_and_place(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray]:
@@ -324,7 +385,11 @@ def _stored_dtype(frames: list[_Frame], values: np.ndarray) -> str:
     lo, hi = float(values.min()), float(values.max())
     if lo >= 0 and hi <= 255 and int(frames[0].dataset.get("BitsAllocated", 16)) == 8:
         return "uint8"
-    return "int16" if lo >= -32768 and hi <= 32767 else "int32"
+    if lo >= -32768 and hi <= 32767:
+        return "int16"
+    unsigned16 = all(int(f.dataset.get("BitsAllocated", 16)) == 16
+                     and int(f.dataset.get("PixelRepresentation", 0)) == 0 for f in frames)
+    return "uint16" if unsigned16 and lo >= 0 and hi <= 65535 else "int32"
 
 
 def _copy_without(ds: Dataset, drop: Iterable[str]) -> Dataset:

@@ -1,0 +1,87 @@
+"""Siemens mosaics (EPI, DWI, fMRI: one file per volume, slices tiled in one 2D image).
+
+Unpacking and geometry come from nibabel's DICOM wrappers, which read the Siemens CSA header
+(number of slices, slice normal): the wrapper's affine (LPS, indices row, column, slice) places
+each tile, so the tiles become ordinary placed frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from medsr.errors import MedsrError
+from medsr.io.dicom_groups import Frame, classic_labels
+
+log = logging.getLogger(__name__)
+
+
+def is_mosaic(ds: Dataset) -> bool:
+    """True for a Siemens mosaic image (ImageType MOSAIC)."""
+    image_type = ds.get("ImageType") or []
+    image_type = [image_type] if isinstance(image_type, str) else list(image_type)
+    return "MOSAIC" in (str(v).upper() for v in image_type)
+
+
+def _wrapper(ds: Dataset, name: str) -> Any:
+    from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    try:
+        return wrapper_from_data(ds)
+    except Exception as exc:  # nibabel raises several types on odd CSA headers
+        raise MedsrError(f"cannot read the Siemens header of {name}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def siemens_diffusion(ds: Dataset, name: str) -> tuple[float | None, Any]:
+    """b-value and gradient direction from a Siemens CSA header (None when absent)."""
+    if "SIEMENS" not in str(ds.get("Manufacturer", "")).upper() or (0x0029, 0x1010) not in ds:
+        return None, None
+    try:
+        wrapper = _wrapper(ds, name)
+        b_value = wrapper.b_value
+        b_vector = wrapper.b_vector if b_value else None
+    except Exception as exc:  # a damaged CSA header only loses the diffusion label
+        log.debug("%s: no diffusion information in the CSA header (%s)", name, _reason(exc))
+        return None, None
+    return b_value, b_vector
+
+
+def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
+    """Unpack a mosaic into placed frames, one per slice, with the CSA geometry.
+
+    Raises:
+        MedsrError: no usable CSA header (number of slices, slice normal).
+    """
+    from nibabel.nicom.dicomwrappers import MosaicWrapper
+
+    wrapper = _wrapper(ds, name)
+    if not isinstance(wrapper, MosaicWrapper):
+        raise MedsrError(f"{name} is marked MOSAIC but has no Siemens CSA header with the "
+                         "number of slices; cannot unpack it")
+    try:
+        data = np.asarray(wrapper.get_unscaled_data())  # (rows, columns, slices)
+        affine = np.asarray(wrapper.affine, dtype=np.float64)  # LPS; (row, column, slice)
+        b_value, b_vector = wrapper.b_value, wrapper.b_vector
+    except Exception as exc:
+        raise MedsrError(f"cannot unpack Siemens mosaic {name}: {_reason(exc)}") from None
+    if data.ndim != 3:
+        raise MedsrError(f"cannot unpack Siemens mosaic {name}: got shape {data.shape}")
+    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
+    spacing = np.asarray([float(v) for v in ds.PixelSpacing], dtype=np.float64)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    thickness = ds.get("SliceThickness")
+    thickness = float(thickness) if thickness not in (None, "") else None
+    labels = classic_labels(ds, b_value, b_vector if b_value else None)
+    instance = float(ds.get("InstanceNumber") or 0)
+    return [Frame(f"{name} slice {k + 1}", (affine @ [0.0, 0.0, k, 1.0])[:3], orientation,
+                  spacing, slope, intercept, thickness, data[:, :, k], ds, labels,
+                  (instance, float(k))) for k in range(data.shape[2])]
