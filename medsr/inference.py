@@ -1,13 +1,14 @@
-"""Network inference on whole volumes in bounded memory.
+"""Network inference on whole volumes.
 
-2D networks (scale ``(1, f)``) run on the planes that contain the low-resolution axis, a batch
-of slices at a time, through MONAI's ``sliding_window_inference`` (which takes outputs at a
-finer resolution than the input); the orthogonal planes that contain that axis and a
-high-resolution one (the network learnt from such planes) are fused by averaging: both planes
-for a thick-slice scan, only the in-plane one when an in-plane axis of a thick-slice scan is
-upscaled. 3D networks (scale ``(1, 1, f)``) run with the axis moved last, by sliding
-window with Gaussian blending. Several upscaled axes are done one after another. Intensities
-are normalised as the model card says and mapped back to the scan's units on output.
+2D networks run on whole planes that contain the upscaled axis, a batch of planes at a time;
+each orthogonal plane orientation that pairs that axis with a high-resolution one (the
+network learnt from such planes) gives one *view*: both in-plane axes for a thick-slice scan,
+only the in-plane one when an in-plane axis of a thick-slice scan is upscaled. The views'
+mean is the estimate, their spread feeds the uncertainty map. 3D networks run by sliding
+window (MONAI's ``sliding_window_inference``) with the axis moved last. Several upscaled axes
+are done one after another. Intensities are normalised as the model card says and mapped
+back to the scan's units. Memory is bounded by the caller working slab by slab
+(:mod:`medsr.upscaling`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from medsr.errors import MedsrError
 from medsr.resample import upsample_axis
-from medsr.transforms.intensity import fit_scaling
+from medsr.transforms.intensity import Scaling, fit_scaling
 
 
 def model_factor(card: dict) -> int:
@@ -48,31 +49,55 @@ def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: tor
                                     sw_device=device, device=torch.device("cpu"))
 
 
+def _plane_batch(model: nn.Module, plane_voxels: int, budget_bytes: float = 3e8) -> int:
+    """Planes per forward pass so that the activations stay within ``budget_bytes``."""
+    features = int(getattr(model, "config", {}).get("features", 32))
+    return max(1, int(budget_bytes // (6 * 4 * features * max(1, plane_voxels))))
+
+
+def _planes(model: nn.Module, x: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
+    """Whole planes ``(N, 1, H, W)`` through a 2D network, on ``device``, back on the CPU."""
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda"
+                        else torch.float32, enabled=amp):
+        return model(x).float().cpu()
+
+
+def receptive_radius(model: nn.Module) -> int:
+    """An upper bound, in output voxels, on how far a network looks (sum of conv reaches)."""
+    reach = 0
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
+            k = max(layer.kernel_size) if isinstance(layer.kernel_size, tuple) else layer.kernel_size
+            d = max(layer.dilation) if isinstance(layer.dilation, tuple) else layer.dilation
+            reach += (k - 1) // 2 * d
+    return reach
+
+
 @torch.no_grad()
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, companions: Sequence[int] | None = None,
-                 planes: str = "both", slice_batch: int = 8,
-                 roi: int = 256, progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """Upscale normalised ``array`` (X, Y, Z) along ``axis`` with a single-axis model.
+                 planes: str = "both", roi: int = 256,
+                 progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+    """Upscale normalised ``array`` (X, Y, Z) along ``axis``; one prediction per plane view.
 
     Args:
         companions: for 2D models, the axes that may form a plane with ``axis`` (default:
-            both others).
-        planes: for 2D models, ``"both"`` (average the planes of all companions) or
-            ``"one"`` (the first only, half the time).
-        roi: sliding-window size in input voxels along each window axis.
+            both others). Each gives one view: the network run on the planes spanned by
+            ``axis`` and that companion, a batch of whole planes at a time.
+        planes: ``"both"`` (every companion) or ``"one"`` (the first only, half the time).
+        roi: sliding-window size for 3D networks.
+
+    Returns:
+        The views' predictions (float32, the fine grid); their mean is the estimate and their
+        spread the raw material of :mod:`medsr.uncertainty`.
     """
     f = model_factor(card)
     dims = int(card["spatial_dims"])
     amp = device.type == "cuda"
     model = model.to(device).eval()
-    if dims == 2:
-        model = model.to(memory_format=torch.channels_last)
     n = array.shape[axis]
     others = [a for a in range(3) if a != axis]
-    shape = list(array.shape)
-    shape[axis] = n * f
-    out = torch.zeros(shape, dtype=torch.float32)
     src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if dims == 3:
         x = src.permute(*others, axis)[None, None]
@@ -80,29 +105,32 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         y = _windowed(model, x, roi3, device, amp, 1)[0, 0]
         if progress:
             progress(1.0)
-        return y.permute(*np.argsort([*others, axis]).tolist()).numpy()
-    # each view stacks slices along one other axis; its plane is (the remaining axis, axis)
+        return [y.permute(*np.argsort([*others, axis]).tolist()).numpy()]
+    model = model.to(memory_format=torch.channels_last)
+    # each view stacks slices along one other axis; its plane is (the companion, axis)
     views = [a for a in others if companions is None or sum(others) - a in companions]
     views = views if planes == "both" else views[:1]
     total = sum(array.shape[v] for v in views)
-    done = 0
+    done, outputs = 0, []
     for stack_axis in views:
         inplane = [a for a in others if a != stack_axis][0]
+        shape = list(array.shape)
+        shape[axis] = n * f
+        out = torch.empty(shape, dtype=torch.float32)
+        order = np.argsort([stack_axis, inplane, axis]).tolist()
         # slices (N, 1, inplane, axis): the LR axis last, as the model was trained
         slices = src.permute(stack_axis, inplane, axis)
-        for start in range(0, slices.shape[0], slice_batch):
-            chunk = slices[start:start + slice_batch, None]
-            roi2 = [min(roi, chunk.shape[2]), min(max(8, roi // f), chunk.shape[3])]
-            y = _windowed(model, chunk, roi2, device, amp, slice_batch)[:, 0]
-            # back to (X, Y, Z) order: y is (stack, inplane, axis)
-            order = np.argsort([stack_axis, inplane, axis]).tolist()
+        batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
+        for start in range(0, slices.shape[0], batch):
+            y = _planes(model, slices[start:start + batch, None], device, amp)[:, 0]
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
-            out[tuple(index)] += y.permute(*order)
+            out[tuple(index)] = y.permute(*order)
             done += y.shape[0]
             if progress:
                 progress(done / total)
-    return (out / len(views)).numpy()
+        outputs.append(out.numpy())
+    return outputs
 
 
 def factor_range(card: dict) -> tuple[int, int]:
@@ -122,32 +150,47 @@ def companion_axes(spacing: Sequence[float], axis: int, tolerance: float = 1.5) 
     return [a for a in others if spacing[a] <= tolerance * finest]
 
 
-def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,
-                       card: dict, *, device: torch.device,
-                       spacing: Sequence[float] | None = None,
-                       progress: Callable[[float], None] | None = None,
-                       **kwargs) -> np.ndarray:
-    """Upscale every axis whose factor is > 1 with the model; returns scan units.
-
-    A model that refines an interpolated input (card ``"input": "interpolated"``) serves any
-    factor in its trained range: the axis is linearly interpolated first, then corrected.
-    With ``spacing`` (mm per axis), 2D models run only on planes whose other axis is high
-    resolution (see :func:`companion_axes`).
-    """
+def check_factors(card: dict, factors: Sequence[int]) -> list[int]:
+    """The axes to upscale, or an error when the model does not serve ``factors``."""
     lo, hi = factor_range(card)
     axes = [a for a, s in enumerate(factors) if s > 1]
     if not axes or any(s != 1 and not lo <= s <= hi for s in factors):
         trained = f"×{lo}" if lo == hi else f"×{lo} to ×{hi}"
         raise MedsrError(f"this model upscales {trained} along an axis; asked for scale "
                          f"{list(factors)} (use --scale with 1 and factors in that range)")
+    return axes
+
+
+def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, card: dict, *,
+                  device: torch.device, spacing: Sequence[float] | None = None,
+                  scaling: Scaling | None = None, planes: str = "both",
+                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+    """Upscale every axis whose factor is > 1; the last axis's views, in scan units.
+
+    A model that refines an interpolated input (card ``"input": "interpolated"``) serves any
+    factor in its trained range: the axis is interpolated first, then corrected. With
+    ``spacing`` (mm per axis), 2D models run only on planes whose other axis is high
+    resolution (see :func:`companion_axes`). ``scaling`` (default: fitted on ``array``) maps
+    scan units to the network's; pass the whole volume's when ``array`` is a slab of it.
+    """
+    axes = check_factors(card, factors)
     refine = card.get("input", "lr") == "interpolated"
-    scaling = fit_scaling(array, card["normalization"])
+    scaling = scaling or fit_scaling(array, card["normalization"])
     x = scaling.forward(np.asarray(array, dtype=np.float32))
+    views: list[np.ndarray] = []
     for i, axis in enumerate(axes):
         step = (lambda p, i=i: progress((i + p) / len(axes))) if progress else None
         if refine:
             x = upsample_axis(x, axis, int(factors[axis]), card.get("interpolation", "linear"))
         companions = companion_axes(spacing, axis) if spacing is not None else None
-        x = upscale_axis(x, axis, model, card, device=device, companions=companions,
-                         progress=step, **kwargs)
-    return scaling.inverse(x).astype(np.float32)
+        views = upscale_axis(x, axis, model, card, device=device, companions=companions,
+                             planes=planes, progress=step)
+        x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
+    return [scaling.inverse(v).astype(np.float32, copy=False) for v in views]
+
+
+def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,
+                       card: dict, **kwargs) -> np.ndarray:
+    """Upscale with the model (the mean of :func:`predict_views`); returns scan units."""
+    views = predict_views(array, factors, model, card, **kwargs)
+    return views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)

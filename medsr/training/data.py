@@ -52,11 +52,13 @@ def find_volumes(entries: list[str]) -> list[Path]:
 
 @dataclass
 class Volume:
-    """A normalised volume and the axes along which it is high resolution."""
+    """A normalised volume, the axes along which it is high resolution, and (optionally)
+    the only axes that may be degraded (default: any high-resolution one)."""
 
     path: str
     data: torch.Tensor  # (X, Y, Z) float32, normalised
     hr_axes: tuple[int, ...]
+    lr_axes: tuple[int, ...] | None = None
 
 
 def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
@@ -64,7 +66,7 @@ def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
     from monai.data import CacheDataset
     from monai.transforms import Compose, Lambdad
 
-    from medsr.transforms import LoadVolumed
+    from medsr.io import load_volume
 
     spec = cfg.data.normalization or default_normalization(cfg.data.modality)
 
@@ -73,7 +75,7 @@ def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
         return scaling.forward(vol)
 
     dataset = CacheDataset([{"image": str(p)} for p in paths],
-                           Compose([LoadVolumed("image"), Lambdad("image", normalise)]),
+                           Compose([Lambdad("image", load_volume), Lambdad("image", normalise)]),
                            progress=False, num_workers=0)
     volumes = []
     for item, path in zip(dataset, paths):
@@ -98,8 +100,8 @@ class PairSampler:
                 for normal in range(3):
                     plane = [a for a in range(3) if a != normal]
                     if set(plane) <= hr:
-                        self.choices += [(i, normal, plane[0], plane[1]),
-                                         (i, normal, plane[1], plane[0])]
+                        self.choices += [(i, normal, a, b) for a, b in (plane, plane[::-1])
+                                         if v.lr_axes is None or b in v.lr_axes]
             elif hr == {0, 1, 2}:
                 self.choices += [(i, *order) for order in ((1, 2, 0), (0, 2, 1), (0, 1, 2))]
         if not self.choices:

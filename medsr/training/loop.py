@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 
 from medsr.checkpoint import STATE, load_training_state, save_model, save_training_state
+from medsr.device import resolve_device
 from medsr.errors import MedsrError
 from medsr.nets import build_network, network_config
 from medsr.training.config import TrainConfig, factor_range
@@ -42,17 +43,6 @@ class TrainResult:
     step: int
     best_psnr: float | None
     history: list[dict]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MedsrError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise MedsrError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _distributed() -> tuple[int, int, int]:

@@ -1,4 +1,9 @@
-"""Reading and classical upscaling as MONAI transforms, for use inside ``Compose``."""
+"""Reading and upscaling as MONAI transforms, for use inside ``Compose``.
+
+They wrap :func:`medsr.io.load_volume` and :func:`medsr.upscaling.upscale_volume`; the package's
+``__init__`` exports them lazily, so the low-level transforms never import the upscaling
+layer (imports flow down).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from medsr.api import upscale
 from medsr.io import load_volume
+from medsr.upscaling import upscale_volume
 
 
 class LoadVolume(Transform):
@@ -36,7 +41,7 @@ class Upscale(Transform):
         self.scale, self.spacing, self.method = scale, spacing, method
 
     def __call__(self, volume: MetaTensor) -> MetaTensor:
-        return upscale(volume, self.scale, spacing=self.spacing, method=self.method)
+        return upscale_volume(volume, self.scale, spacing=self.spacing, method=self.method)
 
 
 class LoadVolumed(MapTransform):

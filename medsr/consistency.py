@@ -1,0 +1,115 @@
+"""Data consistency: make an upscaled volume reproduce the measured slices it came from.
+
+The acquisition along the thick axis is linear: LR slice ``k`` is the slice profile (box or
+Gaussian, see :func:`medsr.transforms.degrade.profile_kernel`) of the fine volume around HR
+index ``k*f + (f-1)/2``. Written as a matrix ``D`` (``n × f·n``) along that axis, consistency
+means ``D @ out == lr`` column by column. The correction is the smoothest one that restores it:
+the residual ``lr - D @ out`` is mapped back through the cubic B-spline upsampler ``B`` after
+solving ``(D B) c = r`` (Tikhonov-damped), i.e. ``out += K (lr - D out)`` with
+``K = B (MᵀM + λI)⁻¹ Mᵀ``, ``M = D B``. Unlike a per-block constant shift this leaves no block
+edges; unlike iterative back-projection it is exact in one pass. Everything acts along one
+axis with small ``n × n`` matrices, so it runs slab by slab in bounded memory.
+
+Hand-written because MONAI/SimpleITK offer no data-consistency projection for an arbitrary
+slice profile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from medsr.transforms.degrade import profile_kernel
+
+
+@dataclass(frozen=True)
+class SliceProfile:
+    """The thick axis's slice profile: shape and FWHM in units of the slice spacing."""
+
+    kind: str = "box"
+    width: float = 1.0
+
+    def describe(self) -> str:
+        return f"{self.kind}, FWHM {self.width:.2f}× the slice spacing"
+
+
+@lru_cache(maxsize=32)
+def degrade_matrix(n_lr: int, factor: int, profile: SliceProfile) -> np.ndarray:
+    """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary)."""
+    n_hr = n_lr * factor
+    offsets, weights = profile_kernel(factor, profile.width * factor, profile.kind)
+    d = np.zeros((n_lr, n_hr))
+    for k in range(n_lr):
+        idx = np.clip(np.round(k * factor + (factor - 1) / 2 + offsets).astype(int), 0, n_hr - 1)
+        np.add.at(d[k], idx, weights)
+    return d
+
+
+@lru_cache(maxsize=32)
+def upsample_matrix(n_lr: int, factor: int) -> np.ndarray:
+    """``B`` (``factor·n_lr × n_lr``): cubic B-spline subdivision of a column (as medsr's
+    B-spline upscaling does it)."""
+    from medsr.resample import upsample_axis
+
+    eye = np.repeat(np.eye(n_lr, dtype=np.float32)[:, :, None], 2, axis=2)
+    return upsample_axis(eye, 0, factor, "bspline")[:, :, 0].astype(np.float64)
+
+
+@lru_cache(maxsize=32)
+def correction_matrix(n_lr: int, factor: int, profile: SliceProfile,
+                      damping: float = 1e-6) -> np.ndarray:
+    """``K`` (``factor·n_lr × n_lr``) of the consistency projection (see module doc)."""
+    d, b = degrade_matrix(n_lr, factor, profile), upsample_matrix(n_lr, factor)
+    m = d @ b
+    return b @ np.linalg.solve(m.T @ m + damping * np.eye(n_lr), m.T)
+
+
+def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
+    """Apply ``matrix`` (out × in) along ``axis`` of ``x``."""
+    moved = x.movedim(axis, -1)
+    return (moved @ matrix.T).movedim(-1, axis)
+
+
+def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> np.ndarray:
+    """The thick slices that ``out`` predicts (``D @ out`` along ``axis``)."""
+    n_lr = out.shape[axis] // factor
+    d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
+    return _along(torch.from_numpy(np.ascontiguousarray(out)), axis, d).numpy()
+
+
+def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
+            profile: SliceProfile) -> np.ndarray:
+    """``out`` corrected so that, degraded again with ``profile``, it reproduces ``lr``.
+
+    Args:
+        out: the upscaled volume, ``factor`` times longer than ``lr`` along ``axis``.
+        lr: the measured volume (same units).
+        axis: the upscaled axis; the other axes must match.
+        factor: the upscaling factor.
+        profile: the slice profile of the measured slices.
+
+    Returns:
+        A new float32 array (``out`` is not modified).
+    """
+    n_lr = lr.shape[axis]
+    if out.shape[axis] != n_lr * factor:
+        raise ValueError(f"output length {out.shape[axis]} is not {factor}×{n_lr}")
+    d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
+    k = torch.from_numpy(correction_matrix(n_lr, factor, profile).astype(np.float32))
+    x = torch.from_numpy(np.array(out, dtype=np.float32))
+    residual = torch.from_numpy(np.asarray(lr, dtype=np.float32)) - _along(x, axis, d)
+    x += _along(residual, axis, k)
+    return x.numpy()
+
+
+def redegradation_psnr(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
+                       profile: SliceProfile, data_range: float | None = None) -> float:
+    """PSNR (dB) of the re-degraded output against the measured slices (inf when exact)."""
+    lr = np.asarray(lr, dtype=np.float32)
+    rng = float(data_range if data_range is not None else lr.max() - lr.min()) or 1.0
+    mse = float(np.mean((degrade(out, axis, factor, profile) - lr) ** 2, dtype=np.float64))
+    return math.inf if mse == 0 else 10.0 * math.log10(rng * rng / mse)

@@ -1,0 +1,324 @@
+"""What wraps every method, written once: 4D inputs, slabs, data consistency, uncertainty.
+
+:func:`upscale_volume` (exported as :func:`medsr.upscale`) resolves a request into an
+:class:`~medsr.methods.Upscaler` and runs it.
+
+:func:`run` takes the frames ``(T, X, Y, Z)`` of a volume and an :class:`~medsr.methods.Upscaler`
+and fills preallocated outputs slab by slab along a non-upscaled axis (with the method's halo
+of context), so memory grows with the output, not with copies of it. For learned methods each
+slab's estimate is projected onto the measured slices (:mod:`medsr.consistency`) and its
+standard deviation computed from the calibrated model (:mod:`medsr.uncertainty`). A slab and
+the whole volume give the same result: the projection acts along the upscaled axis only and
+the halo covers the network's reach.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medsr.consistency import SliceProfile, degrade, project
+from medsr.errors import MedsrError
+from medsr.geometry import spacing as voxel_size
+from medsr.io import load_volume, make_volume
+from medsr.io.meta import SOURCE_KEY, SourceInfo
+from medsr.methods import Progress, Upscaler
+from medsr.resample import INTERPOLATORS
+from medsr.uncertainty import Calibration, calibrate, spread
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("auto", "default", "self-supervised", *INTERPOLATORS)
+PROFILES = ("auto", "box", "gaussian")
+
+#: output voxels per slab (about 0.26 GB per float32 copy)
+SLAB_VOXELS = 64_000_000
+
+
+@dataclass
+class Report:
+    """What a run did: per-frame consistency figures and the uncertainty calibration."""
+
+    consistency: bool = False
+    psnr_before: list[float] = field(default_factory=list)
+    psnr_after: list[float] = field(default_factory=list)
+    calibration: Calibration | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.psnr_after:
+            after = min(self.psnr_after)
+            parts.append(f"re-degraded vs input {_db(min(self.psnr_before))} -> {_db(after)}"
+                         if self.consistency else f"re-degraded vs input {_db(after)}")
+        return "; ".join(parts)
+
+
+def _db(value: float) -> str:
+    return "exact" if math.isinf(value) else f"{value:.1f} dB"
+
+
+def _slabs(up: Upscaler, shape: tuple[int, ...], voxels: int):
+    """``(axis, [(start, stop), ...])`` covering the frame; one slab when it cannot split."""
+    if not up.slab_axes:
+        return None, [(0, 0)]
+    axis = max(up.slab_axes, key=lambda a: shape[a])
+    per_index = int(np.prod(up.out_shape)) // up.out_shape[axis]
+    size = max(1, min(shape[axis], voxels // max(1, per_index)))
+    n = math.ceil(shape[axis] / size)
+    size = math.ceil(shape[axis] / n)
+    return axis, [(s, min(shape[axis], s + size)) for s in range(0, shape[axis], size)]
+
+
+def _take(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:
+    if axis is None:
+        return array
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start, stop)
+    return array[tuple(index)]
+
+
+def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
+        uncertainty: bool = False, progress: Progress = None,
+        slab_voxels: int = SLAB_VOXELS) -> tuple[np.ndarray, np.ndarray | None, Report]:
+    """Upscale every frame with ``up``; returns ``(output, sd or None, report)``.
+
+    Args:
+        frames: ``(T, X, Y, Z)`` in the scan's units (T = 1 for a 3D volume).
+        up: the method; prepared here once, on the first frame (or the mean of a 4D series).
+        consistency: project learned outputs onto the measured slices.
+        uncertainty: also return the calibrated standard deviation (learned methods only).
+        slab_voxels: output voxels per slab (bounds memory).
+    """
+    learned = up.learned and up.axis is not None
+    if uncertainty and not learned:
+        raise ValueError("an uncertainty map needs a learned method")
+    t = frames.shape[0]
+    reference = frames[0] if t == 1 else frames.mean(axis=0, dtype=np.float32)
+    share = 0.7 if up.name == "self-supervised" else 0.0
+    up.prepare(reference, progress=(lambda p: progress(share * p)) if progress else None)
+    report = Report(consistency=consistency and learned)
+    if uncertainty:
+        report.calibration = calibrate(up, reference, consistency=report.consistency)
+    out = np.empty((t, *up.out_shape), dtype=np.float32)
+    sd = np.empty_like(out) if uncertainty else None
+    axis, slabs = _slabs(up, frames.shape[1:], slab_voxels)
+    steps, done = t * len(slabs), 0
+    for i in range(t):
+        sums = np.zeros(2)  # squared re-degradation error before and after the projection
+        for start, stop in slabs:
+            lo, hi = (max(0, start - up.halo), min(frames.shape[1 + axis], stop + up.halo)) \
+                if axis is not None else (0, 0)
+            src = _take(frames[i], axis, lo, hi)
+            step = (lambda p: progress(share + (1 - share) * (done + p) / steps)) \
+                if progress else None
+            members = up.predict(src, progress=step)
+            crop = (lambda a: _take(a, axis, start - lo, start - lo + stop - start)) \
+                if axis is not None else (lambda a: a)
+            estimate = crop(members[0] if len(members) == 1
+                            else np.mean(members, axis=0, dtype=np.float32))
+            lr = crop(src)
+            if learned:
+                sums[0] += _sq_error(estimate, lr, up)
+                if report.consistency:
+                    estimate = project(estimate, lr, up.axis, up.factor, up.profile)
+                    sums[1] += _sq_error(estimate, lr, up)
+                if uncertainty:
+                    from medsr.resample import upsample_axis
+
+                    baseline = upsample_axis(lr, up.axis, up.factor, "bspline")
+                    spread_map = crop(spread(members)) if len(members) > 1 else \
+                        _flip_spread(up, src, members[0], crop)
+                    _take(sd[i], axis, start, stop)[...] = report.calibration.sd(
+                        spread_map, estimate - baseline)
+            _take(out[i], axis, start, stop)[...] = estimate
+            done += 1
+        if learned:
+            peak = float(frames[i].max() - frames[i].min()) or 1.0
+            psnr = [math.inf if e == 0 else 10 * math.log10(peak * peak * frames[i].size / e)
+                    for e in sums]
+            report.psnr_before.append(psnr[0])
+            report.psnr_after.append(psnr[1] if report.consistency else psnr[0])
+    return out, sd, report
+
+
+def _sq_error(estimate: np.ndarray, lr: np.ndarray, up: Upscaler) -> float:
+    """Sum of squared differences between the re-degraded estimate and the measured slab."""
+    diff = degrade(estimate, up.axis, up.factor, up.profile) - lr
+    return float(np.sum(np.square(diff, dtype=np.float64)))
+
+
+def _flip_spread(up: Upscaler, src: np.ndarray, member: np.ndarray, crop) -> np.ndarray:
+    """Spread between a one-view prediction and its prediction on the mirrored input."""
+    companions = [a for a in range(3) if a != up.axis]
+    flip_axis = companions[-1]
+    flipped = np.flip(up.predict(np.flip(src, flip_axis).copy())[0], flip_axis)
+    return crop(spread([member, np.ascontiguousarray(flipped)]))
+
+
+def profile_for(thickness_mm: float | None, spacing_mm: float, kind: str = "box"
+                ) -> SliceProfile:
+    """The slice profile from a thickness in mm (default: as thick as the spacing)."""
+    if thickness_mm is None:
+        return SliceProfile(kind, 1.0)
+    if not thickness_mm > 0:
+        raise MedsrError(f"the slice thickness must be positive, got {thickness_mm}")
+    return SliceProfile(kind, float(thickness_mm) / float(spacing_mm))
+
+
+def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
+            spacing: Sequence[float] | None = None, method: str = "auto",
+            model: str | Path | None = None, modality: str | None = None,
+            device: str = "auto", series_uid: str | None = None,
+            progress: Callable[[float], None] | None = None,
+            self_supervised: dict | None = None, consistency: bool = True,
+            uncertainty: bool = False, slice_thickness: float | None = None,
+            slice_profile: str | None = None
+            ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
+    """Upscale a volume onto a finer grid covering the same physical extent.
+
+    Args:
+        volume: a path (NIfTI, DICOM folder, NRRD, ...) or a MetaTensor ``(1, X, Y, Z)``,
+            ``(T, X, Y, Z)`` (4D: every volume the same way) or ``(X, Y, Z)`` with an affine.
+        scale: integer factor per stored array axis, e.g. ``(1, 1, 4)`` for 4× thinner slices.
+            Default: every spacing brought down to the smallest by an integer factor (the
+            factor a model serves is clipped to its trained range).
+        spacing: target spacing in mm per array axis instead of ``scale`` (interpolation only).
+        method: ``"auto"`` (the shipped default model for the modality when it covers the
+            request, else B-spline), ``"default"`` (the shipped model, or an error),
+            ``"self-supervised"`` (fit a model to the scan's own in-plane slices, see
+            :mod:`medsr.selfsup`), ``"bspline"`` (cubic) or ``"linear"``. Ignored when
+            ``model`` is given.
+        model: a trained model folder (``weights.safetensors`` + ``card.json``) or its
+            ``.safetensors`` file.
+        modality: ``"CT"`` or ``"MR"`` to choose the default model; default from the DICOM
+            header, else guessed from the intensities (air at -1000 HU means CT).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"`` for models.
+        series_uid: DICOM series to read when ``volume`` is a folder with several.
+        progress: optional callback receiving the fraction done.
+        self_supervised: options for ``method="self-supervised"``: ``budget_seconds``,
+            ``steps``, ``seed``, ``init``, ``save_model`` (a folder to keep the fitted model
+            in, reusable with ``model=``).
+        consistency: project a learned output onto the measured slices, so that degraded
+            again with the slice profile it reproduces the input (see :mod:`medsr.consistency`).
+        uncertainty: also return a calibrated voxel-wise standard deviation (scan units, same
+            grid) of a learned output (see :mod:`medsr.uncertainty`).
+        slice_thickness: slice thickness in mm along the upscaled axis (default: DICOM
+            SliceThickness, else estimated from the image for learned methods, else the
+            spacing).
+        slice_profile: ``"auto"`` (estimate shape and width from the image even when the
+            header gives a thickness), ``"box"`` or ``"gaussian"``.
+
+    Returns:
+        A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
+        subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
+        methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
+        input) and ``meta["medsr_slice_profile"]``. With ``uncertainty=True``, a pair
+        ``(output, sd)``. Its source info is kept, so :func:`save_volume` writes the same
+        format and dtype as the input.
+
+    Example:
+        >>> from medsr import upscale, save_volume
+        >>> sr = upscale("scan.nii.gz", scale=(1, 1, 3))          # doctest: +SKIP
+        >>> save_volume(sr, "scan_sr.nii.gz")                      # doctest: +SKIP
+    """
+    from medsr.methods import make_upscaler
+    from medsr.transforms.intensity import guess_modality
+
+    if method not in METHODS:
+        raise MedsrError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if slice_profile not in (None, *PROFILES):
+        raise MedsrError(f"unknown slice profile {slice_profile!r}; choose one of "
+                         f"{', '.join(PROFILES)}")
+    if not isinstance(volume, MetaTensor):
+        volume = load_volume(volume, series_uid=series_uid)
+    frames, affine, source = _frames(volume)
+    bad = int(np.count_nonzero(~np.isfinite(frames)))
+    if bad:
+        raise MedsrError(f"{source.path or 'input'} has {bad} NaN/Inf voxels; "
+                         "replace them before upscaling")
+    kind = (modality or source.modality or guess_modality(frames[0])).upper()
+    if kind not in ("CT", "MR"):
+        raise MedsrError(f"unknown modality {modality!r}; use ct or mr")
+    up = make_upscaler(frames.shape[1:], affine, method=method, scale=scale, spacing=spacing,
+                       model=model, modality=kind, device=device,
+                       self_supervised=_selfsup_options(self_supervised))
+    if uncertainty and not up.learned:
+        raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
+                         "(use --method default, --self-supervised or --model)")
+    if up.axis is not None:
+        thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
+                     or source.extra.get("slice_thickness"))
+        up.profile = _profile(frames, affine, up.axis, up.factor, thickness, slice_profile,
+                              up.learned)
+    logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
+    out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
+                          progress=progress)
+    result = _wrap(out, up.out_affine, source, affine)
+    result.meta["medsr_method"] = up.name
+    if up.learned and up.axis is not None:
+        result.meta["medsr_slice_profile"] = {"kind": up.profile.kind,
+                                              "width": round(up.profile.width, 4)}
+        result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
+        result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
+    if sd is None:
+        return result
+    uncertainty_map = _wrap(sd, up.out_affine, source, affine, dtype="float32")
+    uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
+    result.meta["medsr_uncertainty"] = report.calibration.as_dict()
+    return result, uncertainty_map
+
+
+def _frames(volume: MetaTensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+    """``(T, X, Y, Z)`` float32 frames, the RAS affine and the source info of a volume."""
+    data = volume.detach().cpu().numpy()
+    if data.ndim == 3:
+        data = data[None]
+    if data.ndim != 4:
+        raise MedsrError(f"expected a 3D or 4D volume, got shape {tuple(data.shape)}")
+    source = volume.meta.get(SOURCE_KEY) or SourceInfo(
+        format="array", path=str(volume.meta.get("filename_or_obj", "")), dtype="float32")
+    return (data.astype(np.float32, copy=False), np.asarray(volume.affine, dtype=np.float64),
+            source)
+
+
+def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo, affine: np.ndarray,
+          dtype: str | None = None) -> MetaTensor:
+    """The output MetaTensor ``(T, ...)`` with the source's info (and dtype unless given)."""
+    if dtype is not None:
+        source = copy.copy(source)
+        source.dtype = dtype
+    result = make_volume(out[0] if out.shape[0] == 1 else out, out_affine, source)
+    result.meta["original_affine"] = torch.as_tensor(affine)
+    return result
+
+
+def _selfsup_options(options: dict | None) -> dict:
+    """Self-supervised options without the ones handled here (thickness)."""
+    return {k: v for k, v in (options or {}).items() if k != "slice_thickness"}
+
+
+def _profile(frames, affine, axis, factor, thickness, kind, learned):
+    """The slice profile of ``axis``: estimated (``auto``, or a learned method without a
+    header thickness), else a box (or ``kind``) of the given or default thickness."""
+    d = float(voxel_size(affine)[axis])
+    if kind == "auto" or (learned and thickness is None and kind is None):
+        from medsr.profile import estimate_profile
+
+        ref = frames[0] if frames.shape[0] == 1 else frames.mean(axis=0)
+        try:
+            est = estimate_profile(ref, affine, axis)
+        except MedsrError as err:
+            logger.warning("slice profile not estimated (%s); using a box as thick as the "
+                           "spacing", err)
+            return profile_for(thickness, d)
+        logger.info("estimated slice profile: %s", est.describe())
+        return est
+    return profile_for(thickness, d, kind or "box")
