@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from medsr.commands import fail
+from medsr.commands.batch import batch
 from medsr.commands.evaluate import benchmark, evaluate
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
@@ -267,6 +268,7 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
 
 app.command()(evaluate)
 app.command()(benchmark)
+app.command()(batch)
 
 
 def main() -> None:

@@ -1,0 +1,201 @@
+"""``medsr batch``: a whole study tree upscaled on a Dask cluster, resumable, with a manifest.
+
+Only typer and the standard library are imported here; Dask and torch load inside the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medsr.commands import fail
+
+
+class BatchMethod(str, Enum):
+    auto = "auto"
+    default = "default"
+    self_supervised = "self-supervised"
+    bspline = "bspline"
+    linear = "linear"
+
+
+class BatchModality(str, Enum):
+    ct = "ct"
+    mr = "mr"
+
+
+class BatchFormat(str, Enum):
+    nifti = "nifti"
+    dicom = "dicom"
+    nrrd = "nrrd"
+    mha = "mha"
+
+
+class Profile(str, Enum):
+    auto = "auto"
+    box = "box"
+    gaussian = "gaussian"
+
+
+class JobQueue(str, Enum):
+    slurm = "slurm"
+    pbs = "pbs"
+
+
+_ENGINE = "Engine"
+_JOBS = "Job queue (SLURM, PBS)"
+
+
+def batch(
+    root: Annotated[Path, typer.Argument(
+        help="Study folder: every NIfTI/NRRD/MHA file and every DICOM series under it.",
+        show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="Output folder: the tree mirrored, plus manifest.csv.",
+        show_default=False)],
+    include: Annotated[Optional[list[str]], typer.Option(
+        help="Glob on the path relative to ROOT (e.g. 'sub-*/anat/*T1w*'); repeatable. "
+             "'*' also crosses '/'.", show_default=False)] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Glob of inputs to leave out; repeatable.", show_default=False)] = None,
+    scale: Annotated[Optional[tuple[float, float, float]], typer.Option(
+        help="Integer factor per stored array axis, e.g. 1 1 3. "
+             "Default: each spacing brought down to the smallest.", show_default=False)] = None,
+    spacing: Annotated[Optional[tuple[float, float, float]], typer.Option(
+        help="Target spacing in mm per array axis (instead of --scale).",
+        show_default=False)] = None,
+    method: Annotated[BatchMethod, typer.Option(
+        help="As for medsr upscale: auto, default, self-supervised, bspline or linear.")
+    ] = BatchMethod.auto,
+    self_supervised: Annotated[bool, typer.Option(
+        "--self-supervised", help="Same as --method self-supervised.")] = False,
+    budget_seconds: Annotated[float, typer.Option(
+        help="Self-supervised training budget per scan.")] = 150.0,
+    steps: Annotated[Optional[int], typer.Option(
+        help="Self-supervised: a fixed number of training steps instead of the budget.",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Seed for self-supervised SR.")] = 0,
+    slice_thickness: Annotated[Optional[float], typer.Option(
+        help="Slice thickness in mm (default: DICOM SliceThickness, else estimated).",
+        show_default=False)] = None,
+    slice_profile: Annotated[Optional[Profile], typer.Option(
+        help="Slice profile for learned methods.", show_default=False)] = None,
+    consistency: Annotated[bool, typer.Option(
+        help="Project learned outputs onto the measured slices.")] = True,
+    uncertainty: Annotated[bool, typer.Option(
+        help="Also write a standard-deviation map NAME_sr_sd beside each output "
+             "(learned methods).")] = False,
+    modality: Annotated[Optional[BatchModality], typer.Option(
+        help="Choose the default model (default: from DICOM, else guessed).",
+        show_default=False)] = None,
+    fmt: Annotated[Optional[BatchFormat], typer.Option(
+        "--format", help="Output format (default: the input's).", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        help="Stored dtype (int16, uint16, float32, ...). Default: the input's.",
+        show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Trained model folder; replaces --method.", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (models only).")] = "auto",
+    force: Annotated[bool, typer.Option(
+        help="Redo inputs whose output exists and replace it.")] = False,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Local worker processes. Default: one per core (per GPU with CUDA).",
+        show_default=False, rich_help_panel=_ENGINE)] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="A running Dask scheduler (tcp://host:8786) or its scheduler file (.json).",
+        show_default=False, rich_help_panel=_ENGINE)] = None,
+    jobqueue: Annotated[Optional[JobQueue], typer.Option(
+        help="Run the workers as batch jobs (needs dask-jobqueue; more settings in "
+             "~/.config/dask/jobqueue.yaml).", show_default=False, rich_help_panel=_JOBS)
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Jobs to submit, one worker each.",
+                                      rich_help_panel=_JOBS)] = 4,
+    job_cores: Annotated[int, typer.Option(help="CPUs per job.", rich_help_panel=_JOBS)] = 4,
+    job_memory: Annotated[str, typer.Option(help="Memory per job.",
+                                            rich_help_panel=_JOBS)] = "16GB",
+    job_gpus: Annotated[int, typer.Option(help="GPUs per job.", rich_help_panel=_JOBS)] = 0,
+    queue: Annotated[Optional[str], typer.Option(
+        help="Partition / queue.", show_default=False, rich_help_panel=_JOBS)] = None,
+    account: Annotated[Optional[str], typer.Option(
+        help="Account to charge.", show_default=False, rich_help_panel=_JOBS)] = None,
+    walltime: Annotated[str, typer.Option(help="Time limit per job.",
+                                          rich_help_panel=_JOBS)] = "02:00:00",
+) -> None:
+    """Upscale every volume under ROOT into a mirrored tree; reruns skip finished outputs."""
+    import logging
+
+    from medsr.errors import MedsrError
+
+    if sum(x is not None for x in (workers, scheduler, jobqueue)) > 1:
+        fail("use only one of --workers, --scheduler and --jobqueue")
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1")
+    if jobqueue is not None and jobs < 1:
+        fail("--jobs must be at least 1")
+    log = logging.getLogger("medsr")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    method_name = "self-supervised" if self_supervised else method.value
+    options: dict = {"method": method_name, "device": device}
+    for name, value in (("scale", scale), ("spacing", spacing), ("model", model),
+                        ("modality", modality.value if modality else None),
+                        ("slice_thickness", slice_thickness),
+                        ("slice_profile", slice_profile.value if slice_profile else None)):
+        if value is not None:
+            options[name] = value
+    if uncertainty:
+        options["uncertainty"] = True
+    if not consistency:
+        options["consistency"] = False
+    if method_name == "self-supervised":
+        options["self_supervised"] = {"budget_seconds": budget_seconds, "steps": steps,
+                                      "seed": seed}
+    try:
+        from medsr.batch import upscale_tree
+
+        with contextlib.ExitStack() as stack:
+            client = None
+            if jobqueue is not None:
+                client = stack.enter_context(_jobqueue_client(
+                    jobqueue.value, jobs, cores=job_cores, memory=job_memory, gpus=job_gpus,
+                    queue=queue, account=account, walltime=walltime))
+            rows = upscale_tree(root, output, fmt=fmt.value if fmt else None, dtype=dtype,
+                                force=force, include=include or (), exclude=exclude or (),
+                                workers=workers, scheduler=scheduler, client=client, **options)
+    except MedsrError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"cannot write to {output}: {err.strerror or err}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "error")}
+    for row in rows:
+        if row["status"] == "error":
+            typer.echo(f"error: {row['input']}: {row['error']}", err=True)
+    typer.echo(f"{counts['ok']} upscaled, {counts['skipped']} skipped, {counts['error']} "
+               f"failed -> {output / 'manifest.csv'}")
+    if counts["error"]:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _jobqueue_client(kind: str, jobs: int, **kwargs) -> Iterator:
+    """A client on a new job-queue cluster of ``jobs`` jobs; both closed on exit."""
+    import logging
+
+    from medsr.batch import jobqueue_cluster
+
+    with jobqueue_cluster(kind, **kwargs) as cluster:
+        from distributed import Client
+
+        cluster.scale(jobs=jobs)
+        with Client(cluster) as client:
+            logging.getLogger("medsr").info("submitted %d %s jobs; dashboard: %s", jobs, kind,
+                                            client.dashboard_link)
+            yield client
