@@ -228,22 +228,33 @@ def train(
 
 @app.command()
 def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")],
-         series: Annotated[Optional[str], typer.Option(help="DICOM SeriesInstanceUID.")] = None
+         series: Annotated[Optional[str], typer.Option(help="DICOM SeriesInstanceUID.")] = None,
+         verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                               help="Show what was read and library warnings.")
+                            ] = False,
          ) -> None:
-    """Print shape, spacing, affine (RAS), dtype and modality of a volume."""
+    """Print shape, spacing, affine (RAS), dtype, modality and the volumes of an input."""
     import numpy as np
 
     import medsr
     from medsr.errors import MedsrError
-    from medsr.io import volume_parts
+    from medsr.io import volume_frames
+    from medsr.io.dicom_groups import describe_volumes
+    from medsr.logs import setup_logging
 
+    setup_logging(verbose)
     try:
         volume = medsr.load_volume(path, series_uid=series)
     except MedsrError as err:
         fail(str(err))
-    _, affine, source = volume_parts(volume)
+    _, affine, source = volume_frames(volume)
     typer.echo(f"{path}: {_describe(volume)}, {source.format}, dtype {source.dtype}, "
                f"modality {source.modality or 'unknown'}")
+    labels = source.extra.get("frames")
+    count = int(volume.shape[0])
+    if not (isinstance(labels, list) and len(labels) == count):
+        labels = [{} for _ in range(count)]
+    typer.echo(describe_volumes(labels))
     typer.echo(np.array2string(affine, precision=4, suppress_small=True))
 
 

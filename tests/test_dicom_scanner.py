@@ -366,3 +366,42 @@ def test_mosaic_matches_dcm2niix(tmp_path):
     assert result["corner_mm"] < 0.5
     assert result["max_abs_diff"] == 0
     assert result["shape"] == (2, 128, 128, 48)
+
+
+# ----------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def cli():
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.logs import HANDLER_NAME
+
+    yield lambda *args: CliRunner().invoke(app, ["info", *map(str, args)])
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    logging.captureWarnings(False)
+
+
+def test_info_lists_the_volumes_and_stays_quiet(tmp_path, cli):
+    series = tmp_path / "series"
+    series.mkdir()
+    mosaic_file("siemens_dwi_0.dcm.gz", series / "b0.dcm")
+    mosaic_file("siemens_dwi_1000.dcm.gz", series / "b1000.dcm")
+    result = cli(series)
+    assert result.exit_code == 0, result.output
+    assert "128×128×48" in result.output
+    assert re.search(r"^2 volumes \(AcquisitionNumber 1, 2; DiffusionBValue 0, 992\.\d+\)$",
+                     result.output, re.M), result.output
+    assert "experimental" not in result.output
+
+    write_volumes(tmp_path / "s", stack(1), [{"StationName": "S"}], GEOMETRIES["anisotropic"])
+    for file in (tmp_path / "s").iterdir():
+        file.write_bytes(file.read_bytes().replace(b"\x08\x00\x10\x10SH\x02\x00S ",
+                                                   b"\x08\x00\x10\x10SH\x16\x00" + b"X" * 22))
+    quiet = cli(tmp_path / "s")
+    assert quiet.exit_code == 0 and "longer than" not in quiet.output
+    assert re.search(r"^1 volume$", quiet.output, re.M)
+    loud = cli(tmp_path / "s", "-v")
+    assert loud.exit_code == 0
+    assert re.search(r"medsr\.io: .*1 tag longer than the standard allows", loud.output)

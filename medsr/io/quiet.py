@@ -60,7 +60,7 @@ def quiet_libraries(path: str | Path) -> Iterator[list[str]]:
             messages.extend(str(w.message).strip() for w in caught)
             seen = set()
             for text in messages:
-                if text and text not in seen:
+                if text and text not in seen and _kind(text) is not None:
                     seen.add(text)
                     log.info("%s: %s", path, text.splitlines()[0])
             summary = summarize(messages)
