@@ -1,0 +1,175 @@
+"""Peak-memory model of an upscaling run, and the check that refuses a run that would not fit.
+
+A run goes through three phases, and its peak is the largest of them:
+
+* load: the stored array (``in_dtype``) and its float32 copy;
+* resample: the float32 input, the float32 output and the method's working set (a few slabs
+  for the one-axis B-spline/linear path of :func:`medsr.resample.resample_axis`; ITK's float32
+  input copy, float64 coefficient image and output buffer for the general SimpleITK path; a
+  per-output-voxel working set for learned methods, given by the caller);
+* write: input and output still held, plus the conversion to the stored dtype (for an integer
+  output today: a rounded float32 copy and the cast, 4 + itemsize bytes per output voxel).
+
+Sizes are in bytes; messages print GiB (2**30 bytes). The constants were measured on Linux with
+``resource.getrusage`` (see ``benchmarks/cost_curve.py``, which reports model and measurement
+side by side).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medsr.errors import MedsrError
+from medsr.resample import SLAB_BYTES
+
+GiB = 2**30
+#: resident memory of a ``medsr upscale`` process once torch, MONAI, SimpleITK, nibabel are
+#: imported (measured 450-470 MiB), rounded up
+BASE_BYTES = 500 * 2**20
+#: working set of the one-axis path: one slab of float32 lines plus one sub-slab of output and
+#: temporaries (each about SLAB_BYTES), with allocator slack
+FAST_WORK_BYTES = 3 * SLAB_BYTES
+CLASSICAL = ("bspline", "linear")
+
+
+def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], method: str, *,
+                        in_dtype: str = "int16", out_dtype: str | None = None,
+                        per_voxel_bytes: float | None = None, one_axis: bool | None = None,
+                        write_bytes_per_voxel: float | None = None,
+                        base_bytes: int = BASE_BYTES) -> int:
+    """Estimated peak resident memory of loading, upscaling and writing one volume.
+
+    Args:
+        in_shape: source array shape (3D; a 4D series counts all its frames).
+        out_shape: output array shape.
+        method: ``"bspline"`` or ``"linear"``; anything else is a learned method and needs
+            ``per_voxel_bytes``.
+        in_dtype: stored dtype of the source (what the reader holds while converting).
+        out_dtype: stored dtype of the output; default ``in_dtype``.
+        per_voxel_bytes: learned methods: working set per output voxel beyond the float32
+            input and output (network activations, tiles, blending weights...).
+        one_axis: whether a single axis is resampled (the fast path); default: inferred from
+            the shapes (at most one axis changes length).
+        write_bytes_per_voxel: extra bytes per output voxel while writing; default
+            ``4 + itemsize`` for an integer output (rounded float32 copy, then the cast),
+            0 for float32, 8 for float64.
+        base_bytes: resident size of the process before any volume is loaded.
+
+    Returns:
+        bytes.
+    """
+    n_in = math.prod(int(s) for s in in_shape)
+    n_out = math.prod(int(s) for s in out_shape)
+    source = np.dtype(in_dtype)
+    target = np.dtype(out_dtype or in_dtype)
+    if write_bytes_per_voxel is None:
+        write_bytes_per_voxel = (4 + target.itemsize if target.kind in "iub"
+                                 else 0 if target == np.float32 else target.itemsize)
+    held = base_bytes + 4 * n_in  # the loaded volume, as float32
+    load = base_bytes + (source.itemsize + 4) * n_in
+    if method in CLASSICAL:
+        if one_axis is None:
+            one_axis = sum(int(a) != int(b) for a, b in zip(in_shape, out_shape)) <= 1
+        if one_axis:
+            work = FAST_WORK_BYTES
+        else:  # SimpleITK: float32 input image, float64 coefficients (B-spline), ITK output
+            work = 4 * n_in + (8 * n_in if method == "bspline" else 0) + 4 * n_out
+    else:
+        if per_voxel_bytes is None:
+            raise ValueError(f"method {method!r} needs per_voxel_bytes (its working set)")
+        work = per_voxel_bytes * n_out
+    resample = held + 4 * n_out + work
+    write = held + 4 * n_out + write_bytes_per_voxel * n_out
+    return int(max(load, resample, write))
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may still grow into: its own RSS plus what the system has free.
+
+    The system's share is ``MemAvailable`` (``/proc/meminfo``; else ``SC_AVPHYS_PAGES``), and
+    no more than the cgroup (container) limit left over, when there is one.
+    """
+    free = _meminfo_available()
+    cgroup = _cgroup_headroom()
+    if cgroup is not None:
+        free = min(free, cgroup)
+    return int(free + _own_rss())
+
+
+def check_memory(estimate: int, limit_bytes: int | None = None, *,
+                 what: str = "this request") -> None:
+    """Refuse, before any work, a run whose estimated peak exceeds the limit.
+
+    Args:
+        estimate: from :func:`estimate_peak_bytes`.
+        limit_bytes: the limit (e.g. ``--max-memory``); default :func:`available_memory_bytes`.
+        what: the request in words, for the message (e.g. ``"upscaling 512×512×300 ×5"``).
+
+    Raises:
+        MedsrError: one line naming the memory needed and the limit.
+    """
+    if limit_bytes is None:
+        limit, source = available_memory_bytes(), "available on this machine"
+    else:
+        limit, source = int(limit_bytes), "allowed (--max-memory)"
+    if estimate > limit:
+        raise MedsrError(f"{what} needs about {format_bytes(estimate)} of memory, more than the "
+                         f"{format_bytes(limit)} {source}; use a smaller scale or a crop, "
+                         "or a machine with more memory")
+
+
+def format_bytes(n: float) -> str:
+    """``1.57 GiB`` / ``630 MiB``."""
+    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / 2**20:.0f} MiB"
+
+
+def _meminfo_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 2**62  # unknown: do not refuse
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of the cgroup (v2, else v1), or None without a limit.
+
+    Reclaimable page cache (inactive file pages) does not count as usage.
+    """
+    layouts = [("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+                "/sys/fs/cgroup/memory.stat", "inactive_file"),
+               ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")]
+    for limit_path, usage_path, stat_path, cache_key in layouts:
+        try:
+            limit = Path(limit_path).read_text().strip()
+            usage = int(Path(usage_path).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:
+            return None
+        try:
+            stats = dict(line.split() for line in Path(stat_path).read_text().splitlines())
+            usage -= int(stats.get(cache_key, 0))
+        except (OSError, ValueError):
+            pass
+        return max(0, int(limit) - usage)
+    return None
+
+
+def _own_rss() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
