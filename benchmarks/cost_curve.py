@@ -209,9 +209,9 @@ def main() -> None:
                                   "out_shape": fit_out, "model_peak_bytes": fit_peak}
     lines = ["| method | input | output | Mvoxels out | wall s | peak RSS | model peak | load |",
              "|---|---|---|---|---|---|---|---|", *rows, "",
-             f"Largest bspline ×{FACTOR} output within {args.budget_gib:g} GiB (memory model): "
-             f"{'×'.join(map(str, fit_out))} ({math.prod(fit_out) / 1e6:.0f} M voxels, "
-             f"model peak {format_bytes(fit_peak)})."]
+             (f"Largest bspline ×{FACTOR} output within {args.budget_gib:g} GiB (memory model): "
+              f"{'×'.join(map(str, fit_out))} ({math.prod(fit_out) / 1e6:.0f} M voxels, "
+              f"model peak {format_bytes(fit_peak)}).")]
     if check:
         err = check["model_peak_bytes"] / check["peak_rss_bytes"] - 1
         lines.append(f"Model check at the largest measured point "

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from medsr.errors import MedsrError
-from medsr.memory import (available_memory_bytes, check_memory, estimate_peak_bytes,
-                          format_bytes)
-from medsr.resample import (_resample_sitk, resample_axis, resample_index_space,
-                            resampled_axis, tap_weights, upsample_axis)
+from medsr.memory import available_memory_bytes, check_memory, estimate_peak_bytes, format_bytes
+from medsr.resample import (
+    _resample_sitk,
+    resample_axis,
+    resample_index_space,
+    resampled_axis,
+    tap_weights,
+    upsample_axis,
+)
 
 TOL = 1e-4  # of the intensity range
 
