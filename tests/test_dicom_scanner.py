@@ -101,9 +101,10 @@ def test_mosaics_of_one_series_give_a_4d_volume(tmp_path):
 
 # ----------------------------------------------------------------------------------- classic 4D
 def write_volumes(folder: Path, volumes: list[np.ndarray], tags: list[dict], lps: np.ndarray,
-                  seed: int = 3, tr: float | None = None) -> None:
-    """A classic series of several volumes at the same positions; names and InstanceNumbers
-    are shuffled within each volume, and volumes are numbered in list (acquisition) order."""
+                  seed: int = 3, tr: float | None = None, shuffle: bool = True) -> None:
+    """A classic series of several volumes at the same positions; names and (unless not
+    ``shuffle``) InstanceNumbers are shuffled within each volume, and volumes are numbered in
+    list (acquisition) order."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     uid = generate_uid()
@@ -112,7 +113,7 @@ def write_volumes(folder: Path, volumes: list[np.ndarray], tags: list[dict], lps
     nz = volumes[0].shape[2]
     names = rng.permutation(len(volumes) * nz)
     for t, (stored, extra) in enumerate(zip(volumes, tags)):
-        numbers = rng.permutation(nz)
+        numbers = rng.permutation(nz) if shuffle else np.arange(nz)
         for k in range(nz):
             ds = _file_dataset(MRImageStorage)
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -300,6 +301,7 @@ def compressed_series(name: str, folder: Path, slices: int = 3) -> np.ndarray:
         ds = pydicom.dcmread(src)
         ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.SliceThickness, ds.InstanceNumber = 2.0, k + 1
         ds.SOPInstanceUID = generate_uid()
         ds.save_as(folder / f"{k}.dcm")
     return pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
