@@ -88,7 +88,8 @@ def demo_series(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     for base, name in ((1, "siemens_dwi_0.dcm.gz"), (7, "siemens_dwi_1000.dcm.gz")):
-        ds = pydicom.dcmread(gzip.open(DATA / name))
+        with gzip.open(DATA / name) as f:
+            ds = pydicom.dcmread(f)
         tiles, size = 7, ds.Rows // 7
         r, c = np.indices((ds.Rows, ds.Columns))
         k = (r // size) * tiles + c // size
@@ -106,7 +107,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         series = Path(argv[0]) if argv else demo_series(Path(tmp) / "series")
         result = compare(series, Path(tmp) / "dcm2niix")
-    version = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True).stdout
+    version = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True,
+                             check=False).stdout
     result["dcm2niix"] = next((line.strip() for line in version.splitlines()
                                if "version" in line.lower()), "")
     print(json.dumps(result, indent=2))

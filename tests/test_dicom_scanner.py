@@ -22,7 +22,6 @@ import medsr
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io import volume_frames, volume_parts
-from medsr.io.dicom import read_dicom, write_dicom
 
 DATA = Path(__file__).parent / "data"
 SHAPE = (7, 6, 5)
@@ -40,7 +39,8 @@ def mosaic_file(src: str, dest: Path, base: int = 1) -> np.ndarray:
 
     Returns the ``(rows, cols, slices)`` values placed in the tiles (row-major tiles).
     """
-    ds = pydicom.dcmread(gzip.open(DATA / src))
+    with gzip.open(DATA / src) as f:
+        ds = pydicom.dcmread(f)
     tiles = int(np.ceil(np.sqrt(48)))
     n_rows, n_cols = ds.Rows // tiles, ds.Columns // tiles
     values = tile_pattern(n_rows, n_cols, 48, base)
@@ -394,7 +394,7 @@ def test_info_lists_the_volumes_and_stays_quiet(tmp_path, cli):
     assert result.exit_code == 0, result.output
     assert "128×128×48" in result.output
     assert re.search(r"^2 volumes \(AcquisitionNumber 1, 2; DiffusionBValue 0, 992\.\d+\)$",
-                     result.output, re.M), result.output
+                     result.output, re.MULTILINE), result.output
     assert "experimental" not in result.output
 
     write_volumes(tmp_path / "s", stack(1), [{"StationName": "S"}], GEOMETRIES["anisotropic"])
@@ -403,7 +403,7 @@ def test_info_lists_the_volumes_and_stays_quiet(tmp_path, cli):
                                                    b"\x08\x00\x10\x10SH\x16\x00" + b"X" * 22))
     quiet = cli(tmp_path / "s")
     assert quiet.exit_code == 0 and "longer than" not in quiet.output
-    assert re.search(r"^1 volume$", quiet.output, re.M)
+    assert re.search(r"^1 volume$", quiet.output, re.MULTILINE)
     loud = cli(tmp_path / "s", "-v")
     assert loud.exit_code == 0
     assert re.search(r"medsr\.io: .*1 tag longer than the standard allows", loud.output)

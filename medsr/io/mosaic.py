@@ -31,7 +31,7 @@ def _wrapper(ds: Dataset, name: str) -> Any:
 
     try:
         return wrapper_from_data(ds)
-    except Exception as exc:  # nibabel raises several types on odd CSA headers
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on odd CSA headers
         raise MedsrError(f"cannot read the Siemens header of {name}: {_reason(exc)}") from None
 
 
@@ -48,7 +48,7 @@ def siemens_diffusion(ds: Dataset, name: str) -> tuple[float | None, Any]:
         wrapper = _wrapper(ds, name)
         b_value = wrapper.b_value
         b_vector = wrapper.b_vector if b_value else None
-    except Exception as exc:  # a damaged CSA header only loses the diffusion label
+    except Exception as exc:  # noqa: BLE001 - a damaged CSA header only loses the label
         log.debug("%s: no diffusion information in the CSA header (%s)", name, _reason(exc))
         return None, None
     return b_value, b_vector
@@ -70,7 +70,7 @@ def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
         data = np.asarray(wrapper.get_unscaled_data())  # (rows, columns, slices)
         affine = np.asarray(wrapper.affine, dtype=np.float64)  # LPS; (row, column, slice)
         b_value, b_vector = wrapper.b_value, wrapper.b_vector
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - unpacking errors vary by nibabel version
         raise MedsrError(f"cannot unpack Siemens mosaic {name}: {_reason(exc)}") from None
     if data.ndim != 3:
         raise MedsrError(f"cannot unpack Siemens mosaic {name}: got shape {data.shape}")

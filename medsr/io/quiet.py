@@ -19,11 +19,12 @@ from pathlib import Path
 log = logging.getLogger("medsr.io")
 
 _KINDS = (
-    (re.compile(r"value length .* exceeds the maximum length", re.I),
+    (re.compile(r"value length .* exceeds the maximum length", re.IGNORECASE),
      "tag{s} longer than the standard allows"),
-    (re.compile(r"invalid value for VR|not a valid|invalid .*value", re.I),
+    (re.compile(r"invalid value for VR|not a valid|invalid .*value", re.IGNORECASE),
      "value{s} not valid for {their} VR"),
-    (re.compile(r"experimental", re.I), None),  # nibabel's import notice: not about the input
+    # nibabel's notice on importing its DICOM readers: not about the input
+    (re.compile(r"experimental", re.IGNORECASE), None),
 )
 
 
