@@ -246,6 +246,17 @@ def test_cli_on_a_running_scheduler_exits_1_when_an_input_failed(tmp_path, clien
     assert result.exit_code == 0 and "0 upscaled, 1 skipped, 0 failed" in result.stdout
 
 
+def test_uncertainty_map_beside_the_output(tmp_path, client):
+    write_nifti(tmp_path / "study/x.nii.gz", phantom((12, 12, 5)), np.diag([1, 1, 3, 1.0]))
+    rows = upscale_tree(tmp_path / "study", tmp_path / "out", client=client, method="default",
+                        modality="mr", uncertainty=True, progress=False)
+    assert rows[0]["status"] == "ok", rows[0]["error"]
+    assert rows[0]["uncertainty"] == "x_sr_sd.nii.gz"
+    sd = nib.load(tmp_path / "out/x_sr_sd.nii.gz")
+    assert sd.shape == nib.load(tmp_path / "out/x_sr.nii.gz").shape
+    assert sd.get_data_dtype() == np.float32
+
+
 def test_cli_local_cluster(tmp_path):
     root = small_tree(tmp_path / "study")
     (root / "b/y.nii.gz").unlink()

@@ -138,8 +138,9 @@ def _connect(client, scheduler: str | None, workers: int | None, options: dict) 
         try:
             own = Client(timeout="30s", **kw)
         except (OSError, TimeoutError, ValueError) as err:
+            text = str(err.args[0] if err.args else err).strip() or type(err).__name__
             raise MedsrError(f"cannot connect to the Dask scheduler {scheduler}: "
-                             f"{str(err).splitlines()[0] if str(err) else err!r}") from None
+                             f"{text.splitlines()[0]}") from None
         with own:
             own.register_plugin(MedsrSetup())
             _log_dashboard(own)
@@ -181,8 +182,12 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
     futures = {client.submit(run_item, item, upscale_options, save_options, pure=False,
                              key=f"medsr-{run}-{i}"): item
                for i, item in enumerate(todo)}
+    # log lines above the bar, through the handlers that print to a console
+    consoles = [lg for lg in (logging.getLogger("medsr"), logging.root)
+                if any(type(h) is logging.StreamHandler for h in lg.handlers)]
+    redirect = logging_redirect_tqdm(consoles) if consoles else contextlib.nullcontext()
     with tqdm(total=len(todo), desc="volumes", unit="vol",
-              disable=None if progress else True) as bar, logging_redirect_tqdm():
+              disable=None if progress else True) as bar, redirect:
         for future in as_completed(futures):
             item = futures[future]
             try:

@@ -47,6 +47,7 @@ class JobQueue(str, Enum):
     pbs = "pbs"
 
 
+_SHOWN = 20  # failed inputs listed at the end
 _ENGINE = "Engine"
 _JOBS = "Job queue (SLURM, PBS)"
 
@@ -175,9 +176,11 @@ def batch(
     except OSError as err:
         fail(f"cannot write to {output}: {err.strerror or err}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "error")}
-    for row in rows:
-        if row["status"] == "error":
-            typer.echo(f"error: {row['input']}: {row['error']}", err=True)
+    failed = [r for r in rows if r["status"] == "error"]
+    for row in failed[:_SHOWN]:
+        typer.echo(f"error: {row['input']}: {row['error']}", err=True)
+    if len(failed) > _SHOWN:
+        typer.echo(f"error: ... and {len(failed) - _SHOWN} more (see the manifest)", err=True)
     typer.echo(f"{counts['ok']} upscaled, {counts['skipped']} skipped, {counts['error']} "
                f"failed -> {output / 'manifest.csv'}")
     if counts["error"]:
