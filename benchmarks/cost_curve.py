@@ -115,7 +115,7 @@ def largest_fitting(limit: int, method: str, **kw) -> tuple[tuple[int, int, int]
 
 def compare_sitk(source: np.ndarray, repeats: int = 2) -> dict:
     """Resampling step alone on 512×512×120 → ×5: SimpleITK and the one-axis path, alternated."""
-    from medsr.resample import _resample_sitk, resample_index_space
+    from medsr.resample import resample_index_space, resample_sitk
 
     data = np.concatenate([source, source[:, :, ::-1], source], axis=2)[:, :, :120]
     data = np.ascontiguousarray(data, dtype=np.float32)
@@ -125,7 +125,7 @@ def compare_sitk(source: np.ndarray, repeats: int = 2) -> dict:
     times: dict[str, list[float]] = {"sitk": [], "fast": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        ref = _resample_sitk(data, shape, ratio, offset, "bspline", None)
+        ref = resample_sitk(data, shape, ratio, offset, "bspline", None)
         t1 = time.perf_counter()
         got = resample_index_space(data, shape, ratio, offset, "bspline")
         t2 = time.perf_counter()

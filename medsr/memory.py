@@ -25,15 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from medsr.errors import MedsrError
-from medsr.resample import SLAB_BYTES
+from medsr.resample import SLAB_BYTES, _cpu_count
 
 GiB = 2**30
 #: resident memory of a ``medsr upscale`` process once torch, MONAI, SimpleITK, nibabel are
 #: imported (measured 450-470 MiB), rounded up
 BASE_BYTES = 500 * 2**20
-#: working set of the one-axis path: one slab of float32 lines plus one sub-slab of output and
-#: temporaries (each about SLAB_BYTES), with allocator slack
-FAST_WORK_BYTES = 3 * SLAB_BYTES
+#: allocator slack of the one-axis path, beyond its slabs (see :func:`fast_work_bytes`)
+FAST_SLACK_BYTES = 32 * 2**20
+#: writer buffers and allocator slack per output voxel (fitted: the write phase measured
+#: 60-95 MiB above the arrays alone for 157-499 M voxel outputs)
+WRITE_SLACK_PER_VOXEL = 0.25
 CLASSICAL = ("bspline", "linear")
 
 
@@ -57,7 +59,7 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
             the shapes (at most one axis changes length).
         write_bytes_per_voxel: extra bytes per output voxel while writing; default
             ``4 + itemsize`` for an integer output (rounded float32 copy, then the cast),
-            0 for float32, 8 for float64.
+            0 for float32, 8 for float64; plus :data:`WRITE_SLACK_PER_VOXEL` in any case.
         base_bytes: resident size of the process before any volume is loaded.
 
     Returns:
@@ -76,7 +78,7 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
         if one_axis is None:
             one_axis = sum(int(a) != int(b) for a, b in zip(in_shape, out_shape)) <= 1
         if one_axis:
-            work = FAST_WORK_BYTES
+            work = fast_work_bytes()
         else:  # SimpleITK: float32 input image, float64 coefficients (B-spline), ITK output
             work = 4 * n_in + (8 * n_in if method == "bspline" else 0) + 4 * n_out
     else:
@@ -84,8 +86,14 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
             raise ValueError(f"method {method!r} needs per_voxel_bytes (its working set)")
         work = per_voxel_bytes * n_out
     resample = held + 4 * n_out + work
-    write = held + 4 * n_out + write_bytes_per_voxel * n_out
+    write = held + 4 * n_out + (write_bytes_per_voxel + WRITE_SLACK_PER_VOXEL) * n_out
     return int(max(load, resample, write))
+
+
+def fast_work_bytes(workers: int | None = None) -> int:
+    """Working set of the one-axis path: per worker thread (one per CPU), a slab of float32
+    lines and a sub-slab of output and temporaries, about SLAB_BYTES each."""
+    return 2 * SLAB_BYTES * (workers or _cpu_count()) + FAST_SLACK_BYTES
 
 
 def available_memory_bytes() -> int:
