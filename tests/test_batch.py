@@ -20,9 +20,9 @@ from medsr.geometry import flip_lps_ras, target_grid
 
 distributed = pytest.importorskip("distributed")
 
-from medsr.batch import COLUMNS, discover, upscale_tree  # noqa: E402
-from medsr.batch.manifest import Manifest  # noqa: E402
-from medsr.cli import app  # noqa: E402
+from medsr.batch import COLUMNS, discover, upscale_tree
+from medsr.batch.manifest import Manifest
+from medsr.cli import app
 
 SCALE = (1, 1, 3)
 runner = CliRunner()
@@ -136,7 +136,7 @@ def test_output_inside_the_tree_is_not_an_input_and_collisions_are_errors(tmp_pa
 
 # ----------------------------------------------------------------------------------- a run
 def test_manifest_outputs_and_grids(study):
-    root, out, rows = study
+    _, out, rows = study
     assert rows == read_csv(out / "manifest.csv")
     assert set(COLUMNS) <= set(rows[0])
     assert {"input", "output", "status", "method", "seconds", "error", "shape_in",

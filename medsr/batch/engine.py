@@ -174,7 +174,6 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
 
     from distributed import as_completed
     from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from medsr.batch.worker import run_item
 
@@ -182,12 +181,8 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
     futures = {client.submit(run_item, item, upscale_options, save_options, pure=False,
                              key=f"medsr-{run}-{i}"): item
                for i, item in enumerate(todo)}
-    # log lines above the bar, through the handlers that print to a console
-    consoles = [lg for lg in (logging.getLogger("medsr"), logging.root)
-                if any(type(h) is logging.StreamHandler for h in lg.handlers)]
-    redirect = logging_redirect_tqdm(consoles) if consoles else contextlib.nullcontext()
     with tqdm(total=len(todo), desc="volumes", unit="vol",
-              disable=None if progress else True) as bar, redirect:
+              disable=None if progress else True) as bar, _logs_above(tqdm):
         for future in as_completed(futures):
             item = futures[future]
             try:
@@ -205,3 +200,33 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
             if row["status"] == "error":
                 logger.warning("%s: %s", item.rel, row["error"])
             bar.update(1)
+
+
+class _AboveBar:
+    """A stream that writes through ``tqdm.write`` so log lines do not break the bar."""
+
+    def __init__(self, stream, tqdm) -> None:
+        self.stream, self.tqdm = stream, tqdm
+
+    def write(self, text: str) -> None:
+        self.tqdm.write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _logs_above(tqdm) -> Iterator[None]:
+    """Route the console log handlers of medsr and the root logger above the progress bar."""
+    import sys
+
+    handlers = {h for name in ("medsr.batch", "medsr", "")
+                for h in logging.getLogger(name or None).handlers
+                if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout)}
+    for h in handlers:
+        h.setStream(_AboveBar(h.stream, tqdm))
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.setStream(h.stream.stream)

@@ -46,8 +46,9 @@ def jobqueue_cluster(kind: str, *, cores: int = 4, memory: str = "16GB", gpus: i
         raise MedsrError("job queues need dask-jobqueue: pip install 'medsr[cluster]'") from None
     directives = list(job_extra_directives)
     prologue = [f"export MEDSR_THREADS={cores}", *job_script_prologue]
-    common = dict(cores=1, processes=1, memory=memory, walltime=walltime, queue=queue,
-                  account=account, job_script_prologue=prologue, job_name="medsr")
+    common = {"cores": 1, "processes": 1, "memory": memory, "walltime": walltime,
+              "queue": queue, "account": account, "job_script_prologue": prologue,
+              "job_name": "medsr"}
     if kind == "slurm":
         if gpus:
             directives.append(f"--gres=gpu:{gpus}")

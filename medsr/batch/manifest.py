@@ -6,6 +6,7 @@ import csv
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 COLUMNS = ("input", "series_uid", "output", "uncertainty", "status", "method", "seconds", "shape_in",
            "spacing_in", "shape_out", "spacing_out", "error")
@@ -38,7 +39,7 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.rows: list[dict] = []
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
+        self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._writer = csv.DictWriter(self._file, COLUMNS, extrasaction="ignore")
         self._writer.writeheader()
         self._sync()
@@ -61,7 +62,7 @@ class Manifest:
         self._file.close()
         write_rows(self.path, sorted(self.rows, key=key))
 
-    def __enter__(self) -> Manifest:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -109,7 +109,7 @@ def run_item(item: Item, upscale_options: dict, save_options: dict) -> dict:
         write_sidecars(item, note)
         medsr.save_volume(result, item.output, inputs=[item.source], **save_options)
         row["status"] = "ok"
-    except Exception as err:  # noqa: BLE001 - one bad input must not stop the others
+    except Exception as err:  # one bad input must not stop the others
         row["error"] = _one_line(err)
         if not isinstance(err, MedsrError):
             logger.debug("%s failed", item.rel, exc_info=True)

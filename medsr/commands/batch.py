@@ -126,11 +126,12 @@ def batch(
         help="Account to charge.", show_default=False, rich_help_panel=_JOBS)] = None,
     walltime: Annotated[str, typer.Option(help="Time limit per job.",
                                           rich_help_panel=_JOBS)] = "02:00:00",
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="Show what was read and library warnings.")] = False,
 ) -> None:
     """Upscale every volume under ROOT into a mirrored tree; reruns skip finished outputs."""
-    import logging
-
     from medsr.errors import MedsrError
+    from medsr.logs import setup_logging
 
     if sum(x is not None for x in (workers, scheduler, jobqueue)) > 1:
         fail("use only one of --workers, --scheduler and --jobqueue")
@@ -138,12 +139,9 @@ def batch(
         fail("--workers must be at least 1")
     if jobqueue is not None and jobs < 1:
         fail("--jobs must be at least 1")
-    log = logging.getLogger("medsr")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    setup_logging(verbose)
+    if not verbose:  # what batch does (inputs found, files skipped, cluster) is shown anyway
+        _show_batch_info()
     method_name = "self-supervised" if self_supervised else method.value
     options: dict = {"method": method_name, "device": device}
     for name, value in (("scale", scale), ("spacing", spacing), ("model", model),
@@ -185,6 +183,21 @@ def batch(
                f"failed -> {output / 'manifest.csv'}")
     if counts["error"]:
         raise typer.Exit(1)
+
+
+def _show_batch_info() -> None:
+    """INFO records of :mod:`medsr.batch` on stderr (warnings come through the root setup)."""
+    import logging
+    import sys
+
+    log = logging.getLogger("medsr.batch")
+    for handler in [h for h in log.handlers if h.get_name() == "medsr-batch-cli"]:
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("medsr-batch-cli")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: record.levelno < logging.WARNING)
+    log.addHandler(handler)
 
 
 @contextlib.contextmanager
