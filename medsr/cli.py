@@ -34,6 +34,12 @@ class Modality(str, Enum):
     mr = "mr"
 
 
+class Profile(str, Enum):
+    auto = "auto"
+    box = "box"
+    gaussian = "gaussian"
+
+
 class Format(str, Enum):
     nifti = "nifti"
     dicom = "dicom"
@@ -53,20 +59,21 @@ def _describe(volume) -> str:
     return f"{shape} at {sp} mm"
 
 
-def _default_output(src: Path, fmt: str | None, folder: Path | None) -> Path:
+def _default_output(src: Path, fmt: str | None, folder: Path | None,
+                    tag: str = "_sr") -> Path:
     """``scan.nii.gz -> scan_sr.nii.gz`` (format kept unless ``--format``); DICOM -> folder."""
     name = src.name
     lower = name.lower()
-    stem, suffix = name, ""
-    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima"):
-        if lower.endswith(ext):
-            stem, suffix = name[: -len(ext)], name[-len(ext):]
+    stem, ext = name, ""
+    for known in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima"):
+        if lower.endswith(known):
+            stem, ext = name[: -len(known)], name[-len(known):]
             break
-    if src.is_dir() or suffix.lower() in (".dcm", ".ima"):
-        suffix = ""  # DICOM in: a DICOM series folder out
+    if src.is_dir() or ext.lower() in (".dcm", ".ima"):
+        ext = ""  # DICOM in: a DICOM series folder out
     if fmt is not None:
-        suffix = _SUFFIX[fmt]
-    return (folder or src.parent) / f"{stem}_sr{suffix}"
+        ext = _SUFFIX[fmt]
+    return (folder or src.parent) / f"{stem}{tag}{ext}"
 
 
 @app.command()
@@ -94,8 +101,26 @@ def upscale(
     budget_seconds: Annotated[float, typer.Option(
         help="Self-supervised training budget per scan.")] = 150.0,
     slice_thickness: Annotated[Optional[float], typer.Option(
-        help="Slice thickness in mm for self-supervised SR (default: DICOM SliceThickness, "
-             "else the slice spacing).", show_default=False)] = None,
+        help="Slice thickness in mm of the upscaled axis, for learned methods (default: "
+             "DICOM SliceThickness, else the slice spacing).",
+        show_default=False)] = None,
+    slice_profile: Annotated[Optional[Profile], typer.Option(
+        help="Slice profile of the upscaled axis: auto (estimate shape and width from the "
+             "image), box or gaussian (with --slice-thickness or the spacing as FWHM).",
+        show_default=False)] = None,
+    consistency: Annotated[bool, typer.Option(
+        "--consistency/--no-consistency",
+        help="Make learned outputs reproduce the measured slices when degraded again.")
+    ] = True,
+    uncertainty: Annotated[Optional[Path], typer.Option(
+        help="Also write a calibrated voxel-wise standard deviation (learned methods) here; "
+             "with several inputs a folder (NAME_sd beside the format).",
+        show_default=False)] = None,
+    volume_index: Annotated[Optional[int], typer.Option(
+        "--volume", help="Upscale only this volume (0-based) of a 4D input.",
+        show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="Show progress details and library warnings.")] = False,
     steps: Annotated[Optional[int], typer.Option(
         help="Self-supervised: a fixed number of training steps instead of the budget "
              "(with --seed, the same result on every machine).", show_default=False)] = None,
@@ -126,31 +151,39 @@ def upscale(
 
     import medsr
     from medsr.errors import MedsrError
-
     from medsr.io import output_format
     from medsr.io.values import check_dtype
 
+    from medsr.logs import setup_logging
+
+    setup_logging(verbose)
     fmt_name = fmt.value if fmt is not None else None
     many = len(inputs) > 1
     method_name = "self-supervised" if self_supervised else method.value
-    options = {"budget_seconds": budget_seconds, "steps": steps,
-               "slice_thickness": slice_thickness, "seed": seed, "save_model": save_model}
+    options = {"budget_seconds": budget_seconds, "steps": steps, "seed": seed,
+               "save_model": save_model}
     try:  # refuse a bad request before any work
         if dtype is not None:
             check_dtype(dtype)
         if output is not None and not many:
             output_format(output, fmt_name)
+        if uncertainty is not None and not many:
+            output_format(uncertainty, fmt_name)
     except MedsrError as err:
         fail(str(err))
-    if many and output is not None:
-        if output.exists() and not output.is_dir():
-            fail(f"with several inputs, --output must be a folder, not the file {output}")
-        output.mkdir(parents=True, exist_ok=True)
+    for folder, what in ((output, "--output"), (uncertainty, "--uncertainty")):
+        if many and folder is not None:
+            if folder.exists() and not folder.is_dir():
+                fail(f"with several inputs, {what} must be a folder, not the file {folder}")
+            folder.mkdir(parents=True, exist_ok=True)
     failures = 0
     for src in tqdm(inputs, desc="volumes", unit="vol", disable=not many or None):
         dst = (_default_output(src, fmt_name, output) if many or output is None else output)
+        sd_dst = uncertainty
+        if uncertainty is not None and many:
+            sd_dst = _default_output(src, fmt_name, uncertainty, tag="_sd")
         try:
-            volume = medsr.load_volume(src, series_uid=series)
+            volume = medsr.load_volume(src, series_uid=series, volume=volume_index)
             with tqdm(total=100, desc=src.name, unit="%", leave=False, disable=None) as bar:
                 def report(done: float, bar=bar) -> None:
                     bar.update(round(done * 100) - bar.n)
@@ -158,17 +191,38 @@ def upscale(
                 result = medsr.upscale(volume, scale, spacing=spacing, method=method_name,
                                        model=model, device=device, progress=report,
                                        modality=modality.value if modality else None,
-                                       self_supervised=options)
+                                       self_supervised=options, consistency=consistency,
+                                       uncertainty=sd_dst is not None,
+                                       slice_thickness=slice_thickness,
+                                       slice_profile=slice_profile.value if slice_profile
+                                       else None)
+            result, sd_map = result if isinstance(result, tuple) else (result, None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))
+            if sd_map is not None:
+                medsr.save_volume(sd_map, sd_dst, fmt=fmt_name, dtype="float32", force=force,
+                                  inputs=list(inputs))
         except MedsrError as err:
             failures += 1
             typer.echo(f"error: {err}", err=True)
             continue
         typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} "
-                   f"({result.meta['medsr_method']}) -> {dst}")
+                   f"({_method_note(result)}) -> {dst}"
+                   + (f"; uncertainty (sd) -> {sd_dst}" if sd_map is not None else ""))
     if failures:
         raise typer.Exit(1)
+
+
+def _method_note(result) -> str:
+    """What ran, with the slice profile and consistency figure of a learned method."""
+    meta = result.meta
+    note = meta["medsr_method"]
+    if "medsr_consistency_psnr" in meta:
+        prof = meta["medsr_slice_profile"]
+        psnr = meta["medsr_consistency_psnr"]
+        note += (f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing; re-degraded "
+                 f"output vs input {'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
+    return note
 
 
 class Device(str, Enum):

@@ -73,7 +73,7 @@ def estimate_profile(array: np.ndarray, affine: np.ndarray, axis: int,
         raise MedsrError("the slice profile can be estimated only for a thick axis (≥ 1.5× "
                          f"the pixel, ≥ 8 slices); axis {axis} has spacing ×{step:.2f} and "
                          f"{n_thick} slices")
-    threshold = np.percentile(array, 60)
+    threshold = float(np.percentile(array[::2, ::2, ::2], 60))
     rng = np.random.default_rng(0)
     # through-plane lines: central m slices of lines along the thick axis
     sims = []
@@ -92,16 +92,15 @@ def estimate_profile(array: np.ndarray, affine: np.ndarray, axis: int,
     # get the same candidate blur across (along p) and both sides stay alike when it is right
     p = others[0]
     reach = int(np.ceil(WIDTHS.max() * step / 2 + 3 * WIDTHS.max() * step / FWHM_PER_SIGMA))
-    moved = np.moveaxis(array, (p, axis), (-2, -1))[..., start:start + m]
-    blocks = np.lib.stride_tricks.sliding_window_view(
-        np.pad(moved, [(0, 0)] * (moved.ndim - 2) + [(reach, reach), (0, 0)], mode="edge"),
-        2 * reach + 1, axis=-2)  # (..., n_p, m, taps)
-    blocks = blocks.reshape(-1, m, 2 * reach + 1)
-    centre = blocks[:, :, reach]
-    keep = np.flatnonzero(centre.mean(axis=1) > threshold)
-    keep = keep if keep.size >= 16 else np.arange(len(blocks))
-    blocks = blocks[rng.choice(keep, min(max_lines, keep.size), replace=False)]
-    blocks = blocks.astype(np.float64)
+    moved = np.moveaxis(array, (p, axis), (-2, -1))[..., start:start + m]  # (q, n_p, m)
+    moved = moved.reshape(-1, moved.shape[-2], m)
+    rows, cols = np.nonzero(moved.mean(axis=-1) > threshold)
+    if rows.size < 16:
+        rows, cols = np.indices(moved.shape[:2]).reshape(2, -1)
+    pick = rng.choice(rows.size, min(max_lines, rows.size), replace=False)
+    taps = np.clip(cols[pick, None] + np.arange(-reach, reach + 1)[None], 0, moved.shape[1] - 1)
+    blocks = moved[rows[pick, None], taps].astype(np.float64)  # (lines, taps, m)
+    blocks = np.swapaxes(blocks, 1, 2)  # (lines, m, taps)
     inplane = []
     for a, moved_a, _ in sims:
         lines = np.swapaxes(moved_a, -1, -2).reshape(-1, moved_a.shape[-2])  # lines along a

@@ -211,8 +211,7 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         uncertainty: also return a calibrated voxel-wise standard deviation (scan units, same
             grid) of a learned output (see :mod:`medsr.uncertainty`).
         slice_thickness: slice thickness in mm along the upscaled axis (default: DICOM
-            SliceThickness, else estimated from the image for learned methods, else the
-            spacing).
+            SliceThickness, else the spacing).
         slice_profile: ``"auto"`` (estimate shape and width from the image even when the
             header gives a thickness), ``"box"`` or ``"gaussian"``.
 
@@ -254,10 +253,10 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
                          "(use --method default, --self-supervised or --model)")
     if up.axis is not None:
+        header = source.extra.get("slice_thickness") if up.axis == 2 else None  # DICOM slices
         thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
-                     or source.extra.get("slice_thickness"))
-        up.profile = _profile(frames, affine, up.axis, up.factor, thickness, slice_profile,
-                              up.learned)
+                     or header)
+        up.profile = _profile(frames, affine, up.axis, thickness, slice_profile)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
                           progress=progress)
@@ -305,11 +304,12 @@ def _selfsup_options(options: dict | None) -> dict:
     return {k: v for k, v in (options or {}).items() if k != "slice_thickness"}
 
 
-def _profile(frames, affine, axis, factor, thickness, kind, learned):
-    """The slice profile of ``axis``: estimated (``auto``, or a learned method without a
-    header thickness), else a box (or ``kind``) of the given or default thickness."""
+def _profile(frames, affine, axis, thickness, kind):
+    """The slice profile of ``axis``: estimated from the image with ``auto``, else a box (or
+    ``kind``) as thick as the given thickness, or as the spacing when none is known (the
+    common clinical case; the estimate is on request only, see README for its accuracy)."""
     d = float(voxel_size(affine)[axis])
-    if kind == "auto" or (learned and thickness is None and kind is None):
+    if kind == "auto":
         from medsr.profile import estimate_profile
 
         ref = frames[0] if frames.shape[0] == 1 else frames.mean(axis=0)

@@ -56,7 +56,7 @@ def test_cli_self_supervised_with_budget(thick, tmp_path):
     result = CliRunner().invoke(app, ["upscale", str(path), "--self-supervised",
                                       "--budget-seconds", "2", "-o", str(tmp_path / "o.nii.gz")])
     assert result.exit_code == 0, result.output
-    assert "(self-supervised)" in result.stdout
+    assert "(self-supervised; slice profile box 1.00× spacing; re-degraded" in result.stdout
     assert nib.load(str(tmp_path / "o.nii.gz")).shape == (40, 36, 24)
 
 
