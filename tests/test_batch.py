@@ -241,9 +241,15 @@ def test_cli_on_a_running_scheduler_exits_1_when_an_input_failed(tmp_path, clien
     assert "1 upscaled, 0 skipped, 1 failed" in result.stdout
     assert "error: b/y.nii.gz:" in result.stderr and "Traceback" not in result.output
     assert (tmp_path / "out/a/x_sr.nii.gz").is_file()
+    result = runner.invoke(app, [*args, "--include", "a/*"])
+    assert result.exit_code == 0 and "0 upscaled, 1 skipped, 0 failed" in result.stdout
+    rows = read_csv(tmp_path / "out/manifest.csv")  # b/y.nii.gz left out, its row kept
+    assert [(r["input"], r["status"]) for r in rows] == [("a/x.nii.gz", "skipped"),
+                                                          ("b/y.nii.gz", "error")]
     (root / "b/y.nii.gz").unlink()
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "0 upscaled, 1 skipped, 0 failed" in result.stdout
+    assert len(read_csv(tmp_path / "out/manifest.csv")) == 1
 
 
 def test_uncertainty_map_beside_the_output(tmp_path, client):

@@ -44,8 +44,9 @@ def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
             ``method``, ``model``, ``modality``, ``device``, ``self_supervised``, ...).
 
     Returns:
-        The manifest rows (dicts with the columns of :data:`medsr.batch.manifest.COLUMNS`),
-        sorted by input.
+        The manifest rows of this run's inputs (dicts of CSV text with the columns of
+        :data:`medsr.batch.manifest.COLUMNS`), sorted by input. The file also keeps the
+        earlier rows of inputs left out by ``include``/``exclude``.
 
     Raises:
         MedsrError: a bad request (missing root, unknown format, method or dtype, ...).
@@ -70,11 +71,21 @@ def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
         logger.info("%d inputs: %d to do, %d skipped, %d not usable", len(items), len(todo),
                     sum(r["status"] == "skipped" for r in manifest.rows),
                     sum(r["status"] == "error" for r in manifest.rows))
+        selected = {key(_base_row(i, out)) for i in items}
+        _keep_unselected(manifest, previous, selected, root)
         if todo:
             save_options = {"fmt": fmt, "dtype": dtype, "force": force}
             with _connect(client, scheduler, workers, upscale_options) as dask_client:
                 _run(dask_client, todo, out, manifest, upscale_options, save_options, progress)
-    return sorted(manifest.rows, key=key)
+    return [row for row in sorted(manifest.rows, key=key) if key(row) in selected]
+
+
+def _keep_unselected(manifest: Manifest, previous: dict, selected: set, root: Path) -> None:
+    """Earlier rows of inputs that still exist but are left out this time (``--include``)."""
+    for row_key, row in previous.items():
+        if row_key not in selected and row.get("input") and \
+                (root if root.is_file() else root / row["input"]).exists():
+            manifest.add(row)
 
 
 def _exists(path: Path) -> bool:
