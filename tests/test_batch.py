@@ -71,6 +71,7 @@ def build_study(root):
     good = (root / "sub-01/anat/sub-01_T1w.nii.gz").read_bytes()
     (root / "broken").mkdir()
     (root / "broken/truncated.nii.gz").write_bytes(good[: len(good) // 2])
+    write_nifti(root / "broken/flat.nii.gz", t1[:, :, :1], AFFINES["oblique"])  # 2D
     (root / "participants.tsv").write_text("participant_id\nsub-01\n")
     (root / "README.txt").write_text("a study")
     (root / ".hidden.nii.gz").write_bytes(good)
@@ -106,7 +107,8 @@ def test_discovery_skips_sidecars_hidden_and_junk_and_names_series(tmp_path, cap
     with caplog.at_level(logging.INFO, logger="medsr"):
         items = discover(root, tmp_path / "out")
     rels = sorted({i.rel for i in items})
-    assert rels == ["broken/truncated.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz",
+    assert rels == ["broken/flat.nii.gz", "broken/truncated.nii.gz",
+                    "sub-01/anat/sub-01_T1w.nii.gz",
                     "sub-01/func/sub-01_bold.nii.gz", "sub-02/dicom", "sub-03/mixed"]
     for name in ("README.txt", "participants.tsv", ".hidden.nii.gz", "sub-01_T1w.json"):
         assert name in caplog.text
@@ -121,6 +123,17 @@ def test_discovery_skips_sidecars_hidden_and_junk_and_names_series(tmp_path, cap
     assert sorted(i.rel for i in only) == ["sub-01/anat/sub-01_T1w.nii.gz", "sub-02/dicom"]
     nifti = discover(root, tmp_path / "out", fmt="nifti", include=["sub-02/*"])
     assert nifti[0].output.name == "dicom_sr.nii.gz"
+
+
+def test_root_may_be_a_series_folder_or_one_file(tmp_path):
+    stored = np.random.default_rng(1).integers(0, 4000, (7, 6, 5)).astype(np.uint16)
+    write_series(tmp_path / "CT1", stored, GEOMETRIES["anisotropic"])
+    (item,) = discover(tmp_path / "CT1", tmp_path / "out")
+    assert item.rel == "." and item.output == tmp_path / "out/CT1_sr" and item.series_uid
+    write_nifti(tmp_path / "x.nii.gz", phantom((6, 6, 4)), np.eye(4))
+    (tmp_path / "x.json").write_text("{}")
+    (item,) = discover(tmp_path / "x.nii.gz", tmp_path / "out", fmt="nrrd")
+    assert item.output == tmp_path / "out/x_sr.nrrd" and item.sidecars == (tmp_path / "x.json",)
 
 
 def test_output_inside_the_tree_is_not_an_input_and_collisions_are_errors(tmp_path):
@@ -141,7 +154,7 @@ def test_manifest_outputs_and_grids(study):
     assert set(COLUMNS) <= set(rows[0])
     assert {"input", "output", "status", "method", "seconds", "error", "shape_in",
             "spacing_in", "shape_out", "spacing_out"} <= set(COLUMNS)
-    assert len(rows) == 6
+    assert len(rows) == 7
     rows_by = by_input(rows)
     t1 = rows_by["sub-01/anat/sub-01_T1w.nii.gz", ""]
     assert t1["status"] == "ok" and t1["method"] == "bspline" and float(t1["seconds"]) > 0
@@ -161,9 +174,11 @@ def test_manifest_outputs_and_grids(study):
     assert sorted(r["output"] for r in mixed) == ["sub-03/mixed_s3_sr", "sub-03/mixed_s4_sr"]
     assert all(r["status"] == "ok" for r in mixed)
 
-    bad = rows_by["broken/truncated.nii.gz", ""]
-    assert bad["status"] == "error" and bad["error"] and "\n" not in bad["error"]
-    assert not (out / bad["output"]).exists()
+    for name in ("broken/truncated.nii.gz", "broken/flat.nii.gz"):
+        bad = rows_by[name, ""]
+        assert bad["status"] == "error" and bad["error"] and "\n" not in bad["error"]
+        assert not (out / bad["output"]).exists()
+    assert "2D" in rows_by["broken/flat.nii.gz", ""]["error"]
     assert not list(out.rglob(".*partial*"))
 
 
