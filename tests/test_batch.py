@@ -294,8 +294,10 @@ def test_cli_local_cluster(tmp_path):
     (["{root}", "-o", "out", "--format", "nifti", "--dtype", "int3"], "int3"),
     (["{root}", "-o", "out", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
      "only one of"),
+    (["{root}", "-o", "out", "--jobqueue", "slurm"], "sbatch not found"),
 ])
-def test_cli_bad_requests_are_one_error_line(tmp_path, args, text):
+def test_cli_bad_requests_are_one_error_line(tmp_path, monkeypatch, args, text):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, nothing submitted
     root = small_tree(tmp_path / "study")
     args = [a.format(root=root) if a != "out" else str(tmp_path / "out") for a in args]
     result = runner.invoke(app, ["batch", *[str(tmp_path / a) if a == "missing" else a

@@ -136,9 +136,11 @@ def discover(root: Path, out: Path, *, fmt: str | None = None,
     items += _series_items(series, root, out, fmt)
     items += [Item(p, _rel(p, root), _file_output(out / _rel(p, root), fmt), problem=msg)
               for p, msg in broken]
-    kept = [i for i in items if _matches(i.rel, include, exclude)]
+    kept = []
     for item in items:
-        if item not in kept:
+        if _matches(item.rel, include, exclude):
+            kept.append(item)
+        else:
             logger.info("skip %s (--include/--exclude)", item.rel)
     return _flag_collisions(sorted(kept, key=lambda i: (i.rel, i.series_uid or "")))
 

@@ -204,9 +204,15 @@ def _show_batch_info() -> None:
 def _jobqueue_client(kind: str, jobs: int, **kwargs) -> Iterator:
     """A client on a new job-queue cluster of ``jobs`` jobs; both closed on exit."""
     import logging
+    import shutil
 
     from medsr.batch import jobqueue_cluster
+    from medsr.errors import MedsrError
 
+    submit = {"slurm": "sbatch", "pbs": "qsub"}[kind]
+    if shutil.which(submit) is None:
+        raise MedsrError(f"--jobqueue {kind}: {submit} not found; run on a node that can "
+                         "submit jobs")
     with jobqueue_cluster(kind, **kwargs) as cluster:
         from distributed import Client
 
