@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medsr.errors import MedsrError
-from medsr.resample import SLAB_BYTES, _cpu_count
+from medsr.resample import SLAB_BYTES, thread_budget
 
 GiB = 2**30
 #: resident memory of a ``medsr upscale`` process once torch, MONAI, SimpleITK, nibabel are
@@ -91,9 +91,10 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
 
 
 def fast_work_bytes(workers: int | None = None) -> int:
-    """Working set of the one-axis path: per worker thread (one per CPU), a slab of float32
-    lines and a sub-slab of output and temporaries, about SLAB_BYTES each."""
-    return 2 * SLAB_BYTES * (workers or _cpu_count()) + FAST_SLACK_BYTES
+    """Working set of the one-axis path: per worker thread (default
+    :func:`medsr.resample.thread_budget`), a slab of float32 lines and a sub-slab of output and
+    temporaries, about SLAB_BYTES each."""
+    return 2 * SLAB_BYTES * (workers or thread_budget()) + FAST_SLACK_BYTES
 
 
 def available_memory_bytes() -> int:

@@ -119,9 +119,10 @@ def test_slab_wise_equals_whole_volume_exactly(axis):
         whole = resample_axis(data, axis, data.shape[axis] * 3, 1 / 3, -1 / 3, method,
                               slab_bytes=2**40)
         for slab in (1, 700, 5000):  # one index per slab; uneven slabs; a few
-            parts = resample_axis(data, axis, data.shape[axis] * 3, 1 / 3, -1 / 3, method,
-                                  slab_bytes=slab)
-            np.testing.assert_array_equal(parts, whole)
+            for threads in (1, 3):
+                parts = resample_axis(data, axis, data.shape[axis] * 3, 1 / 3, -1 / 3, method,
+                                      slab_bytes=slab, threads=threads)
+                np.testing.assert_array_equal(parts, whole)
 
 
 def test_preallocated_output_array_and_memmap(tmp_path):
