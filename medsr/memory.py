@@ -33,6 +33,9 @@ GiB = 2**30
 BASE_BYTES = 500 * 2**20
 #: allocator slack of the one-axis path, beyond its slabs (see :func:`fast_work_bytes`)
 FAST_SLACK_BYTES = 32 * 2**20
+#: bytes per output voxel of the rounded float32 copy that ``medsr.io.values.cast_to`` makes
+#: for an integer output (set to 0 once it casts in chunks)
+ROUNDING_COPY_PER_VOXEL = 4
 #: writer buffers and allocator slack per output voxel (fitted: the write phase measured
 #: 60-95 MiB above the arrays alone for 157-499 M voxel outputs)
 WRITE_SLACK_PER_VOXEL = 0.25
@@ -58,8 +61,9 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
         one_axis: whether a single axis is resampled (the fast path); default: inferred from
             the shapes (at most one axis changes length).
         write_bytes_per_voxel: extra bytes per output voxel while writing; default
-            ``4 + itemsize`` for an integer output (rounded float32 copy, then the cast),
-            0 for float32, 8 for float64; plus :data:`WRITE_SLACK_PER_VOXEL` in any case.
+            ``ROUNDING_COPY_PER_VOXEL + itemsize`` for an integer output (rounded float32
+            copy, then the cast), 0 for float32, 8 for float64; plus
+            :data:`WRITE_SLACK_PER_VOXEL` in any case.
         base_bytes: resident size of the process before any volume is loaded.
 
     Returns:
@@ -70,7 +74,8 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
     source = np.dtype(in_dtype)
     target = np.dtype(out_dtype or in_dtype)
     if write_bytes_per_voxel is None:
-        write_bytes_per_voxel = (4 + target.itemsize if target.kind in "iub"
+        write_bytes_per_voxel = (ROUNDING_COPY_PER_VOXEL + target.itemsize
+                                 if target.kind in "iub"
                                  else 0 if target == np.float32 else target.itemsize)
     held = base_bytes + 4 * n_in  # the loaded volume, as float32
     load = base_bytes + (source.itemsize + 4) * n_in
