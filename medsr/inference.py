@@ -55,11 +55,14 @@ def _plane_batch(model: nn.Module, plane_voxels: int, budget_bytes: float = 3e8)
     return max(1, int(budget_bytes // (6 * 4 * features * max(1, plane_voxels))))
 
 
-def _planes(model: nn.Module, x: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
+def _planes(model: nn.Module, x: torch.Tensor, device: torch.device, amp: bool,
+            factor: int) -> torch.Tensor:
     """Whole planes ``(N, 1, H, W)`` through a 2D network, on ``device``, back on the CPU."""
     x = x.to(device).contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda"
                         else torch.float32, enabled=amp):
+        if getattr(model, "takes_factor", False):
+            return model(x, factor=factor).float().cpu()
         return model(x).float().cpu()
 
 
@@ -77,7 +80,7 @@ def receptive_radius(model: nn.Module) -> int:
 @torch.no_grad()
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, companions: Sequence[int] | None = None,
-                 planes: str = "both", roi: int = 256,
+                 planes: str = "both", roi: int = 256, factor: int | None = None,
                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis``; one prediction per plane view.
 
@@ -87,12 +90,13 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
             ``axis`` and that companion, a batch of whole planes at a time.
         planes: ``"both"`` (every companion) or ``"one"`` (the first only, half the time).
         roi: sliding-window size for 3D networks.
+        factor: the factor for a multi-factor network (default: the card's scale).
 
     Returns:
         The views' predictions (float32, the fine grid); their mean is the estimate and their
         spread the raw material of :mod:`medsr.uncertainty`.
     """
-    f = model_factor(card)
+    f = factor or model_factor(card)
     dims = int(card["spatial_dims"])
     amp = device.type == "cuda"
     model = model.to(device).eval()
@@ -122,7 +126,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         slices = src.permute(stack_axis, inplane, axis)
         batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
         for start in range(0, slices.shape[0], batch):
-            y = _planes(model, slices[start:start + batch, None], device, amp)[:, 0]
+            y = _planes(model, slices[start:start + batch, None], device, amp, f)[:, 0]
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
             out[tuple(index)] = y.permute(*order)
@@ -135,7 +139,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
 
 def factor_range(card: dict) -> tuple[int, int]:
     """The factors a model serves: its own scale, or a range when it refines an interpolation."""
-    if card.get("input", "lr") == "interpolated":
+    if card.get("input", "lr") == "interpolated" or "factors" in card.get("network", {}):
         lo, hi = card["factors"]
         return int(lo), int(hi)
     f = model_factor(card)
@@ -184,7 +188,8 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
             x = upsample_axis(x, axis, int(factors[axis]), card.get("interpolation", "linear"))
         companions = companion_axes(spacing, axis) if spacing is not None else None
         views = upscale_axis(x, axis, model, card, device=device, companions=companions,
-                             planes=planes, progress=step)
+                             planes=planes, factor=None if refine else int(factors[axis]),
+                             progress=step)
         x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
     return [scaling.inverse(v).astype(np.float32, copy=False) for v in views]
 

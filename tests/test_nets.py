@@ -23,6 +23,8 @@ TINY = {
     "edsr": {"features": 8, "num_blocks": 2},
 }
 SCALES = [(2, 2), (1, 3), (3, 1), (1, 1, 3), (2, 2, 1), (2, 1, 3)]
+#: networks for any scale and rank (LRRefiner is 2D, thick axis last: tested on its own)
+GENERIC = sorted(n for n in NETWORKS if n != "lrrefiner")
 
 
 class Tiny(nn.Module):
@@ -48,7 +50,7 @@ def lr_input(scale, channels: int = 1, batch: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("scale", SCALES, ids=str)
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_shape_and_gradients(name, scale):
     net = tiny(name, scale, in_channels=2)
     x = lr_input(scale, channels=2).requires_grad_(True)
@@ -61,7 +63,7 @@ def test_shape_and_gradients(name, scale):
         assert p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_config_is_json_and_rebuilds(name, tmp_path):
     net = tiny(name, (2, 1, 3)).eval()
     cfg = network_config(net)
@@ -80,7 +82,7 @@ def test_config_is_json_and_rebuilds(name, tmp_path):
         assert torch.equal(loaded(x), net(x))
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_defaults_start_near_interpolation(name):
     torch.manual_seed(0)
     net = build_network(name, spatial_dims=2, scale=(1, 4))
@@ -175,7 +177,7 @@ def test_interpolate_follows_subdivision_convention():
     assert torch.allclose(y[0, 0, 1], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_cpu_autocast_bfloat16(name):
     net = tiny(name, (1, 1, 3))
     x = lr_input((1, 1, 3))
@@ -187,7 +189,7 @@ def test_cpu_autocast_bfloat16(name):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_cuda_autocast(name, dtype):
     net = tiny(name, (1, 1, 3)).cuda()
     x = lr_input((1, 1, 3)).cuda()
@@ -214,3 +216,30 @@ def test_tiny_edsr_overfits_one_image():
     with torch.no_grad():
         final = nn.functional.mse_loss(net(lr), hr).item()
     assert final < 0.6 * baseline, (final, baseline)  # about 0.2-0.4 over seeds
+
+
+def test_lrrefiner_one_body_a_head_per_factor():
+    from medsr.nets.lrsr import bspline_matrix
+
+    torch.manual_seed(0)
+    net = build_network("lrrefiner", spatial_dims=2, scale=(1, 2), factors=(2, 5), features=8,
+                        num_blocks=2)
+    x = torch.rand(3, 1, 12, 7, requires_grad=True)
+    for f in range(2, 6):
+        y = net(x, factor=f)
+        assert y.shape == (3, 1, 12, 7 * f)
+        # an untrained net is close to the cubic B-spline of its input (its skip)
+        spline = x @ bspline_matrix(7, f).T
+        assert (y - spline).abs().mean() < 0.2 * x.abs().mean()
+    net(x, factor=4).square().mean().backward()
+    assert x.grad is not None and net.heads["4"][2].weight.grad.abs().sum() > 0
+    assert net.heads["3"][2].weight.grad is None  # only the used head learns
+    with pytest.raises(ValueError, match="factors"):
+        net(x, factor=6)
+    cfg = json.loads(json.dumps(network_config(net)))
+    rebuilt = build_network(**cfg)
+    rebuilt.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x, factor=3), net(x, factor=3))
+    with pytest.raises(ValueError, match="2D"):
+        build_network("lrrefiner", spatial_dims=3, scale=(1, 1, 2), factors=(2, 3))

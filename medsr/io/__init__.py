@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from monai.data import MetaTensor
+from nibabel.filebasedimages import ImageFileError
 
 from medsr.errors import MedsrError
 from medsr.io.atomic import atomic_output, check_output
@@ -95,7 +96,7 @@ def _read(path: Path, series_uid: str | None,
         return read_itk(path)
     except MedsrError:
         raise
-    except (OSError, EOFError, ValueError, RuntimeError) as err:
+    except (OSError, EOFError, ValueError, RuntimeError, ImageFileError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MedsrError(f"cannot read {path}: {reason}") from None
 

@@ -19,15 +19,16 @@ from torch import nn
 from medsr.nets.blocks import interpolate, pixel_shuffle
 from medsr.nets.edsr import EDSR
 from medsr.nets.espcn import ESPCN
+from medsr.nets.lrsr import LRRefiner
 from medsr.nets.srcnn import SRCNN
 from medsr.nets.vdsr import VDSR
 
-__all__ = ["EDSR", "ESPCN", "NETWORKS", "SRCNN", "VDSR", "build_network", "interpolate",
+__all__ = ["EDSR", "ESPCN", "NETWORKS", "LRRefiner", "SRCNN", "VDSR", "build_network", "interpolate",
            "network_config", "pixel_shuffle"]
 
 #: Registry key -> network class. Other classes are reached as ``"package.module:ClassName"``.
 NETWORKS: dict[str, type[nn.Module]] = {"srcnn": SRCNN, "vdsr": VDSR, "espcn": ESPCN,
-                                        "edsr": EDSR}
+                                        "edsr": EDSR, "lrrefiner": LRRefiner}
 
 
 def _import_class(path: str) -> type[nn.Module]:

@@ -127,6 +127,13 @@ def factor_range(d: DegradationConfig) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _takes_factor(name: str) -> bool:
+    """Whether the registry network ``name`` takes the factor per call (one head per factor)."""
+    from medsr.nets import NETWORKS
+
+    return bool(getattr(NETWORKS.get(name), "takes_factor", False))
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values a typo or a bad override could break; raise one-line MedsrErrors."""
     d, p, n, o = cfg.degradation, cfg.patch, cfg.network, cfg.optim
@@ -141,8 +148,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")
-    if lo != hi and n.input != "interpolated":
-        raise MedsrError("a factor range needs network.input: interpolated")
+    if lo != hi and n.input != "interpolated" and not _takes_factor(n.name):
+        raise MedsrError("a factor range needs network.input: interpolated, or a network "
+                         "with a head per factor (lrrefiner)")
     if lo == hi and p.size[-1] % lo:
         raise MedsrError(f"patch.size[-1] ({p.size[-1]}) must be a multiple of the factor "
                          f"({lo})")

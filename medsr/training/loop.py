@@ -29,7 +29,7 @@ from torch import nn
 from medsr.checkpoint import STATE, load_training_state, save_model, save_training_state
 from medsr.device import resolve_device
 from medsr.errors import MedsrError
-from medsr.nets import build_network, network_config
+from medsr.nets import NETWORKS, build_network, network_config
 from medsr.training.config import TrainConfig, factor_range
 from medsr.training.data import PairSampler, find_volumes, load_volumes
 from medsr.transforms.intensity import default_normalization
@@ -113,7 +113,7 @@ class Stepper:
         lr_img = lr_img.to(self.device, non_blocking=True)
         hr_img = hr_img.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            loss = self.loss_fn(self.net(lr_img).float(), hr_img)
+            loss = self.loss_fn(call(self.net, lr_img, hr_img.shape[-1]).float(), hr_img)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -186,8 +186,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         val_batch = [val_sampler.batch(f, per, factor=f) for f in range(lo, hi + 1)]
 
     torch.manual_seed(cfg.seed)
+    params = dict(cfg.network.params)
+    if getattr(NETWORKS.get(cfg.network.name), "takes_factor", False):
+        params.setdefault("factors", list(factor_range(cfg.degradation)))
     model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
-                          scale=_scale(cfg), **cfg.network.params).to(dev)
+                          scale=_scale(cfg), **params).to(dev)
     if cfg.network.init and not resume:
         from medsr.checkpoint import load_model
 
@@ -232,7 +235,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
     baseline = (None, None)
     if val_batch is not None:
-        baseline = evaluate_batch(_Interpolation(_scale(cfg)), val_batch, dev)
+        multi = getattr(model, "takes_factor", False)
+        baseline = evaluate_batch(_Interpolation(_scale(cfg), bspline=multi), val_batch, dev)
     first = step
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="train", unit="step",
                disable=not progress or rank != 0)
@@ -282,18 +286,35 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     return TrainResult(run_dir, step, best, history)
 
 
+def call(net: nn.Module, lr_img: torch.Tensor, hr_length: int) -> torch.Tensor:
+    """``net(lr_img)``, telling a multi-factor network (``takes_factor``) its factor."""
+    inner = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+    if getattr(inner, "takes_factor", False):
+        return net(lr_img, factor=hr_length // lr_img.shape[-1])
+    return net(lr_img)
+
+
 class _Interpolation(nn.Module):
     """Interpolation onto the HR grid, the baseline the network must beat: linear for a
-    network with its own scale; the given input itself for a network refining one."""
+    network with its own scale, cubic B-spline for a multi-factor one (its skip); the given
+    input itself for a network refining one."""
 
-    def __init__(self, scale: list[int]) -> None:
+    takes_factor = True
+
+    def __init__(self, scale: list[int], bspline: bool = False) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.bspline = scale, bspline
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, factor: int | None = None) -> torch.Tensor:
         from medsr.nets import interpolate
+        from medsr.nets.lrsr import bspline_matrix
 
-        return interpolate(x, self.scale)
+        if self.bspline and factor:
+            return x @ bspline_matrix(x.shape[-1], factor).T
+        scale = list(self.scale)
+        if factor:
+            scale[-1] = factor
+        return interpolate(x, scale)
 
 
 @torch.no_grad()
@@ -307,6 +328,7 @@ def evaluate_batch(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
         preds = []
         for i in range(0, len(lr_img), chunk):
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                preds.append(model(lr_img[i:i + chunk].to(dev)).float().cpu())
+                preds.append(call(model, lr_img[i:i + chunk].to(dev),
+                                  hr_img.shape[-1]).float().cpu())
         results.append(_psnr_ssim(torch.cat(preds), hr_img))
     return float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
