@@ -119,6 +119,9 @@ def upscale(
     volume_index: Annotated[Optional[int], typer.Option(
         "--volume", help="Upscale only this volume (0-based) of a 4D input.",
         show_default=False)] = None,
+    max_memory: Annotated[Optional[float], typer.Option(
+        help="Refuse, before any work, a request needing more than this many GiB "
+             "(default: the memory available).", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Show progress details and library warnings.")] = False,
     steps: Annotated[Optional[int], typer.Option(
@@ -195,7 +198,7 @@ def upscale(
                                        uncertainty=sd_dst is not None,
                                        slice_thickness=slice_thickness,
                                        slice_profile=slice_profile.value if slice_profile
-                                       else None)
+                                       else None, max_memory_gb=max_memory)
             result, sd_map = result if isinstance(result, tuple) else (result, None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))

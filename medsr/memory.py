@@ -33,9 +33,9 @@ GiB = 2**30
 BASE_BYTES = 500 * 2**20
 #: allocator slack of the one-axis path, beyond its slabs (see :func:`fast_work_bytes`)
 FAST_SLACK_BYTES = 32 * 2**20
-#: bytes per output voxel of the rounded float32 copy that ``medsr.io.values.cast_to`` makes
-#: for an integer output (set to 0 once it casts in chunks)
-ROUNDING_COPY_PER_VOXEL = 4
+#: bytes per output voxel of a rounded float32 copy for an integer output: none, since
+#: ``medsr.io.values.cast_to`` casts in chunks
+ROUNDING_COPY_PER_VOXEL = 0
 #: writer buffers and allocator slack per output voxel (fitted: the write phase measured
 #: 60-95 MiB above the arrays alone for 157-499 M voxel outputs)
 WRITE_SLACK_PER_VOXEL = 0.25

@@ -39,8 +39,11 @@ logger = logging.getLogger(__name__)
 METHODS = ("auto", "default", "self-supervised", *INTERPOLATORS)
 PROFILES = ("auto", "box", "gaussian")
 
-#: output voxels per slab (about 0.26 GB per float32 copy)
-SLAB_VOXELS = 64_000_000
+#: output voxels per slab (64 MiB per float32 copy)
+SLAB_VOXELS = 16_000_000
+#: working set of a learned method beyond its outputs: about 8 float32 copies of a slab
+#: (views, estimate, projection, baseline, spread) and the network's activations
+SLAB_COPIES, ACTIVATION_BYTES = 8, 300 * 2**20
 
 
 @dataclass
@@ -180,7 +183,7 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
             progress: Callable[[float], None] | None = None,
             self_supervised: dict | None = None, consistency: bool = True,
             uncertainty: bool = False, slice_thickness: float | None = None,
-            slice_profile: str | None = None
+            slice_profile: str | None = None, max_memory_gb: float | None = None
             ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -214,6 +217,8 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
             SliceThickness, else the spacing).
         slice_profile: ``"auto"`` (estimate shape and width from the image even when the
             header gives a thickness), ``"box"`` or ``"gaussian"``.
+        max_memory_gb: refuse, before any work, a request whose estimated peak memory
+            (:mod:`medsr.memory`) exceeds this; default: the memory available.
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
@@ -257,6 +262,7 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
                      or header)
         up.profile = _profile(frames, affine, up.axis, thickness, slice_profile)
+    _check_memory(frames, up, source, uncertainty, max_memory_gb)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
                           progress=progress)
@@ -273,6 +279,29 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
     result.meta["medsr_uncertainty"] = report.calibration.as_dict()
     return result, uncertainty_map
+
+
+def _check_memory(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
+                  max_memory_gb: float | None) -> None:
+    """Refuse a request that would not fit in memory (see :mod:`medsr.memory`)."""
+    from medsr.memory import GiB, check_memory, estimate_peak_bytes
+
+    t = frames.shape[0]
+    n_out = t * int(np.prod(up.out_shape))
+    per_voxel = None
+    if up.learned:
+        slab = min(SLAB_VOXELS, int(np.prod(up.out_shape)))
+        work = SLAB_COPIES * 4 * slab + ACTIVATION_BYTES
+        per_voxel = 4.0 * uncertainty + work / max(1, n_out)
+    dtype = source.dtype if source.dtype in ("uint8", "int8", "uint16", "int16", "int32",
+                                             "uint32", "float32", "float64") else "float32"
+    estimate = estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
+                                   up.name if not up.learned else "learned", in_dtype=dtype,
+                                   per_voxel_bytes=per_voxel, one_axis=up.axis is not None)
+    shape = "×".join(str(s) for s in up.out_shape)
+    check_memory(estimate, None if max_memory_gb is None else int(max_memory_gb * GiB),
+                 what=f"upscaling to {shape}" + (f" ×{t} volumes" if t > 1 else "")
+                 + f" with {up.name}")
 
 
 def _frames(volume: MetaTensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:

@@ -172,3 +172,20 @@ def test_self_supervised_beats_bspline_on_a_real_crop_with_target_unlike_the_pix
     bspline = error("bspline")
     selfsup = error("self-supervised", self_supervised={"steps": 40, "seed": 0})
     assert selfsup < 0.97 * bspline, (selfsup, bspline)
+
+
+@pytest.mark.parametrize("method", ["bspline", "default"])
+def test_request_over_the_memory_limit_is_refused_before_work(method):
+    with pytest.raises(MedsrError, match=r"needs about .* more than the .* allowed"):
+        medsr.upscale(_thick(), (1, 1, 3), method=method, max_memory_gb=0.01)
+
+
+def test_integer_cast_in_chunks_equals_a_whole_cast(monkeypatch):
+    import medsr.io.values as values
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 30000, size=(9, 7, 5)).astype(np.float32)
+    whole = np.clip(np.rint(a), -32768, 32767).astype(np.int16)
+    monkeypatch.setattr(values, "CAST_CHUNK", 40)  # a couple of rows at a time
+    np.testing.assert_array_equal(values.cast_to(a, "int16"), whole)
+    np.testing.assert_array_equal(values.cast_to(a[:, ::2].T, "int16"), whole[:, ::2].T)
