@@ -39,6 +39,33 @@ def _metrics(pred, truth, modality, mask) -> dict:
             "mae_body": mae(pred, truth, mask)}
 
 
+def _figure(path: Path, truth, bspline, pred, sd, title: str) -> None:
+    """Through-plane (coronal) slice: truth, B-spline, output, |error|, 2 sd (same scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = truth.shape[1] // 2
+    panels = [("truth", truth), ("B-spline", bspline), ("output", pred),
+              ("|error| of output", np.abs(pred - truth)), ("2 × uncertainty (sd)", 2 * sd)]
+    lo, hi = np.percentile(truth, [0.5, 99.5])
+    err_hi = float(np.percentile(np.abs(bspline - truth), 99.5)) or 1.0
+    fig, axes = plt.subplots(1, 5, figsize=(17, 4.2))
+    for ax, (label, img) in zip(axes, panels):
+        plane = np.rot90(img[:, y, :])
+        error_like = label.startswith(("|", "2"))
+        ax.imshow(plane, cmap="magma" if error_like else "gray", vmin=0 if error_like else lo,
+                  vmax=err_hi if error_like else hi, aspect="auto", interpolation="nearest")
+        ax.set_title(label)
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     from medsr import load_volume, upscale
     from medsr.io import make_volume
@@ -55,6 +82,9 @@ def main() -> None:
     parser.add_argument("--tilt", type=float, default=0.0, help="gantry tilt in degrees")
     parser.add_argument("--profile", default=None, help="slice profile: auto to estimate")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="folder for a PNG per learned run: a through-plane slice of the "
+                             "truth, B-spline, the output, |error| and 2 sd")
     args = parser.parse_args()
     rows = []
     for spec in args.cases:
@@ -85,6 +115,8 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             out, sd = res if isinstance(res, tuple) else (res, None)
             pred = out[0].numpy()
+            if method == "bspline":
+                bspline_pred = pred
             row = {"scan": path.name, "modality": modality, "thick_mm": thick, "factor": f,
                    "target_mm": thick / f, "tilt": args.tilt, "method": method,
                    "seconds": round(seconds, 1), **_metrics(pred, truth, metric_modality, mask)}
@@ -93,6 +125,10 @@ def main() -> None:
                 row["profile"] = out.meta.get("medsr_slice_profile")
                 cover, rho = coverage_and_rank(sd[0].numpy()[mask], (pred - truth)[mask])
                 row.update(coverage=round(cover, 4), rank_corr=round(rho, 3))
+                if args.figures is not None and "bspline_pred" in locals():
+                    name = f"{path.name.split('.')[0]}_{thick:g}mm_x{f}_{method}.png"
+                    _figure(args.figures / name, truth, bspline_pred, pred, sd[0].numpy(),
+                            f"{path.name}: {thick:g} mm → ×{f} ({thick / f:g} mm), {method}")
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

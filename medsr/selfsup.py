@@ -85,11 +85,14 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         net, base_card = load_model(init_path, dev)
         normalization = base_card["normalization"]
         interpolation = base_card.get("interpolation", "linear")
+        net_input = base_card.get("input", "lr")
+        scale = list(base_card.get("scale", [1, 1]))
     else:
         torch.manual_seed(seed)
         net = build_network(**FALLBACK_NETWORK).to(dev)
         normalization = default_normalization(modality)
         interpolation = "bspline"
+        net_input, scale = "interpolated", [1, 1]
     cfg = TrainConfig(
         name="self-supervised", seed=seed,
         data=DataConfig(modality=modality, normalization=normalization),
@@ -98,7 +101,10 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         degradation=DegradationConfig(factor=factor, thickness=[profile.width] * 2,
                                       profiles=[profile.kind], noise=[0.0, 0.0]),
         network=NetworkConfig(name=net.config.get("name", "edsr"), spatial_dims=2,
-                              input="interpolated", interpolation=interpolation))
+                              input=net_input, interpolation=interpolation))
+    if net_input != "interpolated" and not getattr(net, "takes_factor", False) \
+            and scale[-1] != factor:
+        raise MedsrError(f"the initial model upscales ×{scale[-1]}, not ×{factor}")
     scaling = fit_scaling(array, normalization)
     volumes = [Volume(f"scan, degraded along axis {a}",
                       torch.from_numpy(scaling.forward(v)), tuple(others), lr_axes=(a,))
@@ -117,8 +123,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     logger.info("self-supervised: %d steps in %.0f s", step, time.perf_counter() - start)
     from medsr.nets import network_config
 
-    card = {"network": network_config(net), "scale": [1, 1], "spatial_dims": 2,
-            "input": "interpolated", "interpolation": interpolation,
+    card = {"network": network_config(net), "scale": scale, "spatial_dims": 2,
+            "input": net_input, "interpolation": interpolation,
             "factors": [factor, factor], "modality": modality,
             "normalization": normalization, "self_supervised": {
                 "steps": step, "budget_seconds": None if steps is not None else budget_seconds,
