@@ -117,31 +117,11 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
     for i in range(t):
         sums = np.zeros(2)  # squared re-degradation error before and after the projection
         for start, stop in slabs:
-            lo, hi = (max(0, start - up.halo), min(frames.shape[1 + axis], stop + up.halo)) \
-                if axis is not None else (0, 0)
-            src = _take(frames[i], axis, lo, hi)
-            step = (lambda p: progress(share + (1 - share) * (done + p) / steps)) \
-                if progress else None
-            members = up.predict(src, progress=step)
-            crop = (lambda a: _take(a, axis, start - lo, start - lo + stop - start)) \
-                if axis is not None else (lambda a: a)
-            estimate = crop(members[0] if len(members) == 1
-                            else np.mean(members, axis=0, dtype=np.float32))
-            lr = crop(src)
-            if learned:
-                sums[0] += _sq_error(estimate, lr, up)
-                if report.consistency:
-                    estimate = project(estimate, lr, up.axis, up.factor, up.profile)
-                    sums[1] += _sq_error(estimate, lr, up)
-                if uncertainty:
-                    from medsr.resample import upsample_axis
+            def step(p: float, done: int = done) -> None:
+                progress(share + (1 - share) * (done + p) / steps)
 
-                    baseline = upsample_axis(lr, up.axis, up.factor, "bspline")
-                    spread_map = crop(spread(members)) if len(members) > 1 else \
-                        _flip_spread(up, src, members[0], crop)
-                    _take(sd[i], axis, start, stop)[...] = report.calibration.sd(
-                        spread_map, estimate - baseline)
-            _take(out[i], axis, start, stop)[...] = estimate
+            sums += _slab(frames[i], up, axis, start, stop, report, out[i],
+                          sd[i] if sd is not None else None, step if progress else None)
             done += 1
         if learned:
             peak = float(frames[i].max() - frames[i].min()) or 1.0
@@ -150,6 +130,40 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
             report.psnr_before.append(psnr[0])
             report.psnr_after.append(psnr[1] if report.consistency else psnr[0])
     return out, sd, report
+
+
+def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: int,
+          report: Report, out: np.ndarray, sd: np.ndarray | None, progress: Progress
+          ) -> np.ndarray:
+    """Upscale one slab ``[start, stop)`` of ``frame`` along ``axis`` into ``out`` (and
+    ``sd``); returns the squared re-degradation errors before and after the projection."""
+    lo, hi = (max(0, start - up.halo), min(frame.shape[axis], stop + up.halo)) \
+        if axis is not None else (0, 0)
+    src = _take(frame, axis, lo, hi)
+    members = up.predict(src, progress=progress)
+
+    def crop(a: np.ndarray) -> np.ndarray:
+        return _take(a, axis, start - lo, stop - lo) if axis is not None else a
+
+    estimate = crop(members[0] if len(members) == 1
+                    else np.mean(members, axis=0, dtype=np.float32))
+    sums = np.zeros(2)
+    if up.learned and up.axis is not None:
+        lr = crop(src)
+        sums[0] = _sq_error(estimate, lr, up)
+        if report.consistency:
+            estimate = project(estimate, lr, up.axis, up.factor, up.profile)
+            sums[1] = _sq_error(estimate, lr, up)
+        if sd is not None:
+            from medsr.resample import upsample_axis
+
+            baseline = upsample_axis(lr, up.axis, up.factor, "bspline")
+            spread_map = crop(spread(members)) if len(members) > 1 else \
+                _flip_spread(up, src, members[0], crop)
+            _take(sd, axis, start, stop)[...] = report.calibration.sd(spread_map,
+                                                                      estimate - baseline)
+    _take(out, axis, start, stop)[...] = estimate
+    return sums
 
 
 def _sq_error(estimate: np.ndarray, lr: np.ndarray, up: Upscaler) -> float:
