@@ -56,7 +56,8 @@ def _describe(volume) -> str:
 
     shape = "×".join(str(s) for s in volume.shape[1:])
     sp = "×".join(f"{s:.3g}" for s in spacing(volume.affine.numpy()))
-    return f"{shape} at {sp} mm"
+    frames = f" ({volume.shape[0]} volumes)" if volume.shape[0] > 1 else ""
+    return f"{shape} at {sp} mm{frames}"
 
 
 def _default_output(src: Path, fmt: str | None, folder: Path | None,
