@@ -4,7 +4,11 @@ training and validation volume by name, source and licence, plus held-out result
 Usage::
 
     python scripts/ship_model.py runs/default-mr medsr/models/default_mr \\
-        [--heldout docs/heldout/results.json]
+        [--heldout docs/heldout/results.json] [--last]
+
+``--last`` ships the run's latest weights (from its training state) instead of the
+best-validation ones, e.g. when the validation patches are not representative, or to try a
+run while it trains.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ SOURCES = {
                         "PyPI pyradiomics 3.0.1 sdist; BSD-3",
     "ct_brain_atlas_1mm.nii.gz": "TotalSegmentator CT head atlas, 1 mm; PyPI totalsegmentator "
                                  "wheel; Apache-2.0",
+    "inia19_macaque_t1_brain_0p5mm.nii.gz": "INIA19 macaque T1 brain template (19 animals), "
+                                            "0.5 mm; Debian mricron-data; BSD-3",
+    "breast1_image.nrrd": "pyradiomics breast1, clinical breast MR, 0.66 mm in-plane, 2.1 mm "
+                          "slices (in-plane patches); PyPI pyradiomics 3.0.1 sdist; BSD-3",
+    "totalseg_cta_chest_1p5mm.nii.gz": "TotalSegmentator test CT angiography of chest and "
+                                       "upper abdomen, one patient, 1.5 mm; PyPI "
+                                       "totalsegmentator sdist (tests/reference_files); "
+                                       "Apache-2.0",
 }
 
 
@@ -38,19 +50,63 @@ def describe(paths: list[str]) -> list[dict]:
             for p in paths]
 
 
+def _card_from_config(run: Path) -> dict:
+    """A card for a run that has not saved a model yet (its config and data)."""
+    import yaml
+
+    from medsr.training.data import find_volumes
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    net = cfg["network"]
+    factors = cfg["degradation"]["factor"]
+    lo, hi = (factors, factors) if isinstance(factors, int) else factors
+    return {"network": {"name": net["name"], "spatial_dims": net["spatial_dims"],
+                        "scale": [1, lo], "in_channels": 1, "factors": [lo, hi],
+                        **net.get("params", {})},
+            "scale": [1, lo], "spatial_dims": net["spatial_dims"], "input": net["input"],
+            "interpolation": net["interpolation"], "factors": [lo, hi],
+            "modality": cfg["data"]["modality"],
+            "normalization": cfg["data"].get("normalization") or (
+                {"kind": "window", "lo": -1024.0, "hi": 3071.0}
+                if cfg["data"]["modality"] == "CT"
+                else {"kind": "percentile", "lower": 0.5, "upper": 99.5}),
+            "degradation": cfg["degradation"],
+            "training_data": [str(p) for p in find_volumes(cfg["data"]["train"])],
+            "validation_data": [str(p) for p in find_volumes(cfg["data"]["val"])]
+            if cfg["data"]["val"] else [], "validation": None,
+            "experiment": cfg["name"], "seed": cfg["seed"]}
+
+
+def _write_last_weights(run: Path, dest: Path, card: dict) -> None:
+    """The model weights of the run's training state (its latest checkpoint)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(run / "state.safetensors"))
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    save_file(weights, str(dest))
+    state = json.loads((run / "state.json").read_text())
+    card["steps"] = state["step"]
+    card["validation"] = {"selection": "latest weights (--last)", "history": state["history"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--heldout", type=Path)
+    parser.add_argument("--last", action="store_true", help="the latest weights, not the best")
     args = parser.parse_args()
-    card = json.loads((args.run / "card.json").read_text())
+    card = json.loads((args.run / "card.json").read_text()) \
+        if (args.run / "card.json").is_file() else _card_from_config(args.run)
     card["training_data"] = describe(card["training_data"])
     card["validation_data"] = describe(card["validation_data"])
     if args.heldout and args.heldout.is_file():
         card["heldout_results"] = json.loads(args.heldout.read_text())
     args.dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.run / "weights.safetensors", args.dest / "weights.safetensors")
+    if args.last:
+        _write_last_weights(args.run, args.dest / "weights.safetensors", card)
+    else:
+        shutil.copyfile(args.run / "weights.safetensors", args.dest / "weights.safetensors")
     shutil.copyfile(args.run / "config.yaml", args.dest / "config.yaml")
     (args.dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"shipped {args.run} -> {args.dest}")
