@@ -15,36 +15,11 @@ import typer
 
 from medsr.commands import fail
 from medsr.commands.batch import batch
+from medsr.commands.choices import Format, Method, Modality, Profile
 from medsr.commands.evaluate import benchmark, evaluate
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-class Method(str, Enum):
-    auto = "auto"
-    default = "default"
-    self_supervised = "self-supervised"
-    bspline = "bspline"
-    linear = "linear"
-
-
-class Modality(str, Enum):
-    ct = "ct"
-    mr = "mr"
-
-
-class Profile(str, Enum):
-    auto = "auto"
-    box = "box"
-    gaussian = "gaussian"
-
-
-class Format(str, Enum):
-    nifti = "nifti"
-    dicom = "dicom"
-    nrrd = "nrrd"
-    mha = "mha"
 
 
 _SUFFIX = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
@@ -157,7 +132,6 @@ def upscale(
     from medsr.errors import MedsrError
     from medsr.io import output_format
     from medsr.io.values import check_dtype
-
     from medsr.logs import setup_logging
 
     setup_logging(verbose)

@@ -14,32 +14,10 @@ from typing import Annotated, Optional
 import typer
 
 from medsr.commands import fail
-
-
-class BatchMethod(str, Enum):
-    auto = "auto"
-    default = "default"
-    self_supervised = "self-supervised"
-    bspline = "bspline"
-    linear = "linear"
-
-
-class BatchModality(str, Enum):
-    ct = "ct"
-    mr = "mr"
-
-
-class BatchFormat(str, Enum):
-    nifti = "nifti"
-    dicom = "dicom"
-    nrrd = "nrrd"
-    mha = "mha"
-
-
-class Profile(str, Enum):
-    auto = "auto"
-    box = "box"
-    gaussian = "gaussian"
+from medsr.commands.choices import Format as BatchFormat
+from medsr.commands.choices import Method as BatchMethod
+from medsr.commands.choices import Modality as BatchModality
+from medsr.commands.choices import Profile
 
 
 class JobQueue(str, Enum):
