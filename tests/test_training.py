@@ -172,3 +172,18 @@ def test_multi_factor_lr_network_trains_and_serves_its_range(tmp_path, data_dir)
         np.testing.assert_allclose(out.affine.numpy(), reference.affine.numpy(), atol=1e-12)
     with pytest.raises(MedsrError, match="2 to"):
         medsr.upscale(vol, (1, 1, 4), model=tmp_path / "run")
+
+
+def test_slightly_coarser_thin_axis_says_how_to_train_on_it(tmp_path):
+    """A 0.96×0.96×1.5 mm CT is refused by a 3D config with the tolerance that allows it."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    nib.Nifti1Image(phantom((40, 40, 32), seed=5) * 2.0, np.diag([0.96, 0.96, 1.5, 1.0])
+                    ).to_filename(str(folder / "ct.nii.gz"))
+    path = tiny_config(tmp_path, folder, dims=3)
+    cfg = load_config(path, {"optim.max_steps": 1, "data.val_fraction": 0.0})
+    with pytest.raises(MedsrError, match=r"hr_spacing_tolerance: 1\.57"):
+        train(cfg, tmp_path / "refused", device="cpu", progress=False)
+    cfg = load_config(path, {"optim.max_steps": 1, "data.val_fraction": 0.0,
+                             "data.hr_spacing_tolerance": 1.57})
+    assert train(cfg, tmp_path / "run", device="cpu", progress=False).step == 1

@@ -13,6 +13,7 @@ degraded axis is always moved last, matching the network's scale ``(1, …, f)``
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Volume:
     data: torch.Tensor  # (X, Y, Z) float32, normalised
     hr_axes: tuple[int, ...]
     lr_axes: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None  # mm, for messages
 
 
 def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
@@ -82,7 +84,8 @@ def load_volumes(paths: list[Path], cfg: TrainConfig) -> list[Volume]:
         vol = item["image"]
         d = spacing(np.asarray(vol.affine))
         hr = tuple(int(a) for a in np.flatnonzero(d <= cfg.data.hr_spacing_tolerance * d.min()))
-        volumes.append(Volume(str(path), vol.as_tensor()[0].float().contiguous(), hr))
+        volumes.append(Volume(str(path), vol.as_tensor()[0].float().contiguous(), hr,
+                              spacing=tuple(float(x) for x in d)))
     return volumes
 
 
@@ -106,7 +109,7 @@ class PairSampler:
                 self.choices += [(i, *order) for order in ((1, 2, 0), (0, 2, 1), (0, 1, 2))]
         if not self.choices:
             raise MedsrError("no training volume is high resolution where the network needs it "
-                             f"({'a plane' if dims == 2 else 'all three axes'})")
+                             f"({'a plane' if dims == 2 else 'all three axes'}){_hint(volumes)}")
         self.volumes = volumes
 
     def _patch(self, rng: np.random.Generator, factor: int) -> torch.Tensor:
@@ -163,6 +166,17 @@ class PairSampler:
         if self.cfg.network.input == "interpolated":
             lr = interpolate_input(lr, f, self.cfg.network.interpolation)
         return lr, torch.stack(hrs)
+
+
+def _hint(volumes: list[Volume]) -> str:
+    """How to let the volumes count as high resolution: the tolerance they would need."""
+    ratios = [max(v.spacing) / min(v.spacing) for v in volumes if v.spacing]
+    if not ratios:
+        return ""
+    need = min(ratios)
+    return (f"; the most isotropic volume has spacings up to {need:.2f}× its finest: set "
+            f"data.hr_spacing_tolerance: {math.ceil(need * 100) / 100:.2f} (or more) to train "
+            "on it as the high-resolution reference")
 
 
 def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) -> torch.Tensor:
