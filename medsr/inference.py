@@ -1,6 +1,7 @@
 """Network inference on whole volumes.
 
-2D networks run on whole planes that contain the upscaled axis, a batch of planes at a time;
+2D networks run on whole planes that contain the upscaled axis, a batch of planes at a time
+(through ONNX Runtime on a CPU when it is installed, see :mod:`medsr.runtime`);
 each orthogonal plane orientation that pairs that axis with a high-resolution one (the
 network learnt from such planes) gives one *view*: both in-plane axes for a thick-slice scan,
 only the in-plane one when an in-plane axis of a thick-slice scan is upscaled. The views'
@@ -21,6 +22,7 @@ from torch import nn
 
 from medsr.errors import MedsrError
 from medsr.resample import upsample_axis
+from medsr.runtime import plane_runner
 from medsr.transforms.intensity import Scaling, fit_scaling
 
 
@@ -55,17 +57,6 @@ def _plane_batch(model: nn.Module, plane_voxels: int, budget_bytes: float = 3e8)
     return max(1, int(budget_bytes // (6 * 4 * features * max(1, plane_voxels))))
 
 
-def _planes(model: nn.Module, x: torch.Tensor, device: torch.device, amp: bool,
-            factor: int) -> torch.Tensor:
-    """Whole planes ``(N, 1, H, W)`` through a 2D network, on ``device``, back on the CPU."""
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda"
-                        else torch.float32, enabled=amp):
-        if getattr(model, "takes_factor", False):
-            return model(x, factor=factor).float().cpu()
-        return model(x).float().cpu()
-
-
 def receptive_radius(model: nn.Module) -> int:
     """An upper bound, in output voxels, on how far a network looks (sum of conv reaches)."""
     reach = 0
@@ -81,6 +72,7 @@ def receptive_radius(model: nn.Module) -> int:
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, companions: Sequence[int] | None = None,
                  planes: str = "both", roi: int = 256, factor: int | None = None,
+                 backend: str = "auto",
                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis``; one prediction per plane view.
 
@@ -91,6 +83,8 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         planes: ``"both"`` (every companion) or ``"one"`` (the first only, half the time).
         roi: sliding-window size for 3D networks.
         factor: the factor for a multi-factor network (default: the card's scale).
+        backend: for 2D networks, ``"auto"`` (ONNX Runtime on a CPU when available, see
+            :mod:`medsr.runtime`), ``"torch"`` or ``"onnx"``.
 
     Returns:
         The views' predictions (float32, the fine grid); their mean is the estimate and their
@@ -125,8 +119,9 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         # slices (N, 1, inplane, axis): the LR axis last, as the model was trained
         slices = src.permute(stack_axis, inplane, axis)
         batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
+        run = plane_runner(model, device, f, slices[:1, None].contiguous(), backend)
         for start in range(0, slices.shape[0], batch):
-            y = _planes(model, slices[start:start + batch, None], device, amp, f)[:, 0]
+            y = run(slices[start:start + batch, None])[:, 0]
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
             out[tuple(index)] = y.permute(*order)

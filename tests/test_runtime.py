@@ -1,0 +1,47 @@
+"""ONNX Runtime and PyTorch compute the same planes; PyTorch is the fallback."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from medsr.nets import build_network
+from medsr.runtime import plane_runner
+
+
+@pytest.mark.parametrize("name, params, factor", [
+    ("lrrefiner", {"scale": (1, 2), "factors": (2, 4), "features": 8, "num_blocks": 2}, 3),
+    ("edsr", {"scale": (1, 1), "features": 8, "num_blocks": 2}, 1),
+])
+def test_onnx_and_torch_agree(name, params, factor):
+    torch.manual_seed(0)
+    net = build_network(name, spatial_dims=2, **params).eval()
+    planes = torch.rand(5, 1, 23, 11)
+    onnx = plane_runner(net, torch.device("cpu"), factor, planes[:1], "onnx")
+    eager = plane_runner(net, torch.device("cpu"), factor, planes[:1], "torch")
+    a, b = onnx(planes), eager(planes)
+    assert a.shape == b.shape == (5, 1, 23, 11 * factor)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    taller = torch.rand(2, 1, 40, 11)  # the other plane axis and the batch are dynamic
+    np.testing.assert_allclose(onnx(taller).numpy(), eager(taller).numpy(), atol=1e-5)
+
+
+def test_falls_back_to_torch_without_onnxruntime(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_ort(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("not installed")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    net = build_network("edsr", spatial_dims=2, scale=(1, 1), features=4, num_blocks=1).eval()
+    planes = torch.rand(2, 1, 9, 7)
+    out = plane_runner(net, torch.device("cpu"), 1, planes[:1], "auto")(planes)
+    with torch.no_grad():
+        np.testing.assert_allclose(out.numpy(), net(planes).numpy(), atol=1e-6)
+    with pytest.raises(RuntimeError, match="ONNX Runtime"):
+        plane_runner(net, torch.device("cpu"), 1, planes[:1], "onnx")
