@@ -163,6 +163,7 @@ def check_factors(card: dict, factors: Sequence[int]) -> list[int]:
 def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, card: dict, *,
                   device: torch.device, spacing: Sequence[float] | None = None,
                   scaling: Scaling | None = None, planes: str = "both",
+                  backend: str = "auto",
                   progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale every axis whose factor is > 1; the last axis's views, in scan units.
 
@@ -184,7 +185,7 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
         companions = companion_axes(spacing, axis) if spacing is not None else None
         views = upscale_axis(x, axis, model, card, device=device, companions=companions,
                              planes=planes, factor=None if refine else int(factors[axis]),
-                             progress=step)
+                             backend=backend, progress=step)
         x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
     return [scaling.inverse(v).astype(np.float32, copy=False) for v in views]
 

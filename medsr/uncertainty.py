@@ -129,7 +129,8 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
         for flip in (False, True):
             x = lr[:, ::-1].copy() if flip else lr
             v = predict_views(x, (1, 1, f), up.net, up.card, device=up.device,
-                              spacing=(1e3, 1.0, 1.0), scaling=up.scaling)[0]
+                              spacing=(1e3, 1.0, 1.0), scaling=up.scaling,
+                              backend="torch")[0]  # a few planes: no export
             views.append(v[:, ::-1] if flip else v)
         estimate = np.mean(views, axis=0, dtype=np.float32)
         if consistency:
