@@ -108,6 +108,8 @@ def main() -> None:
     else:
         shutil.copyfile(args.run / "weights.safetensors", args.dest / "weights.safetensors")
     shutil.copyfile(args.run / "config.yaml", args.dest / "config.yaml")
+    if (args.run / "metrics.jsonl").is_file():  # the training log, for reproducibility
+        shutil.copyfile(args.run / "metrics.jsonl", args.dest / "metrics.jsonl")
     (args.dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"shipped {args.run} -> {args.dest}")
 
