@@ -66,7 +66,9 @@ def test_default_models_are_shipped_with_cards(modality):
     assert folder is not None, f"no default {modality} model in the package"
     card = json.loads((folder / "card.json").read_text())
     assert card["modality"] == modality and card["training_data"]
-    assert card["input"] == "interpolated" and card["factors"][0] <= 2 <= 6 <= card["factors"][1]
+    assert card["factors"][0] <= 2 and card["factors"][1] >= 8
+    assert card["input"] == "lr" and card["network"]["name"] == "lrrefiner"  # v0.2 models
+    assert (folder / "metrics.jsonl").is_file()  # the training log ships beside the weights
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 25e6
 
