@@ -107,7 +107,7 @@ def main() -> None:
         for method in args.methods.split(","):
             opts = {"self_supervised": {"steps": args.steps}} if method == "self-supervised" \
                 else {}
-            learned = method != "bspline"
+            learned = method not in ("bspline", "linear")
             t0 = time.perf_counter()
             res = upscale(scan, (1, 1, f), method=method, modality=modality,
                           uncertainty=learned, slice_thickness=thick,
