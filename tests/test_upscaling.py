@@ -189,3 +189,25 @@ def test_integer_cast_in_chunks_equals_a_whole_cast(monkeypatch):
     monkeypatch.setattr(values, "CAST_CHUNK", 40)  # a couple of rows at a time
     np.testing.assert_array_equal(values.cast_to(a, "int16"), whole)
     np.testing.assert_array_equal(values.cast_to(a[:, ::2].T, "int16"), whole[:, ::2].T)
+
+
+@pytest.mark.parametrize("name", ["o.nii.gz", "o.nrrd", "dicom_out"])
+def test_written_output_records_method_profile_and_consistency(tmp_path, name):
+    import pydicom
+    import SimpleITK as sitk
+
+    out = medsr.upscale(_thick(), (1, 1, 3), method="default")
+    path = medsr.save_volume(out, tmp_path / name, dtype="float32" if "dicom" not in name
+                             else "int16")
+    if name.endswith(".nii.gz"):
+        note = nib.load(str(path)).header["descrip"].item().decode()
+    elif name.endswith(".nrrd"):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        note = reader.GetMetaData("medsr")
+    else:
+        note = pydicom.dcmread(next(path.iterdir())).DerivationDescription
+    assert "medsr default" in note and "box 1.00x" in note and "re-degraded" in note
+    psnr = float(note.split("re-degraded ")[1].split(" dB")[0])
+    assert psnr == pytest.approx(out.meta["medsr_consistency_psnr"], abs=0.06)

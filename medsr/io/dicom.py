@@ -42,7 +42,7 @@ from medsr.io.dicom_groups import (
     frame_labels,
     split_volumes,
 )
-from medsr.io.meta import SourceInfo, make_volume, volume_frames
+from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
 from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
 from medsr.io.values import cast_to
 
@@ -434,6 +434,9 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
     stored, slope, intercept = _to_stored(frames, np.dtype(dtype or source.dtype))
     count, nx, ny, nz = frames.shape
     ds = _base_dataset(source)
+    note = processing_note(volume)
+    if note is not None:
+        ds.DerivationDescription = f"super-resolved by {note}"[:1024]
     if count > 1:
         for keyword in (*_VOLUME_LABELS, "TemporalPositionIdentifier"):
             if keyword in ds:

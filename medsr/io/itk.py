@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from monai.data import MetaTensor
 
 from medsr.geometry import flip_lps_ras
-from medsr.io.meta import SourceInfo, make_volume, volume_frames
+from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
 from medsr.io.values import cast_to
 
 # Keys that describe geometry or layout: written anew by the writer, never copied.
@@ -82,6 +82,9 @@ def write_itk(volume: MetaTensor, path: Path, dtype: str | None = None) -> None:
         for key, value in source.header.items():
             if not key.startswith(_GEOMETRY_KEYS):
                 image.SetMetaData(key, value)
+    note = processing_note(volume)
+    if note is not None:
+        image.SetMetaData("medsr", note)
     writer = sitk.ImageFileWriter()
     writer.SetFileName(str(path))
     writer.SetUseCompression(True)

@@ -120,3 +120,22 @@ def _split(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
         source = SourceInfo(format="array", path=str(volume.meta.get("filename_or_obj", "")),
                             dtype="float32")
     return data.astype(np.float32, copy=False), affine, source
+
+
+def processing_note(volume: torch.Tensor) -> str | None:
+    """One line on what made this volume (method, slice profile, consistency figure) for a
+    writer to store (NIfTI descrip, DICOM DerivationDescription, an NRRD/MHA key); None when
+    medsr did not make it."""
+    meta = getattr(volume, "meta", {}) or {}
+    method = meta.get("medsr_method")
+    if method is None:
+        return None
+    parts = [f"medsr {method}"]
+    profile = meta.get("medsr_slice_profile")
+    if profile:
+        parts.append(f"{profile['kind']} {float(profile['width']):.2f}x")
+    psnr = meta.get("medsr_consistency_psnr")
+    if psnr is not None:
+        psnr = float(psnr)
+        parts.append("re-degraded=input" if psnr == float("inf") else f"re-degraded {psnr:.1f} dB")
+    return "; ".join(parts)

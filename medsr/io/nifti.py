@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
 
-from medsr.io.meta import SourceInfo, make_volume, volume_frames
+from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
 from medsr.io.values import cast_to
 
 
@@ -68,6 +68,9 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
     img.set_qform(affine, code=q_code or s_code)
     if array.ndim == 4:
         _time_axis(img.header, header, source)
+    note = processing_note(volume)
+    if note is not None:
+        img.header["descrip"] = note.encode("ascii", "replace")[:79]
     img.to_filename(str(path))
 
 
