@@ -211,3 +211,16 @@ def test_written_output_records_method_profile_and_consistency(tmp_path, name):
     assert "medsr default" in note and "box 1.00x" in note and "re-degraded" in note
     psnr = float(note.split("re-degraded ")[1].split(" dB")[0])
     assert psnr == pytest.approx(out.meta["medsr_consistency_psnr"], abs=0.06)
+
+
+def test_nifti_source_descrip_is_kept_and_the_note_goes_to_a_comment(tmp_path):
+    src = tmp_path / "src.nii.gz"
+    img = nib.Nifti1Image(phantom((40, 36, 8), seed=4), np.diag([1.0, 1.0, 3.0, 1.0]))
+    img.header["descrip"] = b"scanner T1"
+    img.to_filename(str(src))
+    out = medsr.save_volume(medsr.upscale(src, (1, 1, 3), method="default"),
+                            tmp_path / "o.nii.gz")
+    header = nib.load(str(out)).header
+    assert header["descrip"].item() == b"scanner T1"
+    comments = [e.get_content() for e in header.extensions if e.get_code() == 6]
+    assert comments and b"re-degraded" in comments[0]

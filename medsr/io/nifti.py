@@ -69,8 +69,10 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
     if array.ndim == 4:
         _time_axis(img.header, header, source)
     note = processing_note(volume)
-    if note is not None:
-        img.header["descrip"] = note.encode("ascii", "replace")[:79]
+    if note is not None:  # in descrip unless the source's own is there; always a comment
+        if not bytes(img.header["descrip"].item()).strip(b"\x00 "):
+            img.header["descrip"] = note.encode("ascii", "replace")[:79]
+        img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", note.encode()))
     img.to_filename(str(path))
 
 
