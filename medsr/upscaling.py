@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("auto", "default", "self-supervised", *INTERPOLATORS)
 PROFILES = ("auto", "box", "gaussian")
 
-#: output voxels per slab (64 MiB per float32 copy)
-SLAB_VOXELS = 16_000_000
+#: output voxels per slab (160 MiB per float32 copy; fewer slabs, less halo recomputed)
+SLAB_VOXELS = 40_000_000
 #: working set of a learned method beyond its outputs: about 8 float32 copies of a slab
 #: (views, estimate, projection, baseline, spread) and the network's activations
 SLAB_COPIES, ACTIVATION_BYTES = 8, 300 * 2**20
