@@ -15,7 +15,7 @@ import typer
 
 from medsr.commands import fail
 from medsr.commands.batch import batch
-from medsr.commands.choices import Format, Method, Modality, Profile
+from medsr.commands.choices import Format, Method, Modality, Profile, Scale, Spacing
 from medsr.commands.evaluate import benchmark, evaluate
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
@@ -61,12 +61,8 @@ def upscale(
         "-o", "--output",
         help="Output file or DICOM folder; with several inputs, a folder for the outputs. "
              "Default: NAME_sr beside each input.")] = None,
-    scale: Annotated[Optional[tuple[float, float, float]], typer.Option(
-        help="Integer factor per stored array axis, e.g. 1 1 3. "
-             "Default: each spacing brought down to the smallest.", show_default=False)] = None,
-    spacing: Annotated[Optional[tuple[float, float, float]], typer.Option(
-        help="Target spacing in mm per array axis (instead of --scale).",
-        show_default=False)] = None,
+    scale: Scale = None,
+    spacing: Spacing = None,
     method: Annotated[Method, typer.Option(
         help="auto: the shipped default model for the modality when it covers the factor, "
              "else bspline; default: that model or an error; bspline or linear "

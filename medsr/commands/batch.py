@@ -17,7 +17,7 @@ from medsr.commands import fail
 from medsr.commands.choices import Format as BatchFormat
 from medsr.commands.choices import Method as BatchMethod
 from medsr.commands.choices import Modality as BatchModality
-from medsr.commands.choices import Profile
+from medsr.commands.choices import Profile, Scale, Spacing
 
 
 class JobQueue(str, Enum):
@@ -42,12 +42,8 @@ def batch(
              "'*' also crosses '/'.", show_default=False)] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
         help="Glob of inputs to leave out; repeatable.", show_default=False)] = None,
-    scale: Annotated[Optional[tuple[float, float, float]], typer.Option(
-        help="Integer factor per stored array axis, e.g. 1 1 3. "
-             "Default: each spacing brought down to the smallest.", show_default=False)] = None,
-    spacing: Annotated[Optional[tuple[float, float, float]], typer.Option(
-        help="Target spacing in mm per array axis (instead of --scale).",
-        show_default=False)] = None,
+    scale: Scale = None,
+    spacing: Spacing = None,
     method: Annotated[BatchMethod, typer.Option(
         help="As for medsr upscale: auto, default, self-supervised, bspline or linear.")
     ] = BatchMethod.auto,

@@ -1,8 +1,19 @@
-"""The choices that several commands share (Typer enums), defined once."""
+"""The choices and options that several commands share, defined once."""
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+#: ``--scale SX SY SZ`` (``medsr upscale``, ``medsr batch``)
+Scale = Annotated[Optional[tuple[float, float, float]], typer.Option(  # noqa: UP045 - Typer
+    help="Integer factor per stored array axis, e.g. 1 1 3. "
+         "Default: each spacing brought down to the smallest.", show_default=False)]
+#: ``--spacing X Y Z``
+Spacing = Annotated[Optional[tuple[float, float, float]], typer.Option(  # noqa: UP045
+    help="Target spacing in mm per array axis (instead of --scale).", show_default=False)]
 
 
 class Method(str, Enum):
