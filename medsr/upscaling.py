@@ -41,9 +41,11 @@ PROFILES = ("auto", "box", "gaussian")
 
 #: output voxels per slab (160 MiB per float32 copy; fewer slabs, less halo recomputed)
 SLAB_VOXELS = 40_000_000
-#: working set of a learned method beyond its outputs: about 8 float32 copies of a slab
-#: (views, estimate, projection, baseline, spread) and the network's activations
-SLAB_COPIES, ACTIVATION_BYTES = 8, 300 * 2**20
+#: working set of a learned method beyond its outputs, fitted to measurements
+#: (``benchmarks/cost_curve.py``: 5.25 GiB peak for a 499 M-voxel output with the default
+#: model): float32 slab copies (views with their halo, estimate, projection, baseline, spread,
+#: the runtime's buffers) and the model, ONNX Runtime and activations
+SLAB_COPIES, ACTIVATION_BYTES = 13, 400 * 2**20
 
 
 @dataclass
