@@ -7,4 +7,4 @@ from medsr.errors import MedsrError
 from medsr.io import load_volume, save_volume
 
 __all__ = ["MedsrError", "load_volume", "save_volume", "upscale", "__version__"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
