@@ -282,6 +282,8 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
                           progress=progress)
+    if up.learned:
+        logger.info("%s: %s", up.name, report.describe())
     result = _wrap(out, up.out_affine, source, affine)
     result.meta["medsr_method"] = up.name
     if up.learned and up.axis is not None:
