@@ -167,24 +167,25 @@ def requested_factors(affine: np.ndarray, scale: Sequence[float] | None, lo: int
 
 
 def _default_choice(affine, modality, scale, spacing):
-    """(default model folder, factors) or (None, why) for ``auto``/``default``."""
+    """``(model folder, factors, None)`` for ``auto``/``default``, or ``(None, None, why)``
+    when the shipped model does not apply."""
     from medsr.checkpoint import model_paths
     from medsr.inference import factor_range
     from medsr.models import default_model
 
     folder = default_model(modality)
     if folder is None:
-        return None, f"no default {modality} model is shipped"
+        return None, None, f"no default {modality} model is shipped"
     if spacing is not None:
-        return None, "--spacing asks for interpolation"
+        return None, None, "--spacing asks for interpolation"
     lo, hi = factor_range(json.loads(model_paths(folder)[1].read_text()))
     factors = requested_factors(affine, scale, lo, hi)
     if all(f == 1 for f in factors):
-        return None, "nothing to upscale"
+        return None, None, "nothing to upscale"
     if sum(f > 1 for f in factors) > 1 or any(f != 1 and not lo <= f <= hi for f in factors):
-        return None, (f"the default {modality} model serves factors {lo} to {hi} along one "
-                      f"axis, not {list(factors)}")
-    return folder, factors
+        return None, None, (f"the default {modality} model serves factors {lo} to {hi} along "
+                            f"one axis, not {list(factors)}")
+    return folder, factors, None
 
 
 def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "auto",
@@ -199,14 +200,14 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
     shape = tuple(int(s) for s in shape)
     profile = profile or SliceProfile()
     if model is None and method in ("auto", "default"):
-        model, why = _default_choice(affine, modality, scale, spacing)
+        model, factors, why = _default_choice(affine, modality, scale, spacing)
         if model is None:
             if method == "default":
                 raise MedsrError(f"--method default: {why}")
             logger.info("using B-spline: %s", why)
             method = "bspline"
         else:
-            scale = why  # the factors
+            scale = factors
     if method in INTERPOLATORS and model is None:
         factors = None if spacing is not None else requested_factors(affine, scale)
         return Upscaler(method, shape, affine, factors=factors,

@@ -28,8 +28,9 @@ from monai.data import MetaTensor
 from medsr.consistency import SliceProfile, degrade, project
 from medsr.errors import MedsrError
 from medsr.geometry import spacing as voxel_size
-from medsr.io import load_volume, make_volume
-from medsr.io.meta import SOURCE_KEY, SourceInfo
+from medsr.io import load_volume, make_volume, volume_frames
+from medsr.io.meta import SourceInfo
+from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
 from medsr.resample import INTERPOLATORS
 from medsr.uncertainty import Calibration, calibrate, spread
@@ -193,14 +194,14 @@ def profile_for(thickness_mm: float | None, spacing_mm: float, kind: str = "box"
 
 
 def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
-            spacing: Sequence[float] | None = None, method: str = "auto",
-            model: str | Path | None = None, modality: str | None = None,
-            device: str = "auto", series_uid: str | None = None,
-            progress: Callable[[float], None] | None = None,
-            self_supervised: dict | None = None, consistency: bool = True,
-            uncertainty: bool = False, slice_thickness: float | None = None,
-            slice_profile: str | None = None, max_memory_gb: float | None = None
-            ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
+                   spacing: Sequence[float] | None = None, method: str = "auto",
+                   model: str | Path | None = None, modality: str | None = None,
+                   device: str = "auto", series_uid: str | None = None,
+                   progress: Callable[[float], None] | None = None,
+                   self_supervised: dict | None = None, consistency: bool = True,
+                   uncertainty: bool = False, slice_thickness: float | None = None,
+                   slice_profile: str | None = None, max_memory_gb: float | None = None
+                   ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
     Args:
@@ -259,7 +260,10 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
                          f"{', '.join(PROFILES)}")
     if not isinstance(volume, MetaTensor):
         volume = load_volume(volume, series_uid=series_uid)
-    frames, affine, source = _frames(volume)
+    try:
+        frames, affine, source = volume_frames(volume)
+    except ValueError as err:
+        raise MedsrError(str(err)) from None
     bad = int(np.count_nonzero(~np.isfinite(frames)))
     if bad:
         raise MedsrError(f"{source.path or 'input'} has {bad} NaN/Inf voxels; "
@@ -311,8 +315,7 @@ def _check_memory(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertai
         slab = min(SLAB_VOXELS, int(np.prod(up.out_shape)))
         work = SLAB_COPIES * 4 * slab + ACTIVATION_BYTES
         per_voxel = 4.0 * uncertainty + work / max(1, n_out)
-    dtype = source.dtype if source.dtype in ("uint8", "int8", "uint16", "int16", "int32",
-                                             "uint32", "float32", "float64") else "float32"
+    dtype = source.dtype if source.dtype in DTYPES else "float32"
     estimate = estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
                                    up.name if not up.learned else "learned", in_dtype=dtype,
                                    per_voxel_bytes=per_voxel, one_axis=up.axis is not None)
@@ -320,19 +323,6 @@ def _check_memory(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertai
     check_memory(estimate, None if max_memory_gb is None else int(max_memory_gb * GiB),
                  what=f"upscaling to {shape}" + (f" ×{t} volumes" if t > 1 else "")
                  + f" with {up.name}")
-
-
-def _frames(volume: MetaTensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
-    """``(T, X, Y, Z)`` float32 frames, the RAS affine and the source info of a volume."""
-    data = volume.detach().cpu().numpy()
-    if data.ndim == 3:
-        data = data[None]
-    if data.ndim != 4:
-        raise MedsrError(f"expected a 3D or 4D volume, got shape {tuple(data.shape)}")
-    source = volume.meta.get(SOURCE_KEY) or SourceInfo(
-        format="array", path=str(volume.meta.get("filename_or_obj", "")), dtype="float32")
-    return (data.astype(np.float32, copy=False), np.asarray(volume.affine, dtype=np.float64),
-            source)
 
 
 def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo, affine: np.ndarray,
