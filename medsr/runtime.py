@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from medsr.nets import forward
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -34,9 +36,7 @@ class _Fixed(nn.Module):
         self.model, self.factor = model, factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self.model, "takes_factor", False):
-            return self.model(x, factor=self.factor)
-        return self.model(x)
+        return forward(self.model, x, self.factor)
 
 
 def _torch_runner(model: nn.Module, device: torch.device, factor: int

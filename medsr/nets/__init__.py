@@ -23,8 +23,8 @@ from medsr.nets.lrsr import LRRefiner
 from medsr.nets.srcnn import SRCNN
 from medsr.nets.vdsr import VDSR
 
-__all__ = ["EDSR", "ESPCN", "NETWORKS", "LRRefiner", "SRCNN", "VDSR", "build_network", "interpolate",
-           "network_config", "pixel_shuffle"]
+__all__ = ["EDSR", "ESPCN", "NETWORKS", "LRRefiner", "SRCNN", "VDSR", "build_network",
+           "forward", "interpolate", "network_config", "pixel_shuffle"]
 
 #: Registry key -> network class. Other classes are reached as ``"package.module:ClassName"``.
 NETWORKS: dict[str, type[nn.Module]] = {"srcnn": SRCNN, "vdsr": VDSR, "espcn": ESPCN,
@@ -70,6 +70,15 @@ def build_network(name: str, **config: Any) -> nn.Module:
     if not hasattr(net, "config"):
         net.config = dict(config)
     return net
+
+
+def forward(net: nn.Module, x, factor: int):
+    """``net(x)``, telling a multi-factor network (``takes_factor``, e.g. LRRefiner) its
+    factor; the one place training, validation and inference call networks through."""
+    inner = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+    if getattr(inner, "takes_factor", False):
+        return net(x, factor=factor)
+    return net(x)
 
 
 def network_config(net: nn.Module) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from torch import nn
 from medsr.checkpoint import STATE, load_training_state, save_model, save_training_state
 from medsr.device import resolve_device
 from medsr.errors import MedsrError
-from medsr.nets import NETWORKS, build_network, network_config
+from medsr.nets import NETWORKS, build_network, forward, network_config
 from medsr.training.config import TrainConfig, factor_range
 from medsr.training.data import PairSampler, find_volumes, load_volumes
 from medsr.transforms.intensity import default_normalization
@@ -287,11 +287,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
 
 def call(net: nn.Module, lr_img: torch.Tensor, hr_length: int) -> torch.Tensor:
-    """``net(lr_img)``, telling a multi-factor network (``takes_factor``) its factor."""
-    inner = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-    if getattr(inner, "takes_factor", False):
-        return net(lr_img, factor=hr_length // lr_img.shape[-1])
-    return net(lr_img)
+    """The network on a training pair's input; its factor is the pair's length ratio."""
+    return forward(net, lr_img, hr_length // lr_img.shape[-1])
 
 
 class _Interpolation(nn.Module):
