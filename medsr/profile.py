@@ -19,7 +19,7 @@ import numpy as np
 from medsr.consistency import SliceProfile
 from medsr.errors import MedsrError
 from medsr.geometry import spacing as voxel_size
-from medsr.transforms.degrade import FWHM_PER_SIGMA
+from medsr.transforms.degrade import FWHM_PER_SIGMA, profile_kernel
 
 WIDTHS = np.round(np.arange(0.5, 2.51, 0.05), 2)
 KINDS = ("box", "gaussian")
@@ -32,23 +32,10 @@ def _spectrum(lines: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(np.fft.rfft(x, axis=1)) ** 2, axis=0)[1:]
 
 
-def _kernel(kind: str, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Profile weights at integer pixel offsets (box voxel-integrated, Gaussian sampled)."""
-    if kind == "box":
-        h = fwhm / 2.0
-        d = np.arange(-np.ceil(h + 0.5), np.ceil(h + 0.5) + 1)
-        w = np.clip(np.minimum(d + 0.5, h) - np.maximum(d - 0.5, -h), 0.0, None)
-    else:
-        sigma = fwhm / FWHM_PER_SIGMA
-        d = np.arange(-np.ceil(3 * sigma + 1), np.ceil(3 * sigma + 1) + 1)
-        w = np.exp(-0.5 * (d / max(sigma, 1e-3)) ** 2)
-    return d, w / w.sum()
-
-
 def _simulate(lines: np.ndarray, step: float, m: int, kind: str, width_px: float
               ) -> np.ndarray:
     """Blur pixel lines ``(N, L)`` with the profile, sample every ``step`` pixels, ``m`` long."""
-    offsets, weights = _kernel(kind, width_px)
+    offsets, weights = profile_kernel(1, width_px, kind)
     n = lines.shape[1]
     # centres on whole pixels (as thick slices are made from pixels): no interpolation blur
     centres = np.round(np.arange(m) * step + (n - 1 - (m - 1) * step) / 2.0).astype(int)
@@ -111,7 +98,7 @@ def estimate_profile(array: np.ndarray, affine: np.ndarray, axis: int,
     best = (np.inf, "box", 1.0)
     for kind in KINDS:
         for w in WIDTHS:
-            offsets, weights = _kernel(kind, w * step)
+            offsets, weights = profile_kernel(1, w * step, kind)
             across = np.zeros(2 * reach + 1)
             np.add.at(across, np.clip(offsets.astype(int) + reach, 0, 2 * reach), weights)
             target = np.log(_spectrum(blocks @ across) + 1e-12)
