@@ -22,7 +22,6 @@ app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-_SUFFIX = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 
 
 
@@ -33,23 +32,6 @@ def _describe(volume) -> str:
     sp = "×".join(f"{s:.3g}" for s in spacing(volume.affine.numpy()))
     frames = f" ({volume.shape[0]} volumes)" if volume.shape[0] > 1 else ""
     return f"{shape} at {sp} mm{frames}"
-
-
-def _default_output(src: Path, fmt: str | None, folder: Path | None,
-                    tag: str = "_sr") -> Path:
-    """``scan.nii.gz -> scan_sr.nii.gz`` (format kept unless ``--format``); DICOM -> folder."""
-    name = src.name
-    lower = name.lower()
-    stem, ext = name, ""
-    for known in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima"):
-        if lower.endswith(known):
-            stem, ext = name[: -len(known)], name[-len(known):]
-            break
-    if src.is_dir() or ext.lower() in (".dcm", ".ima"):
-        ext = ""  # DICOM in: a DICOM series folder out
-    if fmt is not None:
-        ext = _SUFFIX[fmt]
-    return (folder or src.parent) / f"{stem}{tag}{ext}"
 
 
 @app.command()
@@ -126,7 +108,7 @@ def upscale(
 
     import medsr
     from medsr.errors import MedsrError
-    from medsr.io import output_format
+    from medsr.io import default_output, output_format
     from medsr.io.values import check_dtype
     from medsr.logs import setup_logging
 
@@ -152,10 +134,10 @@ def upscale(
             folder.mkdir(parents=True, exist_ok=True)
     failures = 0
     for src in tqdm(inputs, desc="volumes", unit="vol", disable=not many or None):
-        dst = (_default_output(src, fmt_name, output) if many or output is None else output)
+        dst = (default_output(src, fmt_name, output) if many or output is None else output)
         sd_dst = uncertainty
         if uncertainty is not None and many:
-            sd_dst = _default_output(src, fmt_name, uncertainty, tag="_sd")
+            sd_dst = default_output(src, fmt_name, uncertainty, tag="_sd")
         try:
             volume = medsr.load_volume(src, series_uid=series, volume=volume_index)
             with tqdm(total=100, desc=src.name, unit="%", leave=False, disable=None) as bar:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medsr.errors import MedsrError
+from medsr.io import VOLUME_SUFFIXES, default_output
 
 logger = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SIDECAR_SUFFIXES = (".json", ".bval", ".bvec", ".tsv")
 #: sidecars copied beside an output (``x.json`` -> ``x_sr.json``)
 COPIED_SIDECARS = (".json", ".bval", ".bvec")
@@ -151,9 +151,7 @@ def _rel(path: Path, root: Path) -> str:
 
 def _file_output(target: Path, fmt: str | None) -> Path:
     """``sub/x.nii.gz -> sub/x_sr.nii.gz``; a DICOM file gives a series folder; ``fmt`` wins."""
-    from medsr.cli import _default_output
-
-    return _default_output(target, fmt, target.parent)
+    return default_output(target, fmt, target.parent)
 
 
 def _sidecars(path: Path) -> tuple[Path, ...]:

@@ -18,12 +18,17 @@ from medsr.io.atomic import atomic_output, check_output
 from medsr.io.meta import SOURCE_KEY, SourceInfo, make_volume, volume_frames, volume_parts
 from medsr.io.values import check_dtype
 
-__all__ = ["FORMATS", "SourceInfo", "load_volume", "make_volume", "output_format",
-           "save_volume", "select_volume", "volume_frames", "volume_parts"]
+__all__ = ["FORMATS", "VOLUME_SUFFIXES", "SourceInfo", "default_output", "load_volume",
+           "make_volume", "output_format", "save_volume", "select_volume", "volume_frames",
+           "volume_parts"]
 
 FORMATS = ("nifti", "dicom", "nrrd", "mha")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: file endings of single-file volumes (``.nii.gz`` before ``.nii``, so the longest matches)
+VOLUME_SUFFIXES = (".nii.gz", ".nii", *_ITK_SUFFIXES)
+_DICOM_SUFFIXES = (".dcm", ".ima")
+_FORMAT_SUFFIX = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 
 
 def _suffix(path: Path) -> str:
@@ -120,6 +125,24 @@ def select_volume(volume: MetaTensor, index: int, name: str = "the input") -> Me
         source.extra["frames"] = [labels[index]]
     source.extra["volume_index"] = index
     return make_volume(frames[index], affine, source)
+
+
+def default_output(src: Path, fmt: str | None = None, folder: Path | None = None,
+                   tag: str = "_sr") -> Path:
+    """Where an output of ``src`` goes by default: ``scan.nii.gz -> scan_sr.nii.gz`` in
+    ``folder`` (default: beside it), the format kept unless ``fmt``; a DICOM input (folder or
+    file) gives a series folder."""
+    name = src.name
+    stem, ext = name, ""
+    for known in (*VOLUME_SUFFIXES, *_DICOM_SUFFIXES):
+        if name.lower().endswith(known):
+            stem, ext = name[: -len(known)], name[-len(known):]
+            break
+    if src.is_dir() or ext.lower() in _DICOM_SUFFIXES:
+        ext = ""  # DICOM in: a DICOM series folder out
+    if fmt is not None:
+        ext = _FORMAT_SUFFIX[fmt]
+    return (folder or src.parent) / f"{stem}{tag}{ext}"
 
 
 def output_format(path: Path, fmt: str | None = None) -> str:

@@ -22,6 +22,7 @@ import torch
 
 from medsr.errors import MedsrError
 from medsr.geometry import spacing
+from medsr.io import VOLUME_SUFFIXES
 from medsr.nets import interpolate
 from medsr.resample import upsample_axis
 from medsr.training.config import TrainConfig, factor_range
@@ -30,7 +31,6 @@ from medsr.transforms.intensity import default_normalization, fit_scaling
 
 logger = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def find_volumes(entries: list[str]) -> list[Path]:
