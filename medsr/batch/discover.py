@@ -89,7 +89,7 @@ def discover(root: Path, out: Path, *, fmt: str | None = None,
     Raises:
         MedsrError: ``root`` does not exist.
     """
-    from medsr.io.dicom import _header
+    from medsr.io.dicom import series_header
 
     root, out = Path(root).absolute(), Path(out).absolute()
     if not root.exists():
@@ -121,7 +121,7 @@ def discover(root: Path, out: Path, *, fmt: str | None = None,
                 logger.info("skip %s (sidecar)", rel)
             elif _looks_like_dicom(path):
                 try:
-                    header = _header(path)
+                    header = series_header(path)
                 except MedsrError as err:
                     broken.append((path, str(err)))
                     continue

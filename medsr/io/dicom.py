@@ -195,7 +195,7 @@ def _load(file: Path) -> list[_Frame]:
         return _frames(ds, file.name)
 
 
-def _header(file: Path) -> tuple[str, str, int] | None:
+def series_header(file: Path) -> tuple[str, str, int] | None:
     """SeriesInstanceUID, description and frame count of an image file; None to skip it."""
     try:
         ds = _read(file, header_only=True)
@@ -218,7 +218,7 @@ def _series_files(folder: Path, series_uid: str | None) -> list[Path]:
     """Group the folder's image files by SeriesInstanceUID and pick one series."""
     series: dict[str, list[tuple[Path, str, int]]] = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if (header := _header(file)) is not None:
+        if (header := series_header(file)) is not None:
             series.setdefault(header[0], []).append((file, header[1], header[2]))
     if not series:
         raise MedsrError(f"no DICOM image files found in {folder}")
