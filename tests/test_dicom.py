@@ -302,18 +302,24 @@ def test_write_needs_empty_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- multi-frame
-def write_enhanced(file: Path, stored: np.ndarray, lps: np.ndarray, *, intercept: float = 0.0,
-                   seed: int = 7) -> None:
-    """An Enhanced MR file whose frames are stored in shuffled spatial order."""
-    order = np.random.default_rng(seed).permutation(stored.shape[2])
-    r = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
-    c = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+def enhanced_dataset() -> Dataset:
+    """An empty Enhanced MR instance with patient, study, series and frame-of-reference UIDs."""
     ds = _file_dataset(EnhancedMRImageStorage)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.PatientName, ds.PatientID, ds.Modality = "Test", "PID9", "MR"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    return ds
+
+
+def write_enhanced(file: Path, stored: np.ndarray, lps: np.ndarray, *, intercept: float = 0.0,
+                   seed: int = 7) -> None:
+    """An Enhanced MR file whose frames are stored in shuffled spatial order."""
+    order = np.random.default_rng(seed).permutation(stored.shape[2])
+    r = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    c = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    ds = enhanced_dataset()
     ds.NumberOfFrames = stored.shape[2]
     _image_attrs(ds, stored)
     measures, orientation, transform = Dataset(), Dataset(), Dataset()

@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
-from test_dicom import GEOMETRIES, _file_dataset, _image_attrs
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from test_dicom import GEOMETRIES, _file_dataset, _image_attrs, enhanced_dataset
 
 import medsr
 from medsr.errors import MedsrError
@@ -216,12 +216,7 @@ def write_enhanced_stacks(file: Path, volumes: list[np.ndarray], lps_list: list[
                           seed: int = 1) -> None:
     """An Enhanced MR file: one stack per volume (StackID, TemporalPositionIndex,
     DimensionIndexValues), frames stored in shuffled order."""
-    ds = _file_dataset(EnhancedMRImageStorage)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.PatientName, ds.PatientID, ds.Modality = "Test", "PID9", "MR"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.FrameOfReferenceUID = generate_uid()
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds = enhanced_dataset()
     nz = volumes[0].shape[2]
     ds.NumberOfFrames = len(volumes) * nz
     _image_attrs(ds, volumes[0])
