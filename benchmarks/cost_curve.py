@@ -138,6 +138,13 @@ def compare_sitk(source: np.ndarray, repeats: int = 2) -> dict:
             "all": times}
 
 
+def gpu_name() -> str | None:
+    """The CUDA device a ``medsr upscale`` child would use, if any."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -170,7 +177,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "processor": platform.processor() or platform.machine(),
-                           "load_before": load_average()},
+                           "gpu": gpu_name(), "load_before": load_average()},
                "source": str(args.source), "factor": FACTOR, "cases": []}
     rows = []
     print(f"load average {load_average()}", flush=True)
@@ -198,6 +205,8 @@ def main() -> None:
             print(rows[-1], flush=True)
             if r["rc"]:
                 print(r["log_tail"], file=sys.stderr)
+            # saved after every case, so a run stopped early keeps what it measured
+            (args.json or args.out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
 
     limit = int(args.budget_gib * GiB)
     fit_shape, fit_peak = largest_fitting(limit, "bspline")
@@ -229,7 +238,9 @@ def main() -> None:
                      f"(×{cmp['ratio']:.0f}; max difference {cmp['max_rel_diff']:.1e} of the "
                      f"range; load {cmp['load_avg']}).")
     results["machine"]["load_after"] = load_average()
-    lines.append(f"Machine: {os.cpu_count()} CPUs ({results['machine']['processor']}), load "
+    gpu = results["machine"]["gpu"]
+    lines.append(f"Machine: {os.cpu_count()} CPUs ({results['machine']['processor']})"
+                 + (f", GPU {gpu}" if gpu else ", no GPU") + ", load "
                  f"average {results['machine']['load_before']} before, "
                  f"{results['machine']['load_after']} after.")
     args.out.write_text("\n".join(lines) + "\n")

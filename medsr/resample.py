@@ -34,11 +34,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import SimpleITK as sitk
 
 from medsr.errors import MedsrError
 
-INTERPOLATORS = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear}
+#: interpolation methods; SimpleITK (imported when the general path runs) names them
+INTERPOLATORS = ("bspline", "linear")
 
 #: pole of the cubic B-spline prefilter, sqrt(3) - 2
 _POLE = float(np.sqrt(3.0) - 2.0)
@@ -311,10 +311,12 @@ def resample_sitk(array: np.ndarray, out_shape: Sequence[int], ratio: Sequence[f
                    offset: Sequence[float], method: str,
                    progress: Callable[[float], None] | None) -> np.ndarray:
     """The general case with SimpleITK's ``ResampleImageFilter`` (several axes at once)."""
+    import SimpleITK as sitk
+
     image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0),
                                                         dtype=np.float32))
     f = sitk.ResampleImageFilter()
-    f.SetInterpolator(INTERPOLATORS[method])
+    f.SetInterpolator({"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear}[method])
     f.SetSize([int(s) for s in out_shape])
     f.SetOutputSpacing([float(r) for r in ratio])
     f.SetOutputOrigin([float(o) for o in offset])
