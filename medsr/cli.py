@@ -151,7 +151,9 @@ def upscale(
                                        uncertainty=sd_dst is not None,
                                        slice_thickness=slice_thickness,
                                        slice_profile=slice_profile.value if slice_profile
-                                       else None, max_memory_gb=max_memory)
+                                       else None, max_memory_gb=max_memory,
+                                       scratch=dst.parent if dst.parent.is_dir() else None,
+                                       save_format=output_format(dst, fmt_name))
             result, sd_map = result if isinstance(result, tuple) else (result, None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))

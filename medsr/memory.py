@@ -3,12 +3,14 @@
 A run goes through three phases, and its peak is the largest of them:
 
 * load: the stored array (``in_dtype``) and its float32 copy;
-* resample: the float32 input, the float32 output and the method's working set (a few slabs
-  for the one-axis B-spline/linear path of :func:`medsr.resample.resample_axis`; ITK's float32
-  input copy, float64 coefficient image and output buffer for the general SimpleITK path; a
-  per-output-voxel working set for learned methods, given by the caller);
-* write: input and output still held, plus the conversion to the stored dtype (for an integer
-  output today: a rounded float32 copy and the cast, 4 + itemsize bytes per output voxel).
+* resample: the float32 input, the float32 outputs unless they are made on disk
+  (:mod:`medsr.scratch`), and the method's working set (for the one-axis B-spline/linear path
+  of :func:`medsr.resample.resample_axis`, a few slabs; for the general SimpleITK path, ITK's
+  float32 input copy, float64 coefficient image and output buffer; for learned methods, the
+  slab working set given by the caller);
+* write: input and outputs (unless on disk) still held, plus the writer's own: a chunk for
+  the NIfTI and DICOM writers, which cast and write a chunk of slices at a time; the whole
+  output, its stored-type copy and ITK's image for NRRD/MHA (SimpleITK writes whole images).
 
 Sizes are in bytes; messages print GiB (2**30 bytes). The constants were measured on Linux with
 ``resource.getrusage`` (see ``benchmarks/cost_curve.py``, which reports model and measurement
@@ -28,24 +30,20 @@ from medsr.errors import MedsrError
 from medsr.resample import SLAB_BYTES, thread_budget
 
 GiB = 2**30
-#: resident memory of a ``medsr upscale`` process once torch, MONAI, SimpleITK, nibabel are
-#: imported (measured 450-470 MiB), rounded up
+#: resident memory of a ``medsr upscale`` process once torch, MONAI, nibabel are imported
+#: (measured 450-470 MiB), rounded up
 BASE_BYTES = 500 * 2**20
 #: allocator slack of the one-axis path, beyond its slabs (see :func:`fast_work_bytes`)
 FAST_SLACK_BYTES = 32 * 2**20
-#: bytes per output voxel of a rounded float32 copy for an integer output: none, since
-#: ``medsr.io.values.cast_to`` casts in chunks
-ROUNDING_COPY_PER_VOXEL = 0
-#: writer buffers and allocator slack per output voxel (fitted: the write phase measured
-#: 60-95 MiB above the arrays alone for 157-499 M voxel outputs)
-WRITE_SLACK_PER_VOXEL = 0.25
+#: what a streaming writer holds: a chunk of slices as float32 and cast, gzip buffers, slack
+STREAM_WRITE_BYTES = 96 * 2**20
 CLASSICAL = ("bspline", "linear")
 
 
 def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], method: str, *,
                         in_dtype: str = "int16", out_dtype: str | None = None,
-                        per_voxel_bytes: float | None = None, one_axis: bool | None = None,
-                        write_bytes_per_voxel: float | None = None,
+                        work_bytes: float | None = None, one_axis: bool | None = None,
+                        outputs: int = 1, on_disk: bool = False, streamed: bool = True,
                         base_bytes: int = BASE_BYTES) -> int:
     """Estimated peak resident memory of loading, upscaling and writing one volume.
 
@@ -53,17 +51,18 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
         in_shape: source array shape (3D; a 4D series counts all its frames).
         out_shape: output array shape.
         method: ``"bspline"`` or ``"linear"``; anything else is a learned method and needs
-            ``per_voxel_bytes``.
+            ``work_bytes``.
         in_dtype: stored dtype of the source (what the reader holds while converting).
         out_dtype: stored dtype of the output; default ``in_dtype``.
-        per_voxel_bytes: learned methods: working set per output voxel beyond the float32
-            input and output (network activations, tiles, blending weights...).
+        work_bytes: the method's working set beyond input and outputs (for learned methods,
+            one slab's copies, the model and its activations); default for interpolation:
+            :func:`fast_work_bytes` on one axis, SimpleITK's buffers otherwise.
         one_axis: whether a single axis is resampled (the fast path); default: inferred from
             the shapes (at most one axis changes length).
-        write_bytes_per_voxel: extra bytes per output voxel while writing; default
-            ``ROUNDING_COPY_PER_VOXEL + itemsize`` for an integer output (rounded float32
-            copy, then the cast), 0 for float32, 8 for float64; plus
-            :data:`WRITE_SLACK_PER_VOXEL` in any case.
+        outputs: float32 output arrays (2 with an uncertainty map).
+        on_disk: the outputs are made in scratch files and not held in memory.
+        streamed: the writer casts and writes a chunk at a time (NIfTI, DICOM); ``False``
+            for NRRD/MHA, written whole through SimpleITK.
         base_bytes: resident size of the process before any volume is loaded.
 
     Returns:
@@ -73,25 +72,22 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
     n_out = math.prod(int(s) for s in out_shape)
     source = np.dtype(in_dtype)
     target = np.dtype(out_dtype or in_dtype)
-    if write_bytes_per_voxel is None:
-        write_bytes_per_voxel = (ROUNDING_COPY_PER_VOXEL + target.itemsize
-                                 if target.kind in "iub"
-                                 else 0 if target == np.float32 else target.itemsize)
     held = base_bytes + 4 * n_in  # the loaded volume, as float32
     load = base_bytes + (source.itemsize + 4) * n_in
-    if method in CLASSICAL:
+    kept = 0 if on_disk else 4 * n_out * outputs
+    if work_bytes is None:
+        if method not in CLASSICAL:
+            raise ValueError(f"method {method!r} needs work_bytes (its working set)")
         if one_axis is None:
             one_axis = sum(int(a) != int(b) for a, b in zip(in_shape, out_shape)) <= 1
-        if one_axis:
-            work = fast_work_bytes()
-        else:  # SimpleITK: float32 input image, float64 coefficients (B-spline), ITK output
-            work = 4 * n_in + (8 * n_in if method == "bspline" else 0) + 4 * n_out
-    else:
-        if per_voxel_bytes is None:
-            raise ValueError(f"method {method!r} needs per_voxel_bytes (its working set)")
-        work = per_voxel_bytes * n_out
-    resample = held + 4 * n_out + work
-    write = held + 4 * n_out + (write_bytes_per_voxel + WRITE_SLACK_PER_VOXEL) * n_out
+        # SimpleITK: float32 input image, float64 coefficients (B-spline), ITK output
+        work_bytes = fast_work_bytes() if one_axis else (
+            4 * n_in + (8 * n_in if method == "bspline" else 0) + 4 * n_out)
+    resample = held + kept + work_bytes
+    if streamed:
+        write = held + kept + STREAM_WRITE_BYTES
+    else:  # the output read whole, cast to the stored type, copied into an ITK image
+        write = held + 4 * n_out * outputs + 2 * target.itemsize * n_out
     return int(max(load, resample, write))
 
 

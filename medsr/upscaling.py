@@ -33,6 +33,7 @@ from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
 from medsr.resample import INTERPOLATORS
+from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.uncertainty import Calibration, calibrate, spread
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ PROFILES = ("auto", "box", "gaussian")
 
 #: output voxels per slab (160 MiB per float32 copy; fewer slabs, less halo recomputed)
 SLAB_VOXELS = 40_000_000
+#: the smallest slab the memory plan shrinks to
+MIN_SLAB_VOXELS = 2_000_000
+#: outputs (with the sd map) from this size up are made on disk (:mod:`medsr.scratch`)
+SCRATCH_OUTPUT_BYTES = 2**30
 #: working set of a learned method beyond its outputs, fitted to measurements
 #: (``benchmarks/cost_curve.py``: 5.25 GiB peak for a 499 M-voxel output with the default
 #: model): float32 slab copies (views with their halo, estimate, projection, baseline, spread,
@@ -93,7 +98,8 @@ def _take(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndar
 
 def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
         uncertainty: bool = False, progress: Progress = None,
-        slab_voxels: int = SLAB_VOXELS) -> tuple[np.ndarray, np.ndarray | None, Report]:
+        slab_voxels: int = SLAB_VOXELS, scratch: str | Path | None = None
+        ) -> tuple[np.ndarray, np.ndarray | None, Report]:
     """Upscale every frame with ``up``; returns ``(output, sd or None, report)``.
 
     Args:
@@ -102,6 +108,8 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
         consistency: project learned outputs onto the measured slices.
         uncertainty: also return the calibrated standard deviation (learned methods only).
         slab_voxels: output voxels per slab (bounds memory).
+        scratch: a folder to make the outputs in on disk (:mod:`medsr.scratch`; their pages
+            are dropped from memory after each slab); default: in memory.
     """
     learned = up.learned and up.axis is not None
     if uncertainty and not learned:
@@ -113,8 +121,13 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
     report = Report(consistency=consistency and learned)
     if uncertainty:
         report.calibration = calibrate(up, reference, consistency=report.consistency)
-    out = np.empty((t, *up.out_shape), dtype=np.float32)
-    sd = np.empty_like(out) if uncertainty else None
+    def allocate() -> np.ndarray:
+        if scratch is None:
+            return np.empty((t, *up.out_shape), dtype=np.float32)
+        return scratch_frames(t, up.out_shape, scratch)
+
+    out = allocate()
+    sd = allocate() if uncertainty else None
     axis, slabs = _slabs(up, frames.shape[1:], slab_voxels)
     steps, done = t * len(slabs), 0
     for i in range(t):
@@ -125,6 +138,7 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
 
             sums += _slab(frames[i], up, axis, start, stop, report, out[i],
                           sd[i] if sd is not None else None, step if progress else None)
+            release(out, sd)
             done += 1
         if learned:
             peak = float(frames[i].max() - frames[i].min()) or 1.0
@@ -200,7 +214,8 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
                    progress: Callable[[float], None] | None = None,
                    self_supervised: dict | None = None, consistency: bool = True,
                    uncertainty: bool = False, slice_thickness: float | None = None,
-                   slice_profile: str | None = None, max_memory_gb: float | None = None
+                   slice_profile: str | None = None, max_memory_gb: float | None = None,
+                   scratch: str | Path | None = None, save_format: str | None = None
                    ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -235,7 +250,15 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         slice_profile: ``"auto"`` (estimate shape and width from the image even when the
             header gives a thickness), ``"box"`` or ``"gaussian"``.
         max_memory_gb: refuse, before any work, a request whose estimated peak memory
-            (:mod:`medsr.memory`) exceeds this; default: the memory available.
+            (:mod:`medsr.memory`) exceeds this; default: the memory available. Outputs of
+            1 GiB or more, or too large for this limit, are made on disk and slabs shrink to
+            fit (see :mod:`medsr.scratch`); the result then views a temporary file that
+            disappears with it.
+        scratch: folder for such disk-backed outputs (default ``$MEDSR_SCRATCH``, else the
+            system's temporary folder; the CLI uses the output's folder).
+        save_format: the format the result will be saved in (``nifti``, ``dicom``, ``nrrd``,
+            ``mha``), for the memory check: NIfTI and DICOM are written a chunk at a time,
+            NRRD/MHA whole. Default: a streamed format.
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
@@ -282,10 +305,11 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
                      or header)
         up.profile = _profile(frames, affine, up.axis, thickness, slice_profile)
-    _check_memory(frames, up, source, uncertainty, max_memory_gb)
+    on_disk, slab = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
-                          progress=progress)
+                          progress=progress, slab_voxels=slab,
+                          scratch=scratch_dir(scratch) if on_disk else None)
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
     result = _wrap(out, up.out_affine, source, affine)
@@ -303,26 +327,51 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     return result, uncertainty_map
 
 
-def _check_memory(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
-                  max_memory_gb: float | None) -> None:
-    """Refuse a request that would not fit in memory (see :mod:`medsr.memory`)."""
-    from medsr.memory import GiB, check_memory, estimate_peak_bytes
+def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
+          max_memory_gb: float | None, save_format: str | None) -> tuple[bool, int]:
+    """``(on_disk, slab_voxels)`` for a request, or a one-line refusal when even outputs on
+    disk and the smallest slabs would not fit in memory (see :mod:`medsr.memory`).
+
+    Outputs (with their sd map) of :data:`SCRATCH_OUTPUT_BYTES` or more, or that would not
+    fit in memory, are made on disk; slabs shrink from :data:`SLAB_VOXELS` (halving, down to
+    :data:`MIN_SLAB_VOXELS`) until the working set fits.
+    """
+    from medsr.memory import (GiB, available_memory_bytes, check_memory, estimate_peak_bytes,
+                              fast_work_bytes)
 
     t = frames.shape[0]
-    n_out = t * int(np.prod(up.out_shape))
-    per_voxel = None
-    if up.learned:
-        slab = min(SLAB_VOXELS, int(np.prod(up.out_shape)))
-        work = SLAB_COPIES * 4 * slab + ACTIVATION_BYTES
-        per_voxel = 4.0 * uncertainty + work / max(1, n_out)
+    per_frame = int(np.prod(up.out_shape))
+    outputs = 1 + bool(uncertainty)
     dtype = source.dtype if source.dtype in DTYPES else "float32"
-    estimate = estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
+    limit = None if max_memory_gb is None else int(max_memory_gb * GiB)
+    budget = available_memory_bytes() if limit is None else limit
+
+    def estimate(on_disk: bool, slab: int) -> int:
+        if up.learned:
+            work = SLAB_COPIES * 4 * slab + ACTIVATION_BYTES
+        elif up.axis is not None:  # one-axis path: its slabs, and the slab it returns
+            work = fast_work_bytes() + 4 * slab
+        else:  # SimpleITK, whole volume (memory.py's model)
+            work = None
+        return estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
                                    up.name if not up.learned else "learned", in_dtype=dtype,
-                                   per_voxel_bytes=per_voxel, one_axis=up.axis is not None)
+                                   work_bytes=work, one_axis=up.axis is not None,
+                                   outputs=outputs, on_disk=on_disk,
+                                   streamed=save_format not in ("nrrd", "mha"))
+
+    slab = min(SLAB_VOXELS, per_frame)
+    on_disk = bool(up.slab_axes) and (4 * t * per_frame * outputs >= SCRATCH_OUTPUT_BYTES
+                                      or estimate(False, slab) > budget)
+    while up.slab_axes and estimate(on_disk, slab) > budget and slab > MIN_SLAB_VOXELS:
+        slab = max(MIN_SLAB_VOXELS, slab // 2)
     shape = "×".join(str(s) for s in up.out_shape)
-    check_memory(estimate, None if max_memory_gb is None else int(max_memory_gb * GiB),
+    check_memory(estimate(on_disk, slab), limit,
                  what=f"upscaling to {shape}" + (f" ×{t} volumes" if t > 1 else "")
                  + f" with {up.name}")
+    if on_disk or slab < min(SLAB_VOXELS, per_frame):
+        logger.info("memory plan: outputs %s, slabs of %.1f M voxels", "on disk" if on_disk
+                    else "in memory", slab / 1e6)
+    return on_disk, slab
 
 
 def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo, affine: np.ndarray,

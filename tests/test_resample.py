@@ -187,14 +187,24 @@ def test_memory_check_refuses_an_oversize_request_in_one_line():
 def test_memory_model_shape():
     small = estimate_peak_bytes((512, 512, 120), (512, 512, 600), "bspline")
     large = estimate_peak_bytes((512, 512, 300), (512, 512, 1500), "bspline")
-    assert 1.5 * 2**30 < small < 3 * 2**30 and small < large
+    assert 2**30 < small < 2 * 2**30 and small < large
     general = estimate_peak_bytes((512, 512, 120), (1024, 512, 600), "bspline",
                                   out_dtype="float32")
     fast = estimate_peak_bytes((512, 512, 120), (1024, 512, 600), "bspline",
                                out_dtype="float32", one_axis=True)
     assert general > fast
     assert estimate_peak_bytes((64, 64, 10), (64, 64, 50), "default",
-                               per_voxel_bytes=100) > estimate_peak_bytes(
-        (64, 64, 10), (64, 64, 50), "default", per_voxel_bytes=10)
-    with pytest.raises(ValueError, match="per_voxel_bytes"):
+                               work_bytes=10**9) > estimate_peak_bytes(
+        (64, 64, 10), (64, 64, 50), "default", work_bytes=10**7)
+    with pytest.raises(ValueError, match="work_bytes"):
         estimate_peak_bytes((64, 64, 10), (64, 64, 50), "default")
+    # outputs made on disk and streamed to a NIfTI file leave the input and the working set;
+    # a writer of whole images (NRRD/MHA) holds the output and its stored copy
+    on_disk = estimate_peak_bytes((512, 512, 300), (512, 512, 1500), "default",
+                                  work_bytes=2**30, on_disk=True)
+    in_memory = estimate_peak_bytes((512, 512, 300), (512, 512, 1500), "default",
+                                    work_bytes=2**30)
+    whole = estimate_peak_bytes((512, 512, 300), (512, 512, 1500), "default",
+                                work_bytes=2**30, on_disk=True, streamed=False)
+    assert in_memory - on_disk == 4 * 512 * 512 * 1500 and on_disk < 2 * 2**30
+    assert whole > in_memory

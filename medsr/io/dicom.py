@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from medsr.io.dicom_groups import (
 from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
 from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
 from medsr.io.values import cast_to
+from medsr.scratch import release
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +434,7 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
     row, col = lps[:3, 0] / sx, lps[:3, 1] / sy
     if abs(row @ col) > 1e-4:
         raise MedsrError("the in-plane axes are not perpendicular; DICOM cannot store this grid")
-    stored, slope, intercept = _to_stored(frames, np.dtype(dtype or source.dtype))
+    store = StoredValues.fit(frames, np.dtype(dtype or source.dtype))
     count, nx, ny, nz = frames.shape
     ds = _base_dataset(source)
     note = processing_note(volume)
@@ -447,10 +450,10 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(sz, 10)
     ds.Rows, ds.Columns = ny, nx
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored = 16, _bits_stored(stored)
+    ds.BitsAllocated, ds.BitsStored = 16, store.bits()
     ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(stored.dtype.kind == "i")
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelRepresentation = int(store.dtype.kind == "i")
+    ds.RescaleSlope, ds.RescaleIntercept = store.slope, store.intercept
     normal = np.cross(row, col)
     labels = source.extra.get("frames")
     labels = labels if isinstance(labels, list) and len(labels) == count else [{}] * count
@@ -467,10 +470,12 @@ def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> l
             ds.SliceLocation = _ds(position[:3] @ normal, 6)
             ds.InstanceNumber = t * nz + k + 1
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(stored[t, :, :, k].T).tobytes())
+            pixels = store(frames[t, :, :, k])
+            ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(pixels.T).tobytes())
             file = folder / f"IM{t * nz + k + 1:06d}.dcm"
             ds.save_as(file, enforce_file_format=True)
             files.append(file)
+        release(frames)
     return files
 
 
@@ -482,33 +487,67 @@ def _ds(value: float, decimals: int | None = None) -> str:
     return format_number_as_ds(value)
 
 
-def _to_stored(array: np.ndarray, target: np.dtype) -> tuple[np.ndarray, str, str]:
-    """16-bit stored values plus the RescaleSlope and RescaleIntercept strings."""
-    if not np.isfinite(array).all():
-        raise MedsrError("the volume holds NaN or infinite values; DICOM cannot store them")
-    if target.kind in "iub":
-        ints = cast_to(array, target if target.kind != "b" else np.uint8).astype(np.int64)
-        lo, hi = int(ints.min()), int(ints.max())
-        if lo >= 0 and hi <= 65535:
-            return ints.astype("<u2"), "1", "0"
-        if lo >= -32768 and hi <= 32767:
-            return ints.astype("<i2"), "1", "0"
-        if hi - lo <= 65535:
-            return (ints - lo).astype("<u2"), "1", str(lo)
-        log.warning("integer range %d..%d exceeds 16 bits; storing with a rescale slope", lo, hi)
-        array = ints.astype(np.float64)
-    lo, hi = float(array.min()), float(array.max())
-    slope, intercept = _ds((hi - lo) / 65535 if hi > lo else 1.0), _ds(lo)
-    values = (array.astype(np.float64) - float(intercept)) / float(slope)
-    return np.clip(np.rint(values), 0, 65535).astype("<u2"), slope, intercept
+@dataclass
+class StoredValues:
+    """How values become 16-bit stored pixels: the stored dtype, RescaleSlope and
+    RescaleIntercept (DS strings), fitted once to the whole volume's range, then applied a
+    slice at a time (so writing holds no full-size copy)."""
+
+    target: np.dtype
+    dtype: np.dtype
+    slope: str = "1"
+    intercept: str = "0"
+    lo: float = 0.0
+    hi: float = 0.0
+    rescale: bool = False
+
+    @classmethod
+    def fit(cls, frames: np.ndarray, target: np.dtype) -> StoredValues:
+        lo, hi = _finite_range(frames)
+        if target.kind in "iub":
+            target = target if target.kind != "b" else np.dtype(np.uint8)
+            lo, hi = (int(v) for v in cast_to(np.array([lo, hi]), target))
+            if lo >= 0 and hi <= 65535:
+                return cls(target, np.dtype("<u2"), lo=lo, hi=hi)
+            if lo >= -32768 and hi <= 32767:
+                return cls(target, np.dtype("<i2"), lo=lo, hi=hi)
+            if hi - lo <= 65535:
+                return cls(target, np.dtype("<u2"), intercept=str(lo), lo=lo, hi=hi)
+            log.warning("integer range %d..%d exceeds 16 bits; storing with a rescale slope",
+                        lo, hi)
+        slope, intercept = _ds((hi - lo) / 65535 if hi > lo else 1.0), _ds(lo)
+        return cls(target, np.dtype("<u2"), slope, intercept, lo, hi, rescale=True)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """Stored pixels for ``values`` (any shape)."""
+        if self.target.kind in "iu":
+            values = cast_to(values, self.target).astype(np.int64)
+        if self.rescale:
+            scaled = (values.astype(np.float64) - float(self.intercept)) / float(self.slope)
+            return np.clip(np.rint(scaled), 0, 65535).astype(self.dtype)
+        return (values - int(self.intercept)).astype(self.dtype)
+
+    def bits(self) -> int:
+        """BitsStored: enough for the stored range (the mapping is monotone)."""
+        lo, hi = (int(v) for v in self(np.array([self.lo, self.hi], dtype=np.float64)))
+        bits = hi.bit_length()
+        if self.dtype.kind == "i":
+            bits = max(bits, (-lo - 1).bit_length() if lo < 0 else 0) + 1
+        return min(16, max(1, bits))
 
 
-def _bits_stored(stored: np.ndarray) -> int:
-    lo, hi = int(stored.min()), int(stored.max())
-    bits = hi.bit_length()
-    if stored.dtype.kind == "i":
-        bits = max(bits, (-lo - 1).bit_length() if lo < 0 else 0) + 1
-    return min(16, max(1, bits))
+def _finite_range(frames: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest value, a slice at a time; an error for NaN or infinite values."""
+    lo, hi = math.inf, -math.inf
+    for t in range(frames.shape[0]):
+        for k in range(frames.shape[-1]):
+            plane = frames[t, ..., k]
+            if not np.isfinite(plane).all():
+                raise MedsrError("the volume holds NaN or infinite values; DICOM cannot "
+                                 "store them")
+            lo, hi = min(lo, float(plane.min())), max(hi, float(plane.max()))
+        release(frames)
+    return lo, hi
 
 
 def _base_dataset(source: SourceInfo) -> Dataset:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medsr.scratch import is_scratch
+
 SOURCE_KEY = "medsr_source"
 
 
@@ -68,7 +70,9 @@ def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> Me
     if array.ndim != 4 or array.shape[0] < 1:
         raise ValueError(f"expected an (X, Y, Z) or (T, X, Y, Z) array, got shape {array.shape}")
     affine_t = torch.as_tensor(np.asarray(affine, dtype=np.float64))
-    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    # a disk-backed output (medsr.scratch) is wrapped as it lies, never copied into memory
+    data = torch.from_numpy(array if is_scratch(array) and array.dtype == np.float32
+                            else np.ascontiguousarray(array, dtype=np.float32))
     meta = {
         "original_affine": affine_t.clone(),
         "spatial_shape": np.asarray(array.shape[1:]),

@@ -12,8 +12,13 @@ import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
 
+from nibabel.arraywriters import get_slope_inter, make_array_writer
+from nibabel.openers import ImageOpener
+from nibabel.volumeutils import seek_tell
+
 from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
-from medsr.io.values import cast_to
+from medsr.io.values import CAST_CHUNK, cast_to
+from medsr.scratch import release
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
@@ -49,15 +54,29 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
     A NIfTI source's header is kept (codes, descrip, intent, units, ...); only the shape,
     datatype, pixdim and the two transforms change. Integer output is rounded and clipped,
     unless the source used scl_slope/scl_inter, in which case nibabel fits a new scaling.
+    Without a new scaling the data are cast and written a chunk of slices at a time, in file
+    order, so writing holds no full-size copy (and a disk-backed :mod:`medsr.scratch` output
+    is never brought into memory whole).
     """
     frames, affine, source = volume_frames(volume)
     array = frames[0] if frames.shape[0] == 1 else np.moveaxis(frames, 0, -1)
     target = np.dtype(dtype or source.dtype)
+    scaled = source.extra.get("nifti_scaled", False) and dtype is None
+    if scaled:  # nibabel fits slope and intercept to the whole array
+        _image(array, target, affine, source, volume).to_filename(str(path))
+        return
+    # the header is made for a stand-in of the output's shape and dtype that costs no memory
+    stand_in = np.broadcast_to(np.zeros((), target), array.shape)
+    _stream(_image(stand_in, target, affine, source, volume), array, target, path)
+
+
+def _image(data: np.ndarray, target: np.dtype, affine: np.ndarray, source: SourceInfo,
+           volume: MetaTensor) -> nib.Nifti1Image:
+    """The output image for ``data``: the source's header, both transforms, 4D units and the
+    processing note."""
     header = source.header.copy() if isinstance(source.header, nib.Nifti1Header) else None
     if header is not None and not isinstance(header, nib.Nifti2Header):
         header = nib.Nifti1Header.from_header(header)
-    scaled = source.extra.get("nifti_scaled", False) and dtype is None
-    data = array if scaled or target.kind == "f" else cast_to(array, target)
     img = nib.Nifti1Image(data, affine, header=header)
     img.set_data_dtype(target)
     q_code = int(header["qform_code"]) if header is not None else 0
@@ -66,14 +85,33 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
         q_code = s_code = 1  # "scanner": the affine must be stored, not the pixdim fallback
     img.set_sform(affine, code=s_code or q_code)
     img.set_qform(affine, code=q_code or s_code)
-    if array.ndim == 4:
+    if data.ndim == 4:
         _time_axis(img.header, header, source)
     note = processing_note(volume)
     if note is not None:  # in descrip unless the source's own is there; always a comment
         if not bytes(img.header["descrip"].item()).strip(b"\x00 "):
             img.header["descrip"] = note.encode("ascii", "replace")[:79]
         img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", note.encode()))
-    img.to_filename(str(path))
+    return img
+
+
+def _stream(img: nib.Nifti1Image, array: np.ndarray, target: np.dtype, path: Path) -> None:
+    """Write ``img``'s header as nibabel does, then ``array`` cast to ``target``, a chunk of
+    its last (slowest on disk) axis at a time."""
+    img.update_header()
+    header = img.header
+    writer = make_array_writer(img.dataobj, target, header.has_data_slope,
+                               header.has_data_intercept)
+    header.set_slope_inter(*get_slope_inter(writer))  # (1, 0): stored values are the values
+    plane = max(1, int(np.prod(array.shape[:-1])))
+    step = max(1, CAST_CHUNK // plane)
+    with ImageOpener(str(path), "wb") as handle:
+        header.write_to(handle)
+        seek_tell(handle, header.get_data_offset(), write0=True)
+        for start in range(0, array.shape[-1], step):
+            chunk = cast_to(array[..., start:start + step], target)
+            handle.write(chunk.tobytes(order="F"))
+            release(array)
 
 
 def _time_axis(out: nib.Nifti1Header, header: nib.Nifti1Header | None,
