@@ -95,22 +95,33 @@ def run_case(inp: Path, out: Path, method: str, extra: list[str], timeout: float
             "log_tail": tail if proc.returncode else ""}
 
 
-def largest_fitting(limit: int, method: str, **kw) -> tuple[tuple[int, int, int], int]:
-    """Largest 512×512×nz ×5 request whose modelled peak fits ``limit`` (bisection on nz)."""
+def modelled_peak(shape: tuple[int, int, int], method: str, uncertainty: bool = False) -> int:
+    """Peak memory of a ×5 request by the memory plan of ``medsr upscale`` (outputs of 1 GiB
+    or more on disk, NIfTI written a chunk at a time, default slabs)."""
     from medsr.memory import estimate_peak_bytes
+    from medsr.upscaling import SCRATCH_OUTPUT_BYTES, SLAB_VOXELS, working_set_bytes
 
-    def fits(nz: int) -> bool:
-        shape = (IN_PLANE, IN_PLANE, nz)
-        return estimate_peak_bytes(shape, (IN_PLANE, IN_PLANE, nz * FACTOR), method, **kw) <= limit
+    learned = method not in ("bspline", "linear")
+    out_shape = (shape[0], shape[1], shape[2] * FACTOR)
+    n_out, outputs = math.prod(out_shape), 1 + uncertainty
+    work = working_set_bytes(learned, True, min(SLAB_VOXELS, n_out), uncertainty)
+    return estimate_peak_bytes(shape, out_shape, "learned" if learned else method,
+                               work_bytes=work, outputs=outputs,
+                               on_disk=4 * n_out * outputs >= SCRATCH_OUTPUT_BYTES)
+
+
+def largest_fitting(limit: int, method: str) -> tuple[tuple[int, int, int], int]:
+    """Largest 512×512×nz ×5 request whose modelled peak fits ``limit`` (bisection on nz)."""
+    def peak(nz: int) -> int:
+        return modelled_peak((IN_PLANE, IN_PLANE, nz), method)
 
     lo, hi = 0, 1
-    while fits(hi):
+    while peak(hi) <= limit:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    shape = (IN_PLANE, IN_PLANE, lo)
-    return shape, estimate_peak_bytes(shape, (IN_PLANE, IN_PLANE, lo * FACTOR), method, **kw)
+        lo, hi = (mid, hi) if peak(mid) <= limit else (lo, mid)
+    return (IN_PLANE, IN_PLANE, lo), peak(lo)
 
 
 def compare_sitk(source: np.ndarray, repeats: int = 2) -> dict:
@@ -168,7 +179,7 @@ def main() -> None:
 
     import medsr
     from medsr.io import volume_parts
-    from medsr.memory import GiB, estimate_peak_bytes, format_bytes
+    from medsr.memory import GiB, format_bytes
 
     source, affine, _ = volume_parts(medsr.load_volume(args.source))
     extra = shlex.split(args.cli_args)
@@ -191,8 +202,7 @@ def main() -> None:
             load = load_average()
             r = run_case(inp, work / "out.nii.gz", method, extra, args.timeout)
             (work / "out.nii.gz").unlink(missing_ok=True)
-            model = (estimate_peak_bytes(shape, out_shape, method)
-                     if method in ("bspline", "linear") else None)
+            model = modelled_peak(shape, method, "--uncertainty" in extra)
             case = {"method": method, "in_shape": shape, "out_shape": out_shape,
                     "out_mvoxels": math.prod(out_shape) / 1e6, "model_peak_bytes": model,
                     "load_avg_before": load, **r}
@@ -209,18 +219,19 @@ def main() -> None:
             (args.json or args.out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
 
     limit = int(args.budget_gib * GiB)
-    fit_shape, fit_peak = largest_fitting(limit, "bspline")
-    fit_out = (fit_shape[0], fit_shape[1], fit_shape[2] * FACTOR)
-    measured = [c for c in results["cases"]
-                if c["method"] == "bspline" and c["rc"] == 0 and c["model_peak_bytes"]]
-    check = max(measured, key=lambda c: c["out_mvoxels"]) if measured else None
-    results["largest_fitting"] = {"budget_bytes": limit, "in_shape": fit_shape,
-                                  "out_shape": fit_out, "model_peak_bytes": fit_peak}
     lines = ["| method | input | output | Mvoxels out | wall s | peak RSS | model peak | load |",
-             "|---|---|---|---|---|---|---|---|", *rows, "",
-             (f"Largest bspline ×{FACTOR} output within {args.budget_gib:g} GiB (memory model): "
-              f"{'×'.join(map(str, fit_out))} ({math.prod(fit_out) / 1e6:.0f} M voxels, "
-              f"model peak {format_bytes(fit_peak)}).")]
+             "|---|---|---|---|---|---|---|---|", *rows, ""]
+    results["largest_fitting"] = {}
+    for method in ("bspline", "default"):
+        fit_shape, fit_peak = largest_fitting(limit, method)
+        fit_out = (fit_shape[0], fit_shape[1], fit_shape[2] * FACTOR)
+        results["largest_fitting"][method] = {"budget_bytes": limit, "in_shape": fit_shape,
+                                              "out_shape": fit_out, "model_peak_bytes": fit_peak}
+        lines.append(f"Largest {method} ×{FACTOR} output within {args.budget_gib:g} GiB (memory "
+                     f"model): {'×'.join(map(str, fit_out))} ({math.prod(fit_out) / 1e6:.0f} M "
+                     f"voxels, model peak {format_bytes(fit_peak)}).")
+    measured = [c for c in results["cases"] if c["rc"] == 0]
+    check = max(measured, key=lambda c: c["out_mvoxels"]) if measured else None
     if check:
         err = check["model_peak_bytes"] / check["peak_rss_bytes"] - 1
         lines.append(f"Model check at the largest measured point "

@@ -82,7 +82,7 @@ def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> n
 
 
 def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
-            profile: SliceProfile) -> np.ndarray:
+            profile: SliceProfile, *, in_place: bool = False) -> np.ndarray:
     """``out`` corrected so that, degraded again with ``profile``, it reproduces ``lr``.
 
     Args:
@@ -92,15 +92,18 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
         factor: the upscaling factor.
         profile: the slice profile of the measured slices.
 
+        in_place: correct ``out`` itself (a float32 array) instead of a copy.
+
     Returns:
-        A new float32 array (``out`` is not modified).
+        The corrected float32 array: a new one, or ``out`` with ``in_place``.
     """
     n_lr = lr.shape[axis]
     if out.shape[axis] != n_lr * factor:
         raise ValueError(f"output length {out.shape[axis]} is not {factor}×{n_lr}")
     d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
     k = torch.from_numpy(correction_matrix(n_lr, factor, profile).astype(np.float32))
-    x = torch.from_numpy(np.array(out, dtype=np.float32))
+    x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
+                         else np.array(out, dtype=np.float32))
     residual = torch.from_numpy(np.asarray(lr, dtype=np.float32)) - _along(x, axis, d)
     x += _along(residual, axis, k)
     return x.numpy()

@@ -187,7 +187,10 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
                              planes=planes, factor=None if refine else int(factors[axis]),
                              backend=backend, progress=step)
         x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
-    return [scaling.inverse(v).astype(np.float32, copy=False) for v in views]
+    for v in views:  # back to scan units in place: the views are ours, and large
+        np.multiply(v, np.float32(scaling.scale), out=v)
+        np.add(v, np.float32(scaling.offset), out=v)
+    return views
 
 
 def upscale_with_model(array: np.ndarray, factors: Sequence[int], model: nn.Module,

@@ -37,8 +37,16 @@ class Calibration:
 
     def sd(self, spread: np.ndarray, refinement: np.ndarray) -> np.ndarray:
         """The standard deviation map for the given spread and refinement maps."""
-        var = self.alpha * np.square(spread) + self.beta * np.square(refinement) + self.gamma ** 2
-        return (self.k * np.sqrt(var)).astype(np.float32)
+        var = np.square(spread, dtype=np.float32)  # in place from here: two maps at most
+        var *= np.float32(self.alpha)
+        part = np.square(refinement, dtype=np.float32)
+        part *= np.float32(self.beta)
+        var += part
+        del part
+        var += np.float32(self.gamma ** 2)
+        np.sqrt(var, out=var)
+        var *= np.float32(self.k)
+        return var
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +56,11 @@ def spread(members: list[np.ndarray]) -> np.ndarray:
     """Standard deviation over the members (zero for a single member)."""
     if len(members) < 2:
         return np.zeros_like(members[0])
+    if len(members) == 2:  # |a - b| / 2, without stacking (the usual two plane views)
+        out = np.subtract(members[0], members[1], dtype=np.float32)
+        np.abs(out, out=out)
+        out *= np.float32(0.5)
+        return out
     return np.std(np.stack(members), axis=0).astype(np.float32)
 
 

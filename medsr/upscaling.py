@@ -47,11 +47,13 @@ SLAB_VOXELS = 40_000_000
 MIN_SLAB_VOXELS = 2_000_000
 #: outputs (with the sd map) from this size up are made on disk (:mod:`medsr.scratch`)
 SCRATCH_OUTPUT_BYTES = 2**30
-#: working set of a learned method beyond its outputs, fitted to measurements
-#: (``benchmarks/cost_curve.py``: 5.25 GiB peak for a 499 M-voxel output with the default
-#: model): float32 slab copies (views with their halo, estimate, projection, baseline, spread,
-#: the runtime's buffers) and the model, ONNX Runtime and activations
-SLAB_COPIES, ACTIVATION_BYTES = 13, 400 * 2**20
+#: working set of a learned method beyond input and outputs, fitted to measurements
+#: (``benchmarks/slab_memory.py``, default CT model, slabs of 9-26 M voxels): per slab voxel,
+#: float32 copies (the views with their halo, the projection's correction, the output pages
+#: until they are dropped; 4 measured, 5 kept for thin slabs with more halo); fixed, the
+#: model, ONNX Runtime's session and activations (0.53 GiB measured), and with an uncertainty
+#: map the calibration's in-plane volumes and the sd maps' copies (0.32 GiB more measured)
+SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 5, 560 * 2**20, 340 * 2**20
 
 
 @dataclass
@@ -162,23 +164,30 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
     def crop(a: np.ndarray) -> np.ndarray:
         return _take(a, axis, start - lo, stop - lo) if axis is not None else a
 
-    estimate = crop(members[0] if len(members) == 1
-                    else np.mean(members, axis=0, dtype=np.float32))
+    spread_map = None
+    if sd is not None:  # before the views are averaged in place
+        spread_map = crop(spread(members)) if len(members) > 1 else \
+            _flip_spread(up, src, members[0], crop)
+    estimate = members[0]  # the views' mean, in place: no copy of a slab more than needed
+    for member in members[1:]:
+        estimate += member
+    if len(members) > 1:
+        estimate /= np.float32(len(members))
+    del members
+    estimate = crop(estimate)
     sums = np.zeros(2)
     if up.learned and up.axis is not None:
         lr = crop(src)
         sums[0] = _sq_error(estimate, lr, up)
         if report.consistency:
-            estimate = project(estimate, lr, up.axis, up.factor, up.profile)
+            estimate = project(estimate, lr, up.axis, up.factor, up.profile, in_place=True)
             sums[1] = _sq_error(estimate, lr, up)
         if sd is not None:
             from medsr.resample import upsample_axis
 
-            baseline = upsample_axis(lr, up.axis, up.factor, "bspline")
-            spread_map = crop(spread(members)) if len(members) > 1 else \
-                _flip_spread(up, src, members[0], crop)
-            _take(sd, axis, start, stop)[...] = report.calibration.sd(spread_map,
-                                                                      estimate - baseline)
+            refinement = upsample_axis(lr, up.axis, up.factor, "bspline")
+            np.subtract(estimate, refinement, out=refinement)
+            _take(sd, axis, start, stop)[...] = report.calibration.sd(spread_map, refinement)
     _take(out, axis, start, stop)[...] = estimate
     return sums
 
@@ -327,6 +336,19 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     return result, uncertainty_map
 
 
+def working_set_bytes(learned: bool, one_axis: bool, slab: int, uncertainty: bool = False
+                      ) -> int | None:
+    """A method's working set for slabs of ``slab`` output voxels, beyond input and outputs
+    (``None``: SimpleITK's whole-volume path, modelled in :mod:`medsr.memory`)."""
+    from medsr.memory import fast_work_bytes
+
+    if learned:
+        return SLAB_COPIES * 4 * slab + ACTIVATION_BYTES + UNCERTAINTY_BYTES * bool(uncertainty)
+    if one_axis:  # the one-axis path's own slabs, the slab it returns, the output's pages
+        return fast_work_bytes() + 2 * 4 * slab
+    return None
+
+
 def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
           max_memory_gb: float | None, save_format: str | None) -> tuple[bool, int]:
     """``(on_disk, slab_voxels)`` for a request, or a one-line refusal when even outputs on
@@ -336,8 +358,7 @@ def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: boo
     fit in memory, are made on disk; slabs shrink from :data:`SLAB_VOXELS` (halving, down to
     :data:`MIN_SLAB_VOXELS`) until the working set fits.
     """
-    from medsr.memory import (GiB, available_memory_bytes, check_memory, estimate_peak_bytes,
-                              fast_work_bytes)
+    from medsr.memory import GiB, available_memory_bytes, check_memory, estimate_peak_bytes
 
     t = frames.shape[0]
     per_frame = int(np.prod(up.out_shape))
@@ -347,12 +368,7 @@ def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: boo
     budget = available_memory_bytes() if limit is None else limit
 
     def estimate(on_disk: bool, slab: int) -> int:
-        if up.learned:
-            work = SLAB_COPIES * 4 * slab + ACTIVATION_BYTES
-        elif up.axis is not None:  # one-axis path: its slabs, and the slab it returns
-            work = fast_work_bytes() + 4 * slab
-        else:  # SimpleITK, whole volume (memory.py's model)
-            work = None
+        work = working_set_bytes(up.learned, up.axis is not None, slab, uncertainty)
         return estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
                                    up.name if not up.learned else "learned", in_dtype=dtype,
                                    work_bytes=work, one_axis=up.axis is not None,

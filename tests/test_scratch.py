@@ -11,7 +11,7 @@ import pytest
 from conftest import AFFINES, phantom
 
 import medsr
-import medsr.upscaling as upscaling
+from medsr import upscaling
 from medsr.errors import MedsrError
 from medsr.io import SourceInfo, make_volume
 from medsr.methods import make_upscaler
@@ -85,7 +85,7 @@ def test_a_tight_memory_limit_puts_outputs_on_disk_and_shrinks_slabs(monkeypatch
 
 @pytest.mark.parametrize("dtype, frames", [("int16", 1), ("float32", 1), ("uint8", 3)])
 def test_streamed_nifti_equals_nibabels_whole_array_write(tmp_path, monkeypatch, dtype, frames):
-    import medsr.io.nifti as nifti
+    from medsr.io import nifti
 
     rng = np.random.default_rng(1)
     shape = (9, 7, 6)
@@ -115,5 +115,5 @@ def test_dicom_written_a_slice_at_a_time_from_disk(tmp_path):
     back = medsr.load_volume(files)
     np.testing.assert_array_equal(back.numpy().squeeze(), np.rint(disk[0]))
     np.testing.assert_allclose(back.affine.numpy(), THICK, atol=1e-4)
-    first = pydicom.dcmread(sorted(files.iterdir())[0])
+    first = pydicom.dcmread(min(files.iterdir()))
     assert first.PixelRepresentation == 1 and first.RescaleSlope == 1

@@ -11,7 +11,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
-
 from nibabel.arraywriters import get_slope_inter, make_array_writer
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import seek_tell
