@@ -31,7 +31,7 @@ from medsr.resample import SLAB_BYTES, thread_budget
 
 GiB = 2**30
 #: resident memory of a ``medsr upscale`` process once torch, MONAI, nibabel are imported
-#: (measured 450-470 MiB), rounded up
+#: (measured 430-470 MiB), rounded up
 BASE_BYTES = 500 * 2**20
 #: allocator slack of the one-axis path, beyond its slabs (see :func:`fast_work_bytes`)
 FAST_SLACK_BYTES = 32 * 2**20

@@ -30,6 +30,8 @@ SCRATCH_ENV = "MEDSR_SCRATCH"
 #: address range of each live scratch map: arrays reach :func:`release` through torch and
 #: MetaTensor conversions, which do not keep numpy's chain of views
 _MAPS: list[tuple[int, int, weakref.ref]] = []
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_RANDOM = getattr(mmap, "MADV_RANDOM", None)
 
 
 def scratch_dir(preferred: str | Path | None = None) -> Path:
@@ -48,6 +50,8 @@ def scratch_frames(frames: int, shape: Sequence[int], directory: str | Path | No
     with tempfile.TemporaryFile(dir=folder, prefix=".medsr-scratch-") as handle:
         handle.truncate(nbytes)
         buffer = mmap.mmap(handle.fileno(), nbytes)  # MAP_SHARED; keeps its own descriptor
+    if _RANDOM is not None:  # no readahead or fault-around: a strided slab maps its own pages
+        buffer.madvise(_RANDOM)
     stored = np.ndarray((*shape, frames), dtype=dtype, buffer=buffer, order="F")
     start = stored.__array_interface__["data"][0]
     _MAPS[:] = [m for m in _MAPS if m[2]() is not None]
@@ -65,8 +69,8 @@ def release(*arrays) -> None:
     stay in the file."""
     for array in arrays:
         buffer = _buffer(array) if array is not None else None
-        if buffer is not None:
-            buffer.madvise(mmap.MADV_DONTNEED)
+        if buffer is not None and _DONTNEED is not None:  # madvise: Linux, macOS
+            buffer.madvise(_DONTNEED)
 
 
 def _buffer(array) -> mmap.mmap | None:

@@ -82,7 +82,11 @@ def _slabs(up: Upscaler, shape: tuple[int, ...], voxels: int):
     """``(axis, [(start, stop), ...])`` covering the frame; one slab when it cannot split."""
     if not up.slab_axes:
         return None, [(0, 0)]
-    axis = max(up.slab_axes, key=lambda a: shape[a])
+    # the last such axis varies slowest in a disk-backed output (frames are stored in Fortran
+    # order), so a slab's pages are its own and leave memory with it; unless it is short
+    axes = up.slab_axes
+    axis = axes[-1] if 2 * shape[axes[-1]] >= max(shape[a] for a in axes) \
+        else max(axes, key=lambda a: shape[a])
     per_index = int(np.prod(up.out_shape)) // up.out_shape[axis]
     size = max(1, min(shape[axis], voxels // max(1, per_index)))
     n = math.ceil(shape[axis] / size)
