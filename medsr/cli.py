@@ -74,8 +74,9 @@ def upscale(
         "--volume", help="Upscale only this volume (0-based) of a 4D input.",
         show_default=False)] = None,
     max_memory: Annotated[Optional[float], typer.Option(
-        help="Refuse, before any work, a request needing more than this many GiB "
-             "(default: the memory available).", show_default=False)] = None,
+        help="Memory limit in GiB (default: the memory available). Large outputs are made "
+             "in a temporary file beside the output and slabs shrink to fit; a request that "
+             "cannot fit is refused before any work.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Show progress details and library warnings.")] = False,
     steps: Annotated[Optional[int], typer.Option(

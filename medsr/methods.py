@@ -139,7 +139,7 @@ class SelfSupervised(ModelUpscaler):
         if self.axis is None:
             raise MedsrError("self-supervised SR upscales one (thick) axis; asked for factors "
                              f"{list(self.factors or [])}")
-        self.halo, self.scaling = 0, None
+        self.halo, self.scaling = _initial_halo(self.modality, self.options), None
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
         from medsr.checkpoint import save_model
@@ -155,6 +155,20 @@ class SelfSupervised(ModelUpscaler):
             save_model(self.net, Path(save_to), self.card)
         self.halo = receptive_radius(self.net)
         super().prepare(reference)
+
+
+def _initial_halo(modality: str, options: dict) -> int:
+    """The reach of the network self-supervised SR will fit (its initial model's), known
+    before fitting so that the memory plan counts the slabs' halo."""
+    from medsr.inference import receptive_radius
+    from medsr.models import default_model
+    from medsr.nets import build_network
+    from medsr.selfsup import FALLBACK_NETWORK
+
+    init = options.get("init", "default")
+    path = default_model(modality) if init == "default" else init
+    net = load_cached(path, "cpu")[0] if path is not None else build_network(**FALLBACK_NETWORK)
+    return receptive_radius(net)
 
 
 def requested_factors(affine: np.ndarray, scale: Sequence[float] | None, lo: int = 1,

@@ -50,10 +50,11 @@ SCRATCH_OUTPUT_BYTES = 2**30
 #: working set of a learned method beyond input and outputs, fitted to measurements
 #: (``benchmarks/slab_memory.py``, default CT model, slabs of 9-26 M voxels): per slab voxel,
 #: float32 copies (the views with their halo, the projection's correction, the output pages
-#: until they are dropped; 4 measured, 5 kept for thin slabs with more halo); fixed, the
+#: until they are dropped; 4 measured there, 6 kept: end-to-end runs with thinner slabs and
+#: more halo measured up to 6, ``benchmarks/cost_curve.py``); fixed, the
 #: model, ONNX Runtime's session and activations (0.53 GiB measured), and with an uncertainty
 #: map the calibration's in-plane volumes and the sd maps' copies (0.32 GiB more measured)
-SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 5, 560 * 2**20, 340 * 2**20
+SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 6, 560 * 2**20, 340 * 2**20
 
 
 @dataclass
@@ -92,6 +93,17 @@ def _slabs(up: Upscaler, shape: tuple[int, ...], voxels: int):
     n = math.ceil(shape[axis] / size)
     size = math.ceil(shape[axis] / n)
     return axis, [(s, min(shape[axis], s + size)) for s in range(0, shape[axis], size)]
+
+
+def _slab_extent(up: Upscaler, shape: tuple[int, ...], voxels: int) -> int:
+    """Output voxels of the largest slab with its halo: what the method holds at a time (the
+    halo nearly doubles thin slabs of long volumes)."""
+    axis, slabs = _slabs(up, shape, voxels)
+    if axis is None:
+        return int(np.prod(up.out_shape))
+    per_index = int(np.prod(up.out_shape)) // up.out_shape[axis]
+    return per_index * max(min(shape[axis], stop + up.halo) - max(0, start - up.halo)
+                           for start, stop in slabs)
 
 
 def _take(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:
@@ -372,7 +384,8 @@ def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: boo
     budget = available_memory_bytes() if limit is None else limit
 
     def estimate(on_disk: bool, slab: int) -> int:
-        work = working_set_bytes(up.learned, up.axis is not None, slab, uncertainty)
+        work = working_set_bytes(up.learned, up.axis is not None,
+                                 _slab_extent(up, frames.shape[1:], slab), uncertainty)
         return estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
                                    up.name if not up.learned else "learned", in_dtype=dtype,
                                    work_bytes=work, one_axis=up.axis is not None,

@@ -56,7 +56,7 @@ def test_outputs_on_disk_equal_outputs_in_memory(tmp_path, method):
 
 
 def test_a_tight_memory_limit_puts_outputs_on_disk_and_shrinks_slabs(monkeypatch, tmp_path):
-    vol = _thick()
+    vol = _thick(shape=(40, 120, 8))  # long along the slab axis: slabs thinner than halos
     expected, expected_sd = medsr.upscale(vol, (1, 1, 3), method="default", uncertainty=True)
     seen = {}
     original = upscaling.run
@@ -68,11 +68,13 @@ def test_a_tight_memory_limit_puts_outputs_on_disk_and_shrinks_slabs(monkeypatch
     monkeypatch.setattr(upscaling, "run", spy)
     monkeypatch.setattr(upscaling, "SCRATCH_OUTPUT_BYTES", 1)  # "large": on disk
     monkeypatch.setattr(upscaling, "MIN_SLAB_VOXELS", 1000)
-    monkeypatch.setattr(upscaling, "SLAB_COPIES", 10**5)  # a slab costs far more than memory
+    # one slab of the whole frame would need 3 GiB, a thin one (with its halo) about 1.3 GiB
+    monkeypatch.setattr(upscaling, "SLAB_COPIES", 3 * 2**30 // (4 * 40 * 120 * 24))
     monkeypatch.setattr(upscaling, "ACTIVATION_BYTES", 0)
+    monkeypatch.setattr(upscaling, "UNCERTAINTY_BYTES", 0)
     out, sd = medsr.upscale(vol, (1, 1, 3), method="default", uncertainty=True,
                             scratch=tmp_path, max_memory_gb=3.0)
-    assert seen["scratch"] == tmp_path and seen["slab_voxels"] < 40 * 36 * 24
+    assert seen["scratch"] == tmp_path and seen["slab_voxels"] < 40 * 120 * 24
     assert is_scratch(out) and is_scratch(sd)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-4 * np.ptp(vol.numpy()))
     np.testing.assert_allclose(sd.numpy(), expected_sd.numpy(), rtol=1e-4, atol=1e-4)
