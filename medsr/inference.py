@@ -72,7 +72,7 @@ def receptive_radius(model: nn.Module) -> int:
 def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, companions: Sequence[int] | None = None,
                  planes: str = "both", roi: int = 256, factor: int | None = None,
-                 backend: str = "auto",
+                 backend: str = "auto", core: tuple[int, int, int] | None = None,
                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis``; one prediction per plane view.
 
@@ -85,6 +85,10 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         factor: the factor for a multi-factor network (default: the card's scale).
         backend: for 2D networks, ``"auto"`` (ONNX Runtime on a CPU when available, see
             :mod:`medsr.runtime`), ``"torch"`` or ``"onnx"``.
+        core: ``(axis, start, stop)``: only that range along ``axis`` is wanted (a slab
+            inside its halo). A view whose planes are stacked along ``axis`` then runs only
+            those planes, and leaves zeros elsewhere; views whose planes span ``axis`` need
+            the halo and run whole.
 
     Returns:
         The views' predictions (float32, the fine grid); their mean is the estimate and their
@@ -108,20 +112,28 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
     # each view stacks slices along one other axis; its plane is (the companion, axis)
     views = [a for a in others if companions is None or sum(others) - a in companions]
     views = views if planes == "both" else views[:1]
-    total = sum(array.shape[v] for v in views)
+
+    def wanted(stack_axis: int) -> tuple[int, int]:
+        if core is not None and core[0] == stack_axis:
+            return core[1], core[2]
+        return 0, array.shape[stack_axis]
+
+    total = sum(np.diff(wanted(v))[0] for v in views)
     done, outputs = 0, []
     for stack_axis in views:
         inplane = [a for a in others if a != stack_axis][0]
         shape = list(array.shape)
         shape[axis] = n * f
-        out = torch.empty(shape, dtype=torch.float32)
+        first, last = wanted(stack_axis)
+        out = (torch.empty if (first, last) == (0, array.shape[stack_axis]) else torch.zeros)(
+            shape, dtype=torch.float32)
         order = np.argsort([stack_axis, inplane, axis]).tolist()
         # slices (N, 1, inplane, axis): the LR axis last, as the model was trained
         slices = src.permute(stack_axis, inplane, axis)
         batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
         run = plane_runner(model, device, f, slices[:1, None].contiguous(), backend)
-        for start in range(0, slices.shape[0], batch):
-            y = run(slices[start:start + batch, None])[:, 0]
+        for start in range(first, last, batch):
+            y = run(slices[start:min(start + batch, last), None])[:, 0]
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
             out[tuple(index)] = y.permute(*order)
@@ -163,7 +175,7 @@ def check_factors(card: dict, factors: Sequence[int]) -> list[int]:
 def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, card: dict, *,
                   device: torch.device, spacing: Sequence[float] | None = None,
                   scaling: Scaling | None = None, planes: str = "both",
-                  backend: str = "auto",
+                  backend: str = "auto", core: tuple[int, int, int] | None = None,
                   progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale every axis whose factor is > 1; the last axis's views, in scan units.
 
@@ -171,7 +183,8 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
     factor in its trained range: the axis is interpolated first, then corrected. With
     ``spacing`` (mm per axis), 2D models run only on planes whose other axis is high
     resolution (see :func:`companion_axes`). ``scaling`` (default: fitted on ``array``) maps
-    scan units to the network's; pass the whole volume's when ``array`` is a slab of it.
+    scan units to the network's; pass the whole volume's when ``array`` is a slab of it,
+    and ``core`` (see :func:`upscale_axis`) for the range of it that is wanted.
     """
     axes = check_factors(card, factors)
     refine = card.get("input", "lr") == "interpolated"
@@ -185,7 +198,8 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
         companions = companion_axes(spacing, axis) if spacing is not None else None
         views = upscale_axis(x, axis, model, card, device=device, companions=companions,
                              planes=planes, factor=None if refine else int(factors[axis]),
-                             backend=backend, progress=step)
+                             backend=backend, core=core if i == len(axes) - 1 else None,
+                             progress=step)
         x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
     for v in views:  # back to scan units in place: the views are ours, and large
         np.multiply(v, np.float32(scaling.scale), out=v)

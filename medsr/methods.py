@@ -74,8 +74,11 @@ class Upscaler:
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
         """Once per input (fit a model, fix the normalisation) on the whole 3D volume."""
 
-    def predict(self, array: np.ndarray, progress: Progress = None) -> list[np.ndarray]:
-        """Members on the fine grid for ``array`` (the whole volume or a slab of it)."""
+    def predict(self, array: np.ndarray, progress: Progress = None,
+                core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
+        """Members on the fine grid for ``array`` (the whole volume or a slab of it). With
+        ``core = (axis, start, stop)`` only that range along ``axis`` must be right (the
+        slab inside its halo; a method may skip work outside it)."""
         shape = list(self.out_shape)
         for a in self.slab_axes:
             shape[a] = array.shape[a]
@@ -119,12 +122,13 @@ class ModelUpscaler(Upscaler):
 
         self.scaling = fit_scaling(reference, self.card["normalization"])
 
-    def predict(self, array: np.ndarray, progress: Progress = None) -> list[np.ndarray]:
+    def predict(self, array: np.ndarray, progress: Progress = None,
+                core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
         from medsr.inference import predict_views
 
         return predict_views(array, self.factors, self.net, self.card, device=self.device,
                              spacing=voxel_size(self.affine), scaling=self.scaling,
-                             progress=progress)
+                             core=core, progress=progress)
 
 
 @dataclass

@@ -54,7 +54,7 @@ SCRATCH_OUTPUT_BYTES = 2**30
 #: more halo measured up to 6, ``benchmarks/cost_curve.py``); fixed, the
 #: model, ONNX Runtime's session and activations (0.53 GiB measured), and with an uncertainty
 #: map the calibration's in-plane volumes and the sd maps' copies (0.32 GiB more measured)
-SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 6, 560 * 2**20, 340 * 2**20
+SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 6.5, 560 * 2**20, 340 * 2**20
 
 
 @dataclass
@@ -175,7 +175,8 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
     lo, hi = (max(0, start - up.halo), min(frame.shape[axis], stop + up.halo)) \
         if axis is not None else (0, 0)
     src = _take(frame, axis, lo, hi)
-    members = up.predict(src, progress=progress)
+    members = up.predict(src, progress=progress,
+                         core=(axis, start - lo, stop - lo) if axis is not None else None)
 
     def crop(a: np.ndarray) -> np.ndarray:
         return _take(a, axis, start - lo, stop - lo) if axis is not None else a
