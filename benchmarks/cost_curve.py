@@ -95,25 +95,24 @@ def run_case(inp: Path, out: Path, method: str, extra: list[str], timeout: float
             "log_tail": tail if proc.returncode else ""}
 
 
-def modelled_peak(shape: tuple[int, int, int], method: str, uncertainty: bool = False) -> int:
-    """Peak memory of a ×5 request by the memory plan of ``medsr upscale`` (outputs of 1 GiB
-    or more on disk, NIfTI written a chunk at a time, default slabs)."""
-    from medsr.memory import estimate_peak_bytes
-    from medsr.upscaling import SCRATCH_OUTPUT_BYTES, SLAB_VOXELS, working_set_bytes
+def modelled_peak(shape: tuple[int, int, int], method: str, uncertainty: bool = False,
+                  limit_bytes: int | None = None) -> int:
+    """Peak memory of a ×5 request by the memory plan of ``medsr upscale``
+    (:func:`medsr.upscaling.plan_memory`; int16 NIfTI in and out, CT)."""
+    from medsr.methods import make_upscaler
+    from medsr.upscaling import plan_memory
 
-    learned = method not in ("bspline", "linear")
-    out_shape = (shape[0], shape[1], shape[2] * FACTOR)
-    n_out, outputs = math.prod(out_shape), 1 + uncertainty
-    work = working_set_bytes(learned, True, min(SLAB_VOXELS, n_out), uncertainty)
-    return estimate_peak_bytes(shape, out_shape, "learned" if learned else method,
-                               work_bytes=work, outputs=outputs,
-                               on_disk=4 * n_out * outputs >= SCRATCH_OUTPUT_BYTES)
+    affine = np.diag([0.57, 0.57, 5.0, 1.0])
+    up = make_upscaler(shape, affine, method=method, scale=(1, 1, FACTOR), modality="CT",
+                       device="cpu")
+    return plan_memory((1, *shape), up, in_dtype="int16", uncertainty=uncertainty,
+                       limit_bytes=limit_bytes).peak_bytes
 
 
 def largest_fitting(limit: int, method: str) -> tuple[tuple[int, int, int], int]:
     """Largest 512×512×nz ×5 request whose modelled peak fits ``limit`` (bisection on nz)."""
     def peak(nz: int) -> int:
-        return modelled_peak((IN_PLANE, IN_PLANE, nz), method)
+        return modelled_peak((IN_PLANE, IN_PLANE, nz), method, limit_bytes=limit)
 
     lo, hi = 0, 1
     while peak(hi) <= limit:
@@ -147,6 +146,15 @@ def compare_sitk(source: np.ndarray, repeats: int = 2) -> dict:
     return {"sitk_s": min(times["sitk"]), "fast_s": min(times["fast"]),
             "ratio": min(times["sitk"]) / min(times["fast"]), "max_rel_diff": err,
             "all": times}
+
+
+def max_memory(cli_args: list[str]) -> int | None:
+    """The ``--max-memory`` limit among ``medsr upscale`` arguments, in bytes."""
+    from medsr.memory import GiB
+
+    if "--max-memory" not in cli_args:
+        return None
+    return int(float(cli_args[cli_args.index("--max-memory") + 1]) * GiB)
 
 
 def gpu_name() -> str | None:
@@ -202,7 +210,7 @@ def main() -> None:
             load = load_average()
             r = run_case(inp, work / "out.nii.gz", method, extra, args.timeout)
             (work / "out.nii.gz").unlink(missing_ok=True)
-            model = modelled_peak(shape, method, "--uncertainty" in extra)
+            model = modelled_peak(shape, method, "--uncertainty" in extra, max_memory(extra))
             case = {"method": method, "in_shape": shape, "out_shape": out_shape,
                     "out_mvoxels": math.prod(out_shape) / 1e6, "model_peak_bytes": model,
                     "load_avg_before": load, **r}

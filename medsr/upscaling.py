@@ -331,11 +331,11 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
                      or header)
         up.profile = _profile(frames, affine, up.axis, thickness, slice_profile)
-    on_disk, slab = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
+    plan = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
-                          progress=progress, slab_voxels=slab,
-                          scratch=scratch_dir(scratch) if on_disk else None)
+                          progress=progress, slab_voxels=plan.slab_voxels,
+                          scratch=scratch_dir(scratch) if plan.on_disk else None)
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
     result = _wrap(out, up.out_affine, source, affine)
@@ -366,29 +366,45 @@ def working_set_bytes(learned: bool, one_axis: bool, slab: int, uncertainty: boo
     return None
 
 
-def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
-          max_memory_gb: float | None, save_format: str | None) -> tuple[bool, int]:
-    """``(on_disk, slab_voxels)`` for a request, or a one-line refusal when even outputs on
-    disk and the smallest slabs would not fit in memory (see :mod:`medsr.memory`).
+@dataclass
+class MemoryPlan:
+    """How a request runs within its memory limit: outputs on disk or not, slab size, and the
+    estimated peak (bytes) of the whole run."""
+
+    on_disk: bool
+    slab_voxels: int
+    peak_bytes: int
+
+
+def plan_memory(frames_shape: Sequence[int], up: Upscaler, *, in_dtype: str = "float32",
+                uncertainty: bool = False, limit_bytes: int | None = None,
+                save_format: str | None = None) -> MemoryPlan:
+    """The memory plan of a request (see :mod:`medsr.memory`); nothing is checked here.
 
     Outputs (with their sd map) of :data:`SCRATCH_OUTPUT_BYTES` or more, or that would not
     fit in memory, are made on disk; slabs shrink from :data:`SLAB_VOXELS` (halving, down to
-    :data:`MIN_SLAB_VOXELS`) until the working set fits.
-    """
-    from medsr.memory import GiB, available_memory_bytes, check_memory, estimate_peak_bytes
+    :data:`MIN_SLAB_VOXELS`) until the working set fits ``limit_bytes`` (default: the memory
+    available).
 
-    t = frames.shape[0]
+    Args:
+        frames_shape: ``(T, X, Y, Z)`` of the input.
+        up: the method (a self-supervised one need not be fitted yet).
+        in_dtype: stored dtype of the input.
+        uncertainty: an sd map is made too.
+        save_format: the output format (NRRD/MHA are written whole, the others streamed).
+    """
+    from medsr.memory import available_memory_bytes, estimate_peak_bytes
+
+    t, shape = int(frames_shape[0]), tuple(int(s) for s in frames_shape[1:])
     per_frame = int(np.prod(up.out_shape))
     outputs = 1 + bool(uncertainty)
-    dtype = source.dtype if source.dtype in DTYPES else "float32"
-    limit = None if max_memory_gb is None else int(max_memory_gb * GiB)
-    budget = available_memory_bytes() if limit is None else limit
+    budget = available_memory_bytes() if limit_bytes is None else limit_bytes
 
     def estimate(on_disk: bool, slab: int) -> int:
         work = working_set_bytes(up.learned, up.axis is not None,
-                                 _slab_extent(up, frames.shape[1:], slab), uncertainty)
-        return estimate_peak_bytes((t, *frames.shape[1:]), (t, *up.out_shape),
-                                   up.name if not up.learned else "learned", in_dtype=dtype,
+                                 _slab_extent(up, shape, slab), uncertainty)
+        return estimate_peak_bytes((t, *shape), (t, *up.out_shape),
+                                   up.name if not up.learned else "learned", in_dtype=in_dtype,
                                    work_bytes=work, one_axis=up.axis is not None,
                                    outputs=outputs, on_disk=on_disk,
                                    streamed=save_format not in ("nrrd", "mha"))
@@ -398,14 +414,28 @@ def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: boo
                                       or estimate(False, slab) > budget)
     while up.slab_axes and estimate(on_disk, slab) > budget and slab > MIN_SLAB_VOXELS:
         slab = max(MIN_SLAB_VOXELS, slab // 2)
+    return MemoryPlan(on_disk, slab, estimate(on_disk, slab))
+
+
+def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,
+          max_memory_gb: float | None, save_format: str | None) -> MemoryPlan:
+    """:func:`plan_memory` for this request, or a one-line refusal when even outputs on disk
+    and the smallest slabs would not fit."""
+    from medsr.memory import GiB, check_memory
+
+    limit = None if max_memory_gb is None else int(max_memory_gb * GiB)
+    plan = plan_memory(frames.shape, up, uncertainty=uncertainty, limit_bytes=limit,
+                       in_dtype=source.dtype if source.dtype in DTYPES else "float32",
+                       save_format=save_format)
+    t = frames.shape[0]
     shape = "×".join(str(s) for s in up.out_shape)
-    check_memory(estimate(on_disk, slab), limit,
+    check_memory(plan.peak_bytes, limit,
                  what=f"upscaling to {shape}" + (f" ×{t} volumes" if t > 1 else "")
                  + f" with {up.name}")
-    if on_disk or slab < min(SLAB_VOXELS, per_frame):
-        logger.info("memory plan: outputs %s, slabs of %.1f M voxels", "on disk" if on_disk
-                    else "in memory", slab / 1e6)
-    return on_disk, slab
+    if plan.on_disk or plan.slab_voxels < min(SLAB_VOXELS, int(np.prod(up.out_shape))):
+        logger.info("memory plan: outputs %s, slabs of %.1f M voxels",
+                    "on disk" if plan.on_disk else "in memory", plan.slab_voxels / 1e6)
+    return plan
 
 
 def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo, affine: np.ndarray,
