@@ -2,7 +2,7 @@
 
 A run goes through three phases, and its peak is the largest of them:
 
-* load: the stored array (``in_dtype``) and its float32 copy;
+* load: the reader's decoded buffer, the stored array (``in_dtype``) and its float32 copy;
 * resample: the float32 input, the float32 outputs unless they are made on disk
   (:mod:`medsr.scratch`), and the method's working set (for the one-axis B-spline/linear path
   of :func:`medsr.resample.resample_axis`, a few slabs; for the general SimpleITK path, ITK's
@@ -73,7 +73,8 @@ def estimate_peak_bytes(in_shape: Sequence[int], out_shape: Sequence[int], metho
     source = np.dtype(in_dtype)
     target = np.dtype(out_dtype or in_dtype)
     held = base_bytes + 4 * n_in  # the loaded volume, as float32
-    load = base_bytes + (source.itemsize + 4) * n_in
+    # the reader's decoded buffer (gzip NIfTI, DICOM pixel data), the stored array, float32
+    load = base_bytes + (2 * source.itemsize + 4) * n_in
     kept = 0 if on_disk else 4 * n_out * outputs
     if work_bytes is None:
         if method not in CLASSICAL:
