@@ -3,13 +3,15 @@
 :func:`upscale_volume` (exported as :func:`medsr.upscale`) resolves a request into an
 :class:`~medsr.methods.Upscaler` and runs it.
 
-:func:`run` takes the frames ``(T, X, Y, Z)`` of a volume and an :class:`~medsr.methods.Upscaler`
-and fills preallocated outputs slab by slab along a non-upscaled axis (with the method's halo
-of context), so memory grows with the output, not with copies of it. For learned methods each
-slab's estimate is projected onto the measured slices (:mod:`medsr.consistency`) and its
-standard deviation computed from the calibrated model (:mod:`medsr.uncertainty`). A slab and
-the whole volume give the same result: the projection acts along the upscaled axis only and
-the halo covers the network's reach.
+:func:`run` takes the frames ``(T, X, Y, Z)`` of a volume and an
+:class:`~medsr.methods.Upscaler` and fills preallocated outputs slab by slab along a
+non-upscaled axis (with the method's halo of context), so memory grows with the output, not with
+copies of it; large outputs are made on disk (:mod:`medsr.scratch`, as :func:`plan_memory`
+decides), and then it grows with the input. For learned methods each slab's estimate is
+projected onto the measured slices (:mod:`medsr.consistency`) and its standard deviation
+computed from the calibrated model (:mod:`medsr.uncertainty`). A slab and the whole volume give
+the same result: the projection acts along the upscaled axis only and the halo covers the
+network's reach.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ SCRATCH_OUTPUT_BYTES = 2**30
 #: working set of a learned method beyond input and outputs, fitted to measurements
 #: (``benchmarks/slab_memory.py``, default CT model, slabs of 9-26 M voxels): per slab voxel,
 #: float32 copies (the views with their halo, the projection's correction, the output pages
-#: until they are dropped; 4 measured there, 6 kept: end-to-end runs with thinner slabs and
-#: more halo measured up to 6, ``benchmarks/cost_curve.py``); fixed, the
+#: until they are dropped; 4 measured there, 6.5 kept: end-to-end runs of long volumes,
+#: whose thin slabs carry more halo, measured up to that, ``benchmarks/cost_curve.py``); fixed, the
 #: model, ONNX Runtime's session and activations (0.53 GiB measured), and with an uncertainty
 #: map the calibration's in-plane volumes and the sd maps' copies (0.32 GiB more measured)
 SLAB_COPIES, ACTIVATION_BYTES, UNCERTAINTY_BYTES = 6.5, 560 * 2**20, 340 * 2**20
