@@ -16,6 +16,7 @@ writer streams them in file order.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import tempfile
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from medsr.errors import MedsrError
 
 #: environment variable naming the folder for scratch files (default: the system's temp dir)
 SCRATCH_ENV = "MEDSR_SCRATCH"
@@ -47,9 +50,14 @@ def scratch_frames(frames: int, shape: Sequence[int], directory: str | Path | No
     dtype = np.dtype(dtype)
     nbytes = max(1, int(np.prod(shape)) * frames * dtype.itemsize)
     folder = scratch_dir(directory)
-    with tempfile.TemporaryFile(dir=folder, prefix=".medsr-scratch-") as handle:
-        handle.truncate(nbytes)
-        buffer = mmap.mmap(handle.fileno(), nbytes)  # MAP_SHARED; keeps its own descriptor
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".medsr-scratch-") as handle:
+            _reserve(handle.fileno(), nbytes)
+            buffer = mmap.mmap(handle.fileno(), nbytes)  # MAP_SHARED; keeps its descriptor
+    except OSError as err:
+        raise MedsrError(f"cannot make a {nbytes / 2**30:.2f} GiB scratch output in {folder} "
+                         f"({err.strerror or err}); free space there or set {SCRATCH_ENV} "
+                         "to a folder with room") from None
     if _RANDOM is not None:  # no readahead or fault-around: a strided slab maps its own pages
         buffer.madvise(_RANDOM)
     stored = np.ndarray((*shape, frames), dtype=dtype, buffer=buffer, order="F")
@@ -57,6 +65,18 @@ def scratch_frames(frames: int, shape: Sequence[int], directory: str | Path | No
     _MAPS[:] = [m for m in _MAPS if m[2]() is not None]
     _MAPS.append((start, start + nbytes, weakref.ref(buffer)))
     return np.moveaxis(stored, -1, 0)
+
+
+def _reserve(fd: int, nbytes: int) -> None:
+    """Allocate the file's blocks now, so a full disk is an error here and not a crash (a
+    bus error) when a page is first written; a sparse file where that is not supported."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except (AttributeError, OSError) as err:
+        if isinstance(err, OSError) and err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS,
+                                                           errno.EINVAL):
+            raise
+        os.ftruncate(fd, nbytes)
 
 
 def is_scratch(array) -> bool:

@@ -119,3 +119,8 @@ def test_dicom_written_a_slice_at_a_time_from_disk(tmp_path):
     np.testing.assert_allclose(back.affine.numpy(), THICK, atol=1e-4)
     first = pydicom.dcmread(min(files.iterdir()))
     assert first.PixelRepresentation == 1 and first.RescaleSlope == 1
+
+
+def test_a_scratch_folder_that_cannot_hold_the_output_is_one_clear_error(tmp_path):
+    with pytest.raises(MedsrError, match=r"cannot make a .* scratch output in .*MEDSR_SCRATCH"):
+        scratch_frames(1, (4, 4, 4), tmp_path / "missing")
