@@ -35,6 +35,20 @@ class Profile(str, Enum):
     gaussian = "gaussian"
 
 
+class ProfileShape(str, Enum):
+    """A slice-profile shape given outright (``medsr evaluate`` degrades with it)."""
+
+    box = "box"
+    gaussian = "gaussian"
+
+
+class ResampleMethod(str, Enum):
+    """Interpolation of a reference onto another grid (``medsr evaluate --resample-gt``)."""
+
+    linear = "linear"
+    bspline = "bspline"
+
+
 class Format(str, Enum):
     nifti = "nifti"
     dicom = "dicom"

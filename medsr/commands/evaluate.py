@@ -6,24 +6,13 @@ User mistakes end with one ``error:`` line on stderr and exit code 1.
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from medsr.commands import fail
-
-
-class ResampleMethod(str, Enum):
-    linear = "linear"
-    bspline = "bspline"
-
-
-class Profile(str, Enum):
-    box = "box"
-    gaussian = "gaussian"
-
+from medsr.commands.choices import ProfileShape, ResampleMethod
 
 
 def evaluate(
@@ -80,8 +69,8 @@ def benchmark(
     methods: Annotated[str, typer.Option(
         help="Comma-separated upscaling methods (names passed to medsr.upscale).")
     ] = "linear,bspline",
-    profile: Annotated[Profile, typer.Option(
-        help="Slice profile of the low-resolution copy.")] = Profile.box,
+    profile: Annotated[ProfileShape, typer.Option(
+        help="Slice profile of the low-resolution copy.")] = ProfileShape.box,
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for CSVs and PNGs. Default: NAME_benchmark beside the scan.",
         show_default=False)] = None,
