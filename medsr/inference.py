@@ -118,7 +118,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
             return core[1], core[2]
         return 0, array.shape[stack_axis]
 
-    total = sum(np.diff(wanted(v))[0] for v in views)
+    total = sum(last - first for first, last in map(wanted, views))
     done, outputs = 0, []
     for stack_axis in views:
         inplane = [a for a in others if a != stack_axis][0]

@@ -34,7 +34,7 @@ from medsr.io import load_volume, make_volume, volume_frames
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
-from medsr.resample import INTERPOLATORS
+from medsr.resample import INTERPOLATORS, upsample_axis
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.uncertainty import Calibration, calibrate, spread
 
@@ -202,8 +202,6 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
             estimate = project(estimate, lr, up.axis, up.factor, up.profile, in_place=True)
             sums[1] = _sq_error(estimate, lr, up)
         if sd is not None:
-            from medsr.resample import upsample_axis
-
             refinement = upsample_axis(lr, up.axis, up.factor, "bspline")
             np.subtract(estimate, refinement, out=refinement)
             _take(sd, axis, start, stop)[...] = report.calibration.sd(spread_map, refinement)
