@@ -10,6 +10,12 @@ solving ``(D B) c = r`` (Tikhonov-damped), i.e. ``out += K (lr - D out)`` with
 edges; unlike iterative back-projection it is exact in one pass. Everything acts along one
 axis with small ``n × n`` matrices, so it runs slab by slab in bounded memory.
 
+Several upscaled axes (in-plane SR, or every axis at once) are one separable operator
+``D = D_a ⊗ D_b ⊗ …`` with ``K = K_a ⊗ K_b ⊗ …``; since ``D_a K_a = I`` on each axis,
+``D K = I`` and the one-pass projection stays exact (:func:`project_axes`). In-plane, MRI's
+operator is k-space truncation (the ``"sinc"`` profile: the central ``1/f`` of k-space, sampled
+at the LR voxel centres, :func:`medsr.transforms.degrade.kspace_truncate`), CT's a pixel box.
+
 Hand-written because MONAI/SimpleITK offer no data-consistency projection for an arbitrary
 slice profile.
 """
@@ -17,6 +23,7 @@ slice profile.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,19 +35,32 @@ from medsr.transforms.degrade import profile_kernel
 
 @dataclass(frozen=True)
 class SliceProfile:
-    """The thick axis's slice profile: shape and FWHM in units of the slice spacing."""
+    """An axis's acquisition profile: shape (``box``, ``gaussian``, or ``sinc`` for k-space
+    truncation) and FWHM in units of the LR spacing (``sinc``: always the spacing)."""
 
     kind: str = "box"
     width: float = 1.0
 
     def describe(self) -> str:
+        if self.kind == "sinc":
+            return "sinc (k-space truncation)"
         return f"{self.kind}, FWHM {self.width:.2f}× the slice spacing"
+
+
+#: one upscaled axis: ``(axis, factor, profile)``
+Operator = tuple[int, int, SliceProfile]
 
 
 @lru_cache(maxsize=32)
 def degrade_matrix(n_lr: int, factor: int, profile: SliceProfile) -> np.ndarray:
-    """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary)."""
+    """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary;
+    periodic for ``sinc``, as k-space is)."""
     n_hr = n_lr * factor
+    if profile.kind == "sinc":
+        from medsr.transforms.degrade import kspace_truncate
+
+        eye = torch.eye(n_hr, dtype=torch.float64)[None]  # impulses along axis 1
+        return kspace_truncate(eye, 1, factor)[0].T.numpy().copy()
     offsets, weights = profile_kernel(factor, profile.width * factor, profile.kind)
     d = np.zeros((n_lr, n_hr))
     for k in range(n_lr):
@@ -107,6 +127,46 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
     residual = torch.from_numpy(np.asarray(lr, dtype=np.float32)) - _along(x, axis, d)
     x += _along(residual, axis, k)
     return x.numpy()
+
+
+def degrade_axes(out: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:
+    """What ``out`` predicts of the measured volume: ``D`` along every upscaled axis."""
+    x = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    for axis, factor, profile in ops:
+        n_lr = x.shape[axis] // factor
+        x = _along(x, axis, torch.from_numpy(
+            degrade_matrix(n_lr, factor, profile).astype(np.float32)))
+    return x.numpy()
+
+
+def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
+                 in_place: bool = False) -> np.ndarray:
+    """:func:`project` for several upscaled axes at once (the separable operator of ``ops``):
+    ``out += K (lr - D out)`` with ``D``, ``K`` the Kronecker products of the axes' own."""
+    if len(ops) == 1:
+        return project(out, lr, *ops[0], in_place=in_place)
+    for axis, factor, _ in ops:
+        if out.shape[axis] != lr.shape[axis] * factor:
+            raise ValueError(f"output length {out.shape[axis]} is not {factor}×"
+                             f"{lr.shape[axis]} along axis {axis}")
+    x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
+                         else np.array(out, dtype=np.float32))
+    residual = torch.from_numpy(np.asarray(lr, dtype=np.float32) - degrade_axes(x.numpy(), ops))
+    for axis, factor, profile in ops:
+        k = correction_matrix(lr.shape[axis], factor, profile).astype(np.float32)
+        residual = _along(residual, axis, torch.from_numpy(k))
+    x += residual
+    return x.numpy()
+
+
+def bspline_axes(lr: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:
+    """The cubic B-spline of ``lr`` on the grid of ``ops`` (every upscaled axis), float32."""
+    from medsr.resample import upsample_axis
+
+    out = np.asarray(lr, dtype=np.float32)
+    for axis, factor, _ in ops:
+        out = upsample_axis(out, axis, factor, "bspline")
+    return out if out is not lr else out.copy()
 
 
 def redegradation_psnr(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,

@@ -144,6 +144,50 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
     return outputs
 
 
+def plane_axes(card: dict) -> int:
+    """How many axes of a 2D model's planes are low resolution: 1 (through-plane) or 2
+    (in-plane SR)."""
+    return int(card.get("lr_axes", card.get("network", {}).get("lr_axes", 1)))
+
+
+@torch.no_grad()
+def upscale_plane(array: np.ndarray, axes: Sequence[int], factor: int, model: nn.Module,
+                  card: dict, *, device: torch.device, scaling: Scaling | None = None,
+                  members: int = 2, backend: str = "auto",
+                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+    """In-plane SR: ``array`` (X, Y, Z, scan units) ×``factor`` along both ``axes`` with an
+    in-plane network (:func:`plane_axes` 2), plane by plane across the third axis.
+
+    Returns up to two *members* in scan units: the planes as stored and transposed (the
+    network is not exactly symmetric in its two axes; their mean is the estimate, their
+    spread feeds :mod:`medsr.uncertainty`).
+    """
+    a, b = (int(x) for x in axes)
+    stack = 3 - a - b
+    scaling = scaling or fit_scaling(array, card["normalization"])
+    x = scaling.forward(np.asarray(array, dtype=np.float32))
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, (stack, a, b), (0, 1, 2))))
+    model = model.to(device).eval()
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    n, h, w = slices.shape
+    batch = _plane_batch(model, h * w * factor * factor)
+    outputs = []
+    for m in range(members):
+        planes = slices if m == 0 else slices.transpose(1, 2)
+        run = plane_runner(model, device, factor, planes[:1, None].contiguous(), backend)
+        out = np.empty((n, h * factor, w * factor), dtype=np.float32)
+        for start in range(0, n, batch):
+            y = run(planes[start:start + batch, None])[:, 0]
+            out[start:start + y.shape[0]] = (y if m == 0 else y.transpose(1, 2)).numpy()
+            if progress:
+                progress((m * n + start + y.shape[0]) / (members * n))
+        np.multiply(out, np.float32(scaling.scale), out=out)
+        np.add(out, np.float32(scaling.offset), out=out)
+        outputs.append(np.moveaxis(out, (0, 1, 2), (stack, a, b)))
+    return outputs
+
+
 def factor_range(card: dict) -> tuple[int, int]:
     """The factors a model serves: its own scale, or a range when it refines an interpolation."""
     if card.get("input", "lr") == "interpolated" or "factors" in card.get("network", {}):

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsr.consistency import SliceProfile
+from medsr.consistency import Operator, SliceProfile
 from medsr.errors import MedsrError
 from medsr.geometry import default_factors, parse_factors, target_grid
 from medsr.geometry import spacing as voxel_size
@@ -44,6 +43,8 @@ class Upscaler:
         axis: the single upscaled axis, or ``None`` (several, or ``--spacing``).
         halo: voxels of context a slab needs on each side along a non-upscaled axis.
         profile: slice profile of the upscaled axis (consistency, self-supervised pairs).
+        final_spacing: a learned method's exact target spacing, reached by resampling its
+            integer-factor grid afterwards (:mod:`medsr.upscaling`).
     """
 
     name: str
@@ -54,6 +55,7 @@ class Upscaler:
     profile: SliceProfile = field(default_factory=SliceProfile)
     learned: bool = False
     halo: int = 0
+    final_spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.out_shape, self.out_affine, ratio = target_grid(
@@ -70,6 +72,17 @@ class Upscaler:
         if self.axis is None:
             return []
         return [a for a in range(3) if a != self.axis]
+
+    def operators(self) -> list[Operator]:
+        """The acquisition operator of every upscaled axis (data consistency, uncertainty);
+        empty for interpolation."""
+        if not self.learned or self.axis is None:
+            return []
+        return [(self.axis, self.factor, self.profile)]
+
+    def through_plane(self) -> Upscaler | None:
+        """The part that upscales one thick axis (whose slice profile the request sets)."""
+        return self if self.learned and self.axis is not None else None
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
         """Once per input (fit a model, fix the normalisation) on the whole 3D volume."""
@@ -161,6 +174,117 @@ class SelfSupervised(ModelUpscaler):
         super().prepare(reference)
 
 
+@dataclass
+class PlaneUpscaler(Upscaler):
+    """An in-plane network (:func:`medsr.inference.plane_axes` 2): both axes of the plane ×f,
+    plane by plane; its operator per axis comes from how the model was trained (k-space
+    truncation, ``sinc``, for MR; a pixel box for CT)."""
+
+    net: object = None
+    card: dict = field(default_factory=dict)
+    device: object = None
+    learned: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        up = [a for a in range(3) if (self.factors or (1, 1, 1))[a] > 1]
+        if len(up) != 2 or self.factors[up[0]] != self.factors[up[1]]:
+            raise MedsrError("an in-plane model upscales two axes by one factor; asked for "
+                             f"scale {list(self.factors or [])}")
+        self.plane, self.factor = (up[0], up[1]), int(self.factors[up[0]])
+        self.profile = inplane_profile(self.card)
+        self.scaling = None
+
+    @property
+    def slab_axes(self) -> list[int]:
+        return [3 - sum(self.plane)]
+
+    def operators(self) -> list[Operator]:
+        return [(a, self.factor, self.profile) for a in self.plane]
+
+    def through_plane(self) -> Upscaler | None:
+        return None
+
+    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
+        from medsr.transforms.intensity import fit_scaling
+
+        self.scaling = fit_scaling(reference, self.card["normalization"])
+
+    def predict(self, array: np.ndarray, progress: Progress = None,
+                core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
+        from medsr.inference import upscale_plane
+
+        return upscale_plane(array, self.plane, self.factor, self.net, self.card,
+                             device=self.device, scaling=self.scaling, progress=progress)
+
+
+def inplane_profile(card: dict) -> SliceProfile:
+    """The in-plane operator a model was trained for: ``sinc`` (k-space) or a box."""
+    profiles = card.get("degradation", {}).get("profiles", ["box"])
+    return SliceProfile("sinc") if "kspace" in profiles else SliceProfile("box", 1.0)
+
+
+@dataclass
+class ChainUpscaler(Upscaler):
+    """Learned upscalers one after another on disjoint axes: the in-plane network, then the
+    through-plane one (default model or self-supervised) on its output. Each stage is built
+    for the grid the one before produces; the operators of all axes make one consistency
+    projection onto the measured volume."""
+
+    stages: list = field(default_factory=list)
+    learned: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._first: tuple | None = None  # (key, first stages' output) for the reference
+
+    @property
+    def slab_axes(self) -> list[int]:
+        return []
+
+    def operators(self) -> list[Operator]:
+        return [op for stage in self.stages for op in stage.operators()]
+
+    def through_plane(self) -> Upscaler | None:
+        return self.stages[-1].through_plane()
+
+    def _early(self, array: np.ndarray) -> np.ndarray:
+        key = (array.__array_interface__["data"][0], array.shape, array.strides)
+        if self._first is not None and self._first[0] == key:
+            return self._first[1]
+        x = array
+        for stage in self.stages[:-1]:
+            x = _mean(stage.predict(x))
+        self._first = (key, x)
+        return x
+
+    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
+        x = reference
+        for i, stage in enumerate(self.stages):
+            stage.prepare(x, progress=progress if i == len(self.stages) - 1 else None)
+            if i == 0:
+                self._first = None
+            if i < len(self.stages) - 1:
+                x = _mean(stage.predict(x))
+        self._first = ((reference.__array_interface__["data"][0], reference.shape,
+                        reference.strides), x)
+
+    def predict(self, array: np.ndarray, progress: Progress = None,
+                core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
+        members = self.stages[-1].predict(self._early(array), progress=progress)
+        self._first = None  # the whole volume is done at once: drop the intermediate
+        return members
+
+
+def _mean(members: list[np.ndarray]) -> np.ndarray:
+    out = members[0]
+    for m in members[1:]:
+        out += m
+    if len(members) > 1:
+        out /= np.float32(len(members))
+    return out
+
+
 def _initial_halo(modality: str, options: dict) -> int:
     """The reach of the network self-supervised SR will fit (its initial model's), known
     before fitting so that the memory plan counts the slabs' halo."""
@@ -184,26 +308,98 @@ def requested_factors(affine: np.ndarray, scale: Sequence[float] | None, lo: int
     return f[0], f[1], f[2]
 
 
-def _default_choice(affine, modality, scale, spacing):
-    """``(model folder, factors, None)`` for ``auto``/``default``, or ``(None, None, why)``
-    when the shipped model does not apply."""
-    from medsr.checkpoint import model_paths
+def spacing_factors(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, int, int]:
+    """The integer factors a learned method runs for a target ``spacing``: the smallest at or
+    above each axis's ratio (an exact resample then reaches the spacing)."""
+    src = voxel_size(affine)
+    t = np.asarray(spacing, dtype=np.float64)
+    if t.shape != (3,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise MedsrError(f"--spacing needs three positive numbers, got {list(spacing)}")
+    f = np.maximum(1, np.ceil(src / t - 1e-3)).astype(int)
+    return int(f[0]), int(f[1]), int(f[2])
+
+
+def split_factors(affine: np.ndarray, factors: Sequence[int]
+                  ) -> tuple[tuple[int, int] | None, int | None, str | None]:
+    """``(plane, thick axis, why)``: the two axes an in-plane network serves (equal factors)
+    and the one thick axis a through-plane network serves; ``why`` when neither fits."""
+    up = [a for a in range(3) if factors[a] > 1]
+    if not up:
+        return None, None, "nothing to upscale"
+    if len(up) == 1:
+        return None, up[0], None
+    d = voxel_size(affine)
+    pairs = [(a, b) for a, b in ((0, 1), (0, 2), (1, 2))
+             if a in up and b in up and factors[a] == factors[b]]
+    if not pairs:
+        return None, None, f"unequal factors {list(factors)} on two axes"
+    plane = min(pairs, key=lambda p: (d[p[0]] + d[p[1]], 3 - p[0] - p[1] != 2))
+    rest = [a for a in up if a not in plane]
+    return plane, (rest[0] if rest else None), None
+
+
+def _in_range(card: dict, f: int) -> bool:
+    from medsr.inference import factor_range
+
+    lo, hi = factor_range(card)
+    return lo <= f <= hi
+
+
+def _default_stages(shape, affine, factors, scale, modality, dev, profile, selfsup
+                    ) -> tuple[Upscaler | None, str | None]:
+    """The learned upscaler for ``factors``: the shipped in-plane model on the plane, the
+    shipped through-plane model (or self-supervised SR, ``selfsup`` options) on the thick
+    axis, chained when both apply; or ``(None, why)``."""
     from medsr.inference import factor_range
     from medsr.models import default_model
 
-    folder = default_model(modality)
-    if folder is None:
-        return None, None, f"no default {modality} model is shipped"
-    if spacing is not None:
-        return None, None, "--spacing asks for interpolation"
-    lo, hi = factor_range(json.loads(model_paths(folder)[1].read_text()))
-    factors = requested_factors(affine, scale, lo, hi)
-    if all(f == 1 for f in factors):
-        return None, None, "nothing to upscale"
-    if sum(f > 1 for f in factors) > 1 or any(f != 1 and not lo <= f <= hi for f in factors):
-        return None, None, (f"the default {modality} model serves factors {lo} to {hi} along "
-                            f"one axis, not {list(factors)}")
-    return folder, factors, None
+    plane, thick, why = split_factors(affine, factors)
+    if why:
+        return None, why
+    stages: list[Upscaler] = []
+    grid_shape, grid_affine = tuple(shape), affine
+    if plane is not None:
+        folder = default_model(modality, "inplane")
+        if folder is None:
+            return None, f"no default in-plane {modality} model is shipped"
+        net, card = load_cached(folder, dev)
+        f = factors[plane[0]]
+        if not _in_range(card, f):
+            lo, hi = factor_range(card)
+            return None, (f"the default in-plane {modality} model serves factors {lo} to {hi} "
+                          f"on both in-plane axes, not {list(factors)}")
+        plane_factors = tuple(f if a in plane else 1 for a in range(3))
+        stages.append(PlaneUpscaler("default in-plane", grid_shape, grid_affine,
+                                    factors=plane_factors, net=net, card=card, device=dev))
+        grid_shape, grid_affine = stages[-1].out_shape, stages[-1].out_affine
+    if thick is not None:
+        thick_factors = tuple(factors[a] if a == thick else 1 for a in range(3))
+        if selfsup is not None:
+            stages.append(SelfSupervised("self-supervised", grid_shape, grid_affine,
+                                         factors=thick_factors, profile=profile, device=dev,
+                                         modality=modality, options=dict(selfsup)))
+        else:
+            folder = default_model(modality)
+            if folder is None:
+                return None, f"no default {modality} model is shipped"
+            net, card = load_cached(folder, dev)
+            lo, hi = factor_range(card)
+            if scale is None:  # the automatic target: clip to what the model serves
+                thick_factors = requested_factors(grid_affine, None, lo, hi) \
+                    if plane is None else thick_factors
+            if not _in_range(card, thick_factors[thick]):
+                return None, (f"the default {modality} model serves factors {lo} to {hi} "
+                              f"along one axis, not {list(factors)}")
+            stages.append(ModelUpscaler("default", grid_shape, grid_affine,
+                                        factors=thick_factors, profile=profile, net=net,
+                                        card=card, device=dev))
+    elif selfsup is not None:
+        return None, ("self-supervised SR learns a thick axis from the scan's finer planes; "
+                      f"scale {list(factors)} has no thick axis (use --method default)")
+    if len(stages) == 1:
+        return stages[0], None
+    return ChainUpscaler(" + ".join(st.name for st in stages), tuple(shape), affine,
+                         factors=tuple(int(f) for f in factors), stages=stages), None
 
 
 def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "auto",
@@ -212,37 +408,53 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
                   modality: str = "MR", device: str = "auto",
                   profile: SliceProfile | None = None,
                   self_supervised: dict | None = None) -> Upscaler:
-    """The upscaler for a request (see :func:`medsr.upscale` for the arguments)."""
+    """The upscaler for a request (see :func:`medsr.upscale` for the arguments).
+
+    Learned methods run on integer factors: with ``spacing`` the smallest at or above each
+    axis's ratio, after which the caller resamples exactly onto the spacing
+    (``final_spacing``). Two equal factors on the finest axes go to the in-plane model, a
+    single thick axis to the through-plane one (or self-supervised SR), and both chained.
+    """
     from medsr.device import resolve_device
 
     shape = tuple(int(s) for s in shape)
     profile = profile or SliceProfile()
-    if model is None and method in ("auto", "default"):
-        model, factors, why = _default_choice(affine, modality, scale, spacing)
-        if model is None:
-            if method == "default":
-                raise MedsrError(f"--method default: {why}")
-            logger.info("using B-spline: %s", why)
-            method = "bspline"
-        else:
-            scale = factors
-    if method in INTERPOLATORS and model is None:
+
+    def interpolation(name: str) -> Upscaler:
         factors = None if spacing is not None else requested_factors(affine, scale)
-        return Upscaler(method, shape, affine, factors=factors,
+        return Upscaler(name, shape, affine, factors=factors,
                         target_spacing=tuple(spacing) if spacing is not None else None,
                         profile=profile)
-    if spacing is not None:
-        raise MedsrError(f"--spacing cannot be used with {'a model' if model else method}; "
-                         "use --scale")
-    dev = resolve_device(device)
-    if method == "self-supervised" and model is None:
-        return SelfSupervised("self-supervised", shape, affine,
-                              factors=requested_factors(affine, scale), profile=profile,
-                              device=dev, modality=modality, options=dict(self_supervised or {}))
-    from medsr.inference import factor_range
 
-    net, card = load_cached(model, dev)
-    factors = requested_factors(affine, scale, *factor_range(card))
-    name = "default" if method in ("auto", "default") else f"model {model}"
-    return ModelUpscaler(name, shape, affine, factors=factors, profile=profile, net=net,
-                         card=card, device=dev)
+    if method in INTERPOLATORS and model is None:
+        return interpolation(method)
+    if scale is not None and spacing is not None:
+        raise MedsrError("give either --scale or --spacing, not both")
+    factors = (spacing_factors(affine, spacing) if spacing is not None
+               else requested_factors(affine, scale))
+    dev = resolve_device(device)
+    if model is None:
+        selfsup = dict(self_supervised or {}) if method == "self-supervised" else None
+        up, why = _default_stages(shape, affine, factors, scale if spacing is None else factors,
+                                  modality, dev, profile, selfsup)
+        if up is None:
+            if method != "auto":
+                raise MedsrError(f"--method {method}: {why}")
+            logger.info("using B-spline: %s", why)
+            return interpolation("bspline")
+    else:
+        from medsr.inference import factor_range, plane_axes
+
+        net, card = load_cached(model, dev)
+        name = f"model {model}"
+        if plane_axes(card) == 2:
+            up = PlaneUpscaler(name, shape, affine, factors=factors, net=net, card=card,
+                               device=dev)
+        else:
+            if spacing is None:
+                factors = requested_factors(affine, scale, *factor_range(card))
+            up = ModelUpscaler(name, shape, affine, factors=factors, profile=profile,
+                               net=net, card=card, device=dev)
+    if spacing is not None:
+        up.final_spacing = tuple(float(t) for t in spacing)
+    return up

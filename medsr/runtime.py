@@ -60,7 +60,10 @@ def _onnx_session(model: nn.Module, factor: int, example: torch.Tensor):
     except ImportError:
         return None
     cache = _SESSIONS.setdefault(model, {})
-    key = (factor, int(example.shape[-1]))
+    # an in-plane network's B-spline skip depends on both plane axes: both are fixed
+    plane = getattr(model, "lr_axes", 1) == 2
+    key = (factor, int(example.shape[-1])) + ((int(example.shape[-2]),) if plane else ())
+    dynamic = {0: "n"} if plane else {0: "n", 2: "h"}
     if key not in cache:
         buffer = io.BytesIO()
         try:
@@ -68,7 +71,7 @@ def _onnx_session(model: nn.Module, factor: int, example: torch.Tensor):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(_Fixed(model, factor).eval(), (example,), buffer,
                                   input_names=["x"], output_names=["y"], dynamo=False,
-                                  dynamic_axes={"x": {0: "n", 2: "h"}, "y": {0: "n", 2: "h"}})
+                                  dynamic_axes={"x": dynamic, "y": dynamic})
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.log_severity_level = 3

@@ -8,7 +8,9 @@ plane views of a 2D network, see :mod:`medsr.inference`) and the size of its *re
 
 and calibrated on data whose truth is known: the scan's own in-plane slices, degraded exactly
 as the thick axis is (:func:`medsr.selfsup.inplane_truth`), run through the same network and
-consistency projection. ``α, β, γ ≥ 0`` are a least-squares fit of the squared error, then
+consistency projection. When the plane itself is upscaled (in-plane SR, every axis at once)
+no finer truth exists, so the scan is degraded once more by the request's own operators and
+upscaled back to its own grid (self-similarity across scales, :func:`calibrate_self_similar`). ``α, β, γ ≥ 0`` are a least-squares fit of the squared error, then
 ``k`` is set so that ``|error| ≤ 2·sd`` holds for 95 % of body voxels, as for a Gaussian. The
 same procedure serves every learned method, shipped, user-trained or self-supervised.
 """
@@ -126,6 +128,8 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
     from medsr.selfsup import inplane_truth
     from medsr.transforms.degrade import slice_profile
 
+    if up.axis is None:
+        return calibrate_self_similar(up, reference, consistency)
     f, prof = up.factor, up.profile
     lo = otsu_threshold(reference)
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -156,5 +160,35 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
     cal = fit(s, r, e)
     cover, rho = coverage_and_rank(cal.sd(s, r), e)
     logger.info("uncertainty calibrated on %d in-plane voxels: %s (coverage %.3f, rank "
+                "correlation %.2f)", e.size, cal, cover, rho)
+    return cal
+
+
+def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) -> Calibration:
+    """Calibrate on the scan itself one scale down: ``reference`` degraded by the request's
+    operators (``up.operators()``) is upscaled back with the same members and projection and
+    compared with ``reference`` (cropped to whole LR voxels) over the body (Otsu)."""
+    from medsr.consistency import bspline_axes, degrade_axes, project_axes
+    from medsr.metrics import otsu_threshold
+
+    ops = up.operators()
+    crop = [slice(None)] * 3
+    for axis, factor, _ in ops:
+        n = reference.shape[axis] // factor * factor
+        if n < 2 * factor:
+            raise ValueError(f"axis {axis} is too short to calibrate ×{factor} on the scan")
+        crop[axis] = slice(0, n)
+    truth = np.ascontiguousarray(reference[tuple(crop)], dtype=np.float32)
+    lr = degrade_axes(truth, ops)
+    members = up.predict(lr)
+    estimate = np.mean(members, axis=0, dtype=np.float32)
+    if consistency:
+        estimate = project_axes(estimate, lr, ops)
+    mask = truth > otsu_threshold(reference)
+    s, r, e = (spread(members)[mask], (estimate - bspline_axes(lr, ops))[mask],
+               (estimate - truth)[mask])
+    cal = fit(s, r, e)
+    cover, rho = coverage_and_rank(cal.sd(s, r), e)
+    logger.info("uncertainty calibrated one scale down on %d voxels: %s (coverage %.3f, rank "
                 "correlation %.2f)", e.size, cal, cover, rho)
     return cal

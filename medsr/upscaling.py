@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medsr.consistency import SliceProfile, degrade, project
+from medsr.consistency import SliceProfile, bspline_axes, degrade_axes, project_axes
 from medsr.errors import MedsrError
 from medsr.geometry import spacing as voxel_size
 from medsr.io import load_volume, make_volume, volume_frames
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
-from medsr.resample import INTERPOLATORS, upsample_axis
+from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.uncertainty import Calibration, calibrate, spread
 
@@ -131,12 +131,12 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
         scratch: a folder to make the outputs in on disk (:mod:`medsr.scratch`; their pages
             are dropped from memory after each slab); default: in memory.
     """
-    learned = up.learned and up.axis is not None
+    learned = up.learned and bool(up.operators())
     if uncertainty and not learned:
         raise ValueError("an uncertainty map needs a learned method")
     t = frames.shape[0]
     reference = frames[0] if t == 1 else frames.mean(axis=0, dtype=np.float32)
-    share = 0.7 if up.name == "self-supervised" else 0.0
+    share = 0.7 if "self-supervised" in up.name else 0.0
     up.prepare(reference, progress=(lambda p: progress(share * p)) if progress else None)
     report = Report(consistency=consistency and learned)
     if uncertainty:
@@ -195,30 +195,31 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
     del members
     estimate = crop(estimate)
     sums = np.zeros(2)
-    if up.learned and up.axis is not None:
+    ops = up.operators()
+    if ops:
         lr = crop(src)
-        sums[0] = _sq_error(estimate, lr, up)
+        sums[0] = _sq_error(estimate, lr, ops)
         if report.consistency:
-            estimate = project(estimate, lr, up.axis, up.factor, up.profile, in_place=True)
-            sums[1] = _sq_error(estimate, lr, up)
+            estimate = project_axes(estimate, lr, ops, in_place=True)
+            sums[1] = _sq_error(estimate, lr, ops)
         if sd is not None:
-            refinement = upsample_axis(lr, up.axis, up.factor, "bspline")
+            refinement = bspline_axes(lr, ops)
             np.subtract(estimate, refinement, out=refinement)
             _take(sd, axis, start, stop)[...] = report.calibration.sd(spread_map, refinement)
     _take(out, axis, start, stop)[...] = estimate
     return sums
 
 
-def _sq_error(estimate: np.ndarray, lr: np.ndarray, up: Upscaler) -> float:
+def _sq_error(estimate: np.ndarray, lr: np.ndarray, ops) -> float:
     """Sum of squared differences between the re-degraded estimate and the measured slab."""
-    diff = degrade(estimate, up.axis, up.factor, up.profile) - lr
+    diff = degrade_axes(estimate, ops) - lr
     return float(np.sum(np.square(diff, dtype=np.float64)))
+
 
 
 def _flip_spread(up: Upscaler, src: np.ndarray, member: np.ndarray, crop) -> np.ndarray:
     """Spread between a one-view prediction and its prediction on the mirrored input."""
-    companions = [a for a in range(3) if a != up.axis]
-    flip_axis = companions[-1]
+    flip_axis = [a for a in range(3) if a != up.axis][-1] if up.axis is not None else 0
     flipped = np.flip(up.predict(np.flip(src, flip_axis).copy())[0], flip_axis)
     return crop(spread([member, np.ascontiguousarray(flipped)]))
 
@@ -234,7 +235,8 @@ def profile_for(thickness_mm: float | None, spacing_mm: float, kind: str = "box"
 
 
 def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
-                   spacing: Sequence[float] | None = None, method: str = "auto",
+                   spacing: Sequence[float] | None = None, isotropic: float | None = None,
+                   method: str = "auto",
                    model: str | Path | None = None, modality: str | None = None,
                    device: str = "auto", series_uid: str | None = None,
                    progress: Callable[[float], None] | None = None,
@@ -251,11 +253,16 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         scale: integer factor per stored array axis, e.g. ``(1, 1, 4)`` for 4× thinner slices.
             Default: every spacing brought down to the smallest by an integer factor (the
             factor a model serves is clipped to its trained range).
-        spacing: target spacing in mm per array axis instead of ``scale`` (interpolation only).
+        spacing: target spacing in mm per array axis instead of ``scale``, met exactly:
+            learned methods upscale by the integer factor at or above each axis's ratio
+            (the in-plane model on two equal factors of the finest axes, the through-plane
+            model on a thick axis, both chained), then resample onto the spacing.
+        isotropic: a target spacing in mm on every axis (``spacing=(mm, mm, mm)``).
         method: ``"auto"`` (the shipped default model for the modality when it covers the
             request, else B-spline), ``"default"`` (the shipped model, or an error),
             ``"self-supervised"`` (fit a model to the scan's own in-plane slices, see
-            :mod:`medsr.selfsup`), ``"bspline"`` (cubic) or ``"linear"``. Ignored when
+            :mod:`medsr.selfsup`; after the in-plane model when the plane is upscaled too),
+            ``"bspline"`` (cubic) or ``"linear"``. Ignored when
             ``model`` is given.
         model: a trained model folder (``weights.safetensors`` + ``card.json``) or its
             ``.safetensors`` file.
@@ -307,6 +314,10 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     if slice_profile not in (None, *PROFILES):
         raise MedsrError(f"unknown slice profile {slice_profile!r}; choose one of "
                          f"{', '.join(PROFILES)}")
+    if isotropic is not None:
+        if spacing is not None:
+            raise MedsrError("give either --spacing or --isotropic, not both")
+        spacing = (float(isotropic),) * 3
     if not isinstance(volume, MetaTensor):
         volume = load_volume(volume, series_uid=series_uid)
     try:
@@ -326,11 +337,12 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     if uncertainty and not up.learned:
         raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
                          "(use --method default, --self-supervised or --model)")
-    if up.axis is not None:
-        header = source.extra.get("slice_thickness") if up.axis == 2 else None  # DICOM slices
+    thick = up.through_plane()
+    if thick is not None:  # its own axis, the same index on the input's grid
+        header = source.extra.get("slice_thickness") if thick.axis == 2 else None  # DICOM
         thickness = (slice_thickness or (self_supervised or {}).get("slice_thickness")
                      or header)
-        up.profile = _profile(frames, affine, up.axis, thickness, slice_profile)
+        thick.profile = _profile(frames, affine, thick.axis, thickness, slice_profile)
     plan = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
@@ -338,19 +350,48 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
                           scratch=scratch_dir(scratch) if plan.on_disk else None)
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
-    result = _wrap(out, up.out_affine, source, affine)
+    out_affine = up.out_affine
+    if up.final_spacing is not None:  # a learned method's integer grid -> the exact spacing
+        out, sd, out_affine = to_spacing(out, sd, up, up.final_spacing)
+    result = _wrap(out, out_affine, source, affine)
     result.meta["medsr_method"] = up.name
-    if up.learned and up.axis is not None:
-        result.meta["medsr_slice_profile"] = {"kind": up.profile.kind,
-                                              "width": round(up.profile.width, 4)}
+    ops = up.operators()
+    if ops:
+        prof = thick.profile if thick is not None else ops[0][2]
+        result.meta["medsr_slice_profile"] = {"kind": prof.kind, "width": round(prof.width, 4)}
+        result.meta["medsr_operators"] = [
+            {"axis": a, "factor": f, "profile": p.kind, "width": round(p.width, 4)}
+            for a, f, p in ops]
         result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
         result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
     if sd is None:
         return result
-    uncertainty_map = _wrap(sd, up.out_affine, source, affine, dtype="float32")
+    uncertainty_map = _wrap(sd, out_affine, source, affine, dtype="float32")
     uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
     result.meta["medsr_uncertainty"] = report.calibration.as_dict()
     return result, uncertainty_map
+
+
+def to_spacing(out: np.ndarray, sd: np.ndarray | None, up: Upscaler,
+               spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Resample a learned output (and its sd map) from its integer-factor grid onto the grid of
+    exactly ``spacing`` that covers the same extent (:func:`medsr.geometry.target_grid`):
+    cubic B-spline for the output, linear for the sd. Returns ``(out, sd, affine)``."""
+    from medsr.geometry import target_grid
+    from medsr.resample import resample_index_space
+
+    shape, affine, _ = target_grid(up.shape, up.affine, target_spacing=spacing)
+    if shape == tuple(up.out_shape) and np.allclose(affine, up.out_affine, atol=1e-6):
+        return out, sd, up.out_affine
+    to_grid = np.linalg.solve(up.out_affine, affine)
+    ratio, offset = np.diag(to_grid)[:3], to_grid[:3, 3]
+    logger.info("resampling the learned %s grid onto %s mm (%s)", up.out_shape,
+                "×".join(f"{t:g}" for t in spacing), "×".join(str(n) for n in shape))
+
+    def each(frames: np.ndarray, method: str) -> np.ndarray:
+        return np.stack([resample_index_space(f, shape, ratio, offset, method) for f in frames])
+
+    return each(out, "bspline"), (each(sd, "linear") if sd is not None else None), affine
 
 
 def working_set_bytes(learned: bool, one_axis: bool, slab: int, uncertainty: bool = False

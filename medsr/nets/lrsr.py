@@ -9,10 +9,16 @@ times wider costs what the fine-grid refiner costs, one body serves every factor
 ``factors`` (each with its own small head), and the B-spline is the same one inference and the
 consistency projection use.
 
+With ``lr_axes=2`` both axes of the plane are low resolution (in-plane SR, the setting of
+SRCNN/ESPCN): the heads shuffle up both axes and the skip is the separable B-spline.
+
 Example:
     >>> net = LRRefiner(spatial_dims=2, scale=(1, 2), factors=(2, 4))
     >>> net(torch.rand(1, 1, 16, 8), factor=4).shape
     torch.Size([1, 1, 16, 32])
+    >>> LRRefiner(spatial_dims=2, scale=(2, 2), factors=(2, 4), lr_axes=2)(
+    ...     torch.rand(1, 1, 8, 8), factor=3).shape
+    torch.Size([1, 1, 24, 24])
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class LRRefiner(SRNet):
     """EDSR body on the LR grid + one sub-pixel head per factor + B-spline skip (2D).
 
     The low-resolution axis is the last one. ``forward(x, factor)`` maps ``(B, C, H, w)`` to
-    ``(B, C, H, factor·w)``; ``scale`` is the default factor.
+    ``(B, C, H, factor·w)``; ``scale`` is the default factor. With ``lr_axes=2`` both axes
+    are: ``(B, C, h, w)`` to ``(B, C, factor·h, factor·w)``.
 
     Args:
         spatial_dims: 2.
@@ -53,6 +60,7 @@ class LRRefiner(SRNet):
         features: channels of the body.
         num_blocks: residual blocks in the body.
         kernel_size: odd kernel size.
+        lr_axes: 1 (the last axis is low resolution: through-plane) or 2 (both: in-plane).
     """
 
     name = "lrrefiner"
@@ -60,10 +68,15 @@ class LRRefiner(SRNet):
 
     def __init__(self, *, spatial_dims: int, scale: Sequence[int], factors: Sequence[int],
                  in_channels: int = 1, features: int = 32, num_blocks: int = 6,
-                 kernel_size: int = 3) -> None:
+                 kernel_size: int = 3, lr_axes: int = 1) -> None:
         super().__init__(spatial_dims, scale, in_channels)
-        if self.spatial_dims != 2 or self.scale[0] != 1:
+        if lr_axes not in (1, 2):
+            raise ValueError(f"lr_axes must be 1 or 2, got {lr_axes!r}")
+        if self.spatial_dims != 2 or (lr_axes == 1 and self.scale[0] != 1):
             raise ValueError("LRRefiner is 2D with the low-resolution axis last: scale (1, f)")
+        if lr_axes == 2 and self.scale[0] != self.scale[1]:
+            raise ValueError("an in-plane LRRefiner (lr_axes=2) has one scale: (f, f)")
+        self.lr_axes = lr_axes
         lo, hi = (check_int("factors", int(f), minimum=2) for f in factors)
         if hi < lo:
             raise ValueError(f"factors must be a range (lo, hi), got {list(factors)}")
@@ -73,6 +86,8 @@ class LRRefiner(SRNet):
         self.factors = (lo, hi)
         self.config.update(factors=[lo, hi], features=features, num_blocks=num_blocks,
                            kernel_size=k)
+        if lr_axes == 2:  # stored only when set: v0.2 cards rebuild unchanged
+            self.config["lr_axes"] = 2
         c = self.in_channels
         self.conv_first = conv(2, c, features, k)
         self.body = nn.Sequential(*(ResidualBlock(2, features, k) for _ in range(num_blocks)))
@@ -81,11 +96,13 @@ class LRRefiner(SRNet):
         for f in range(lo, hi + 1):
             last = conv(2, features, c, k)
             shrink_(last, 0.1)
-            self.heads[str(f)] = nn.Sequential(Upsampler(2, features, features, (1, f), k),
+            self.heads[str(f)] = nn.Sequential(Upsampler(2, features, features,
+                                                         (f, f) if lr_axes == 2 else (1, f), k),
                                                nn.ReLU(inplace=True), last)
 
     def forward(self, x: torch.Tensor, factor: int | None = None) -> torch.Tensor:
-        """Upscale the last axis of ``x`` (B, C, H, w) by ``factor`` (default ``scale[-1]``)."""
+        """Upscale the last axis of ``x`` (B, C, H, w) by ``factor`` (default ``scale[-1]``);
+        both axes with ``lr_axes=2``."""
         self.check_input(x)
         f = int(factor or self.scale[-1])
         if str(f) not in self.heads:
@@ -93,4 +110,6 @@ class LRRefiner(SRNet):
         feat = self.conv_first(x)
         feat = feat + self.conv_after_body(self.body(feat))
         base = x @ bspline_matrix(x.shape[-1], f).to(x.device, x.dtype).T
+        if self.lr_axes == 2:
+            base = bspline_matrix(x.shape[-2], f).to(x.device, x.dtype) @ base
         return base + self.heads[str(f)](feat)

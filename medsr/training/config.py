@@ -51,6 +51,10 @@ class DegradationConfig:
     rician: bool = False
     blur_fwhm: list[float] = field(default_factory=lambda: [0.0, 0.0])  # in-plane PSF, voxels
     kspace: float = 0.0  # probability of in-plane k-space truncation ×2 before profiling
+    # 1: only the last axis of a patch is degraded (thick slices); 2: both axes of a 2D patch
+    # (in-plane SR), each by the factor with one of ``profiles``: "box" (pixel/detector
+    # aperture), "gaussian", or "kspace" (central 1/f of k-space: MRI's sinc profile)
+    axes: int = 1
 
 
 @dataclass
@@ -145,6 +149,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("network.input must be lr or interpolated")
     if n.interpolation not in ("linear", "bspline"):
         raise MedsrError("network.interpolation must be linear or bspline")
+    if d.axes not in (1, 2) or (d.axes == 2 and n.spatial_dims != 2):
+        raise MedsrError("degradation.axes must be 1, or 2 (both axes of a 2D network's patch)")
+    known = ("box", "gaussian", "kspace") if d.axes == 2 else ("box", "gaussian")
+    if not d.profiles or any(p not in known for p in d.profiles):
+        raise MedsrError(f"degradation.profiles must be among {', '.join(known)}")
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")

@@ -31,6 +31,9 @@ from medsr.transforms.intensity import default_normalization, fit_scaling
 
 logger = logging.getLogger(__name__)
 
+#: LR voxels of context on each side of an in-plane patch, degraded and then cut away
+PLANE_MARGIN = 4
+
 
 
 def find_volumes(entries: list[str]) -> list[Path]:
@@ -112,9 +115,10 @@ class PairSampler:
                              f"({'a plane' if dims == 2 else 'all three axes'}){_hint(volumes)}")
         self.volumes = volumes
 
-    def _patch(self, rng: np.random.Generator, factor: int) -> torch.Tensor:
+    def _patch(self, rng: np.random.Generator, factor: int, margin: int = 0) -> torch.Tensor:
         size = list(self.cfg.patch.size)
-        size[-1] = factor * max(2, round(size[-1] / factor))  # whole LR voxels
+        for a in range(-self.cfg.degradation.axes, 0):  # whole LR voxels, and the margin
+            size[a] = factor * (max(2, round(size[a] / factor)) + 2 * margin)
         for _ in range(20):
             i, *order = self.choices[rng.integers(len(self.choices))]
             vol = self.volumes[i].data
@@ -130,7 +134,30 @@ class PairSampler:
                 break
         if rng.random() < 0.5:  # flips along the axes that are not degraded
             patch = patch.flip(0)
+        if self.cfg.degradation.axes == 2 and rng.random() < 0.5:
+            patch = patch.transpose(0, 1).contiguous()
         return patch
+
+    def _degrade_plane(self, hr: torch.Tensor, rng: np.random.Generator, factor: int
+                       ) -> torch.Tensor:
+        """Both axes of a 2D patch degraded ×factor (in-plane SR)."""
+        d = self.cfg.degradation
+        x = hr[None]
+        fwhm = float(rng.uniform(*d.blur_fwhm))
+        if fwhm > 0:
+            x = gaussian_psf(x, [fwhm, fwhm])
+        profile = d.profiles[int(rng.integers(len(d.profiles)))]
+        if profile == "kspace":
+            x = kspace_truncate(x, (0, 1), factor)
+        else:
+            thickness = float(rng.uniform(*d.thickness)) * factor
+            for axis in (0, 1):
+                x = slice_profile(x, axis, factor, thickness, profile)
+        sigma = float(rng.uniform(*d.noise))
+        if sigma > 0:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            x = add_noise(x, sigma, rician=d.rician, generator=gen)
+        return x
 
     def _degrade(self, hr: torch.Tensor, rng: np.random.Generator, factor: int) -> torch.Tensor:
         d = self.cfg.degradation
@@ -159,8 +186,14 @@ class PairSampler:
         f = factor or int(rng.integers(lo, hi + 1))
         hrs, lrs = [], []
         for _ in range(size or self.cfg.patch.batch_size):
-            hr = self._patch(rng, f)
-            lrs.append(self._degrade(hr, rng, f))
+            if self.cfg.degradation.axes == 2:  # degraded with a margin: k-space wraps round
+                hr = self._patch(rng, f, PLANE_MARGIN)
+                m = PLANE_MARGIN
+                lrs.append(self._degrade_plane(hr, rng, f)[:, m:-m, m:-m])
+                hr = hr[m * f:-m * f, m * f:-m * f]
+            else:
+                hr = self._patch(rng, f)
+                lrs.append(self._degrade(hr, rng, f))
             hrs.append(hr[None])
         lr = torch.stack(lrs)
         if self.cfg.network.input == "interpolated":

@@ -67,6 +67,8 @@ def _split(paths: list[Path], cfg: TrainConfig) -> tuple[list[Path], list[Path]]
 def _scale(cfg: TrainConfig) -> list[int]:
     """The network's own scale: the factor, or 1 when it refines an interpolated input."""
     f = 1 if cfg.network.input == "interpolated" else factor_range(cfg.degradation)[0]
+    if cfg.degradation.axes == 2:
+        return [f, f]
     return [1] * (cfg.network.spatial_dims - 1) + [f]
 
 
@@ -189,6 +191,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     params = dict(cfg.network.params)
     if getattr(NETWORKS.get(cfg.network.name), "takes_factor", False):
         params.setdefault("factors", list(factor_range(cfg.degradation)))
+        if cfg.degradation.axes == 2:
+            params.setdefault("lr_axes", 2)
     model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
                           scale=_scale(cfg), **params).to(dev)
     if cfg.network.init and not resume:
@@ -220,6 +224,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 "spatial_dims": cfg.network.spatial_dims, "input": cfg.network.input,
                 "interpolation": cfg.network.interpolation,
                 "factors": list(factor_range(cfg.degradation)), "modality": cfg.data.modality,
+                "lr_axes": cfg.degradation.axes,
                 "normalization": normalization,
                 "degradation": cfg.to_dict()["degradation"],
                 "training_data": [str(p) for p in train_paths],
@@ -236,7 +241,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     baseline = (None, None)
     if val_batch is not None:
         multi = getattr(model, "takes_factor", False)
-        baseline = evaluate_batch(_Interpolation(_scale(cfg), bspline=multi), val_batch, dev)
+        baseline = evaluate_batch(_Interpolation(_scale(cfg), bspline=multi,
+                                                 axes=cfg.degradation.axes), val_batch, dev)
     first = step
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="train", unit="step",
                disable=not progress or rank != 0)
@@ -298,19 +304,20 @@ class _Interpolation(nn.Module):
 
     takes_factor = True
 
-    def __init__(self, scale: list[int], bspline: bool = False) -> None:
+    def __init__(self, scale: list[int], bspline: bool = False, axes: int = 1) -> None:
         super().__init__()
-        self.scale, self.bspline = scale, bspline
+        self.scale, self.bspline, self.axes = scale, bspline, axes
 
     def forward(self, x: torch.Tensor, factor: int | None = None) -> torch.Tensor:
         from medsr.nets import interpolate
         from medsr.nets.lrsr import bspline_matrix
 
         if self.bspline and factor:
-            return x @ bspline_matrix(x.shape[-1], factor).T
+            x = x @ bspline_matrix(x.shape[-1], factor).T
+            return bspline_matrix(x.shape[-2], factor) @ x if self.axes == 2 else x
         scale = list(self.scale)
         if factor:
-            scale[-1] = factor
+            scale[-self.axes:] = [factor] * self.axes
         return interpolate(x, scale)
 
 
