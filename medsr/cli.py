@@ -45,10 +45,13 @@ def upscale(
              "Default: NAME_sr beside each input.")] = None,
     scale: Scale = None,
     spacing: Spacing = None,
+    isotropic: Annotated[Optional[float], typer.Option(
+        help="Target spacing MM on every axis (e.g. 1 for 1 mm isotropic), met exactly; "
+             "instead of --scale/--spacing.", show_default=False)] = None,
     method: Annotated[Method, typer.Option(
-        help="auto: the shipped default model for the modality when it covers the factor, "
-             "else bspline; default: that model or an error; bspline or linear "
-             "interpolation.")] = Method.auto,
+        help="auto: the shipped default models for the modality when they cover the grid "
+             "(in-plane, through-plane, or both chained), else bspline; default: those "
+             "models or an error; bspline or linear interpolation.")] = Method.auto,
     self_supervised: Annotated[bool, typer.Option(
         "--self-supervised", help="Same as --method self-supervised: learn from the scan's "
                                   "own in-plane slices, no training data needed.")] = False,
@@ -145,7 +148,8 @@ def upscale(
                 def report(done: float, bar=bar) -> None:
                     bar.update(round(done * 100) - bar.n)
 
-                result = medsr.upscale(volume, scale, spacing=spacing, method=method_name,
+                result = medsr.upscale(volume, scale, spacing=spacing, isotropic=isotropic,
+                                       method=method_name,
                                        model=model, device=device, progress=report,
                                        modality=modality.value if modality else None,
                                        self_supervised=options, consistency=consistency,
