@@ -71,6 +71,9 @@ class NetworkConfig:
     input: str = "lr"
     interpolation: str = "linear"
     init: str | None = None  # a model folder to start from (fine-tuning); same architecture
+    # False: start from the tensors of ``init`` whose names and shapes match (transfer, e.g.
+    # the body of a through-plane model into an in-plane one); the rest keep their init
+    init_strict: bool = True
 
 
 @dataclass

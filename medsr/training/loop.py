@@ -199,10 +199,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         from medsr.checkpoint import load_model
 
         start, _ = load_model(cfg.network.init)
-        if network_config(start) != network_config(model):
-            raise MedsrError(f"network.init {cfg.network.init} has another architecture "
-                             f"({network_config(start)})")
-        model.load_state_dict(start.state_dict())
+        if cfg.network.init_strict:
+            if network_config(start) != network_config(model):
+                raise MedsrError(f"network.init {cfg.network.init} has another architecture "
+                                 f"({network_config(start)})")
+            model.load_state_dict(start.state_dict())
+        else:  # transfer what fits (e.g. a through-plane body into an in-plane network)
+            own = model.state_dict()
+            same = {k: v for k, v in start.state_dict().items()
+                    if k in own and own[k].shape == v.shape}
+            model.load_state_dict(same, strict=False)
+            logger.info("initialised %d of %d tensors from %s", len(same), len(own),
+                        cfg.network.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
