@@ -181,10 +181,17 @@ def _method_note(result) -> str:
     meta = result.meta
     note = meta["medsr_method"]
     if "medsr_consistency_psnr" in meta:
-        prof = meta["medsr_slice_profile"]
         psnr = meta["medsr_consistency_psnr"]
-        note += (f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing; re-degraded "
-                 f"output vs input {'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
+        ops = meta.get("medsr_operators") or []
+        inplane = [o for o in ops if o["profile"] == "sinc"]
+        if inplane:
+            note += f"; in-plane k-space ×{inplane[0]['factor']}"
+        boxes = [o for o in ops if o["profile"] != "sinc"]
+        if boxes:
+            prof = meta["medsr_slice_profile"]
+            note += f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing"
+        note += (f"; re-degraded output vs input "
+                 f"{'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
     return note
 
 
