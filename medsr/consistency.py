@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from medsr.transforms.degrade import profile_kernel
+if TYPE_CHECKING:  # torch and MONAI (profile_kernel) load when a learned method runs
+    import torch
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class SliceProfile:
 @lru_cache(maxsize=32)
 def degrade_matrix(n_lr: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary)."""
+    from medsr.transforms.degrade import profile_kernel
+
     n_hr = n_lr * factor
     offsets, weights = profile_kernel(factor, profile.width * factor, profile.kind)
     d = np.zeros((n_lr, n_hr))
@@ -76,6 +79,8 @@ def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
 
 def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """The thick slices that ``out`` predicts (``D @ out`` along ``axis``)."""
+    import torch
+
     n_lr = out.shape[axis] // factor
     d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
     return _along(torch.from_numpy(np.ascontiguousarray(out)), axis, d).numpy()
@@ -97,6 +102,8 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
     Returns:
         The corrected float32 array: a new one, or ``out`` with ``in_place``.
     """
+    import torch
+
     n_lr = lr.shape[axis]
     if out.shape[axis] != n_lr * factor:
         raise ValueError(f"output length {out.shape[axis]} is not {factor}×{n_lr}")

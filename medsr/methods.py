@@ -213,8 +213,6 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
                   profile: SliceProfile | None = None,
                   self_supervised: dict | None = None) -> Upscaler:
     """The upscaler for a request (see :func:`medsr.upscale` for the arguments)."""
-    from medsr.device import resolve_device
-
     shape = tuple(int(s) for s in shape)
     profile = profile or SliceProfile()
     if model is None and method in ("auto", "default"):
@@ -234,6 +232,8 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
     if spacing is not None:
         raise MedsrError(f"--spacing cannot be used with {'a model' if model else method}; "
                          "use --scale")
+    from medsr.device import resolve_device  # torch: not for interpolation
+
     dev = resolve_device(device)
     if method == "self-supervised" and model is None:
         return SelfSupervised("self-supervised", shape, affine,
