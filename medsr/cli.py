@@ -186,6 +186,10 @@ def _method_note(result) -> str:
         psnr = meta["medsr_consistency_psnr"]
         note += (f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing; re-degraded "
                  f"output vs input {'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
+    fitted = meta.get("medsr_self_supervised") or {}
+    if "held_out_gain_db" in fitted:
+        note += (f"; {fitted['steps']} steps ({fitted['stopped']}), held-out pairs "
+                 f"{fitted['held_out_gain_db']:+.2f} dB over B-spline")
     return note
 
 

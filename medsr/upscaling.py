@@ -350,6 +350,8 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         logger.info("%s: %s", up.name, report.describe())
     result = _wrap(out, up.out_affine, source)
     result.meta["medsr_method"] = up.name
+    if up.name == "self-supervised":  # steps, stopping reason, held-out PSNR vs B-spline
+        result.meta["medsr_self_supervised"] = selfsup_summary(up.card)
     if up.learned and up.axis is not None:
         result.meta["medsr_slice_profile"] = {"kind": up.profile.kind,
                                               "width": round(up.profile.width, 4)}
@@ -458,6 +460,14 @@ def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo,
         source = copy.copy(source)
         source.dtype = dtype
     return make_frames(out, out_affine, source)
+
+
+def selfsup_summary(card: dict) -> dict:
+    """What a self-supervised fit did, for the output's metadata (see :mod:`medsr.selfsup`)."""
+    keys = ("steps", "best_step", "stopped", "seconds", "held_out_psnr",
+            "held_out_psnr_bspline", "held_out_gain_db")
+    fitted = card.get("self_supervised", {})
+    return {k: fitted[k] for k in keys if k in fitted}
 
 
 def _selfsup_options(options: dict | None) -> dict:

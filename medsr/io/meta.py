@@ -191,4 +191,9 @@ def processing_note(volume: Frames | torch.Tensor) -> str | None:
     if psnr is not None:
         psnr = float(psnr)
         parts.append("re-degraded=input" if psnr == float("inf") else f"re-degraded {psnr:.1f} dB")
+    fitted = meta.get("medsr_self_supervised") or {}
+    if "steps" in fitted:
+        gain = fitted.get("held_out_gain_db")
+        parts.append(f"{fitted['steps']} steps" + (f", held-out {float(gain):+.2f} dB vs bspline"
+                                                   if gain is not None else ""))
     return "; ".join(parts)

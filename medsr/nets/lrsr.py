@@ -88,9 +88,14 @@ class LRRefiner(SRNet):
         """Upscale the last axis of ``x`` (B, C, H, w) by ``factor`` (default ``scale[-1]``)."""
         self.check_input(x)
         f = int(factor or self.scale[-1])
-        if str(f) not in self.heads:
-            raise ValueError(f"LRRefiner has heads for factors {self.factors}, not {f}")
+        base = x @ bspline_matrix(x.shape[-1], f).to(x.device, x.dtype).T
+        return base + self.residual(x, f)
+
+    def residual(self, x: torch.Tensor, factor: int) -> torch.Tensor:
+        """The correction to the B-spline skip: no constant depends on the plane's size, so
+        an exported graph of it serves every width (:mod:`medsr.runtime`)."""
+        if str(factor) not in self.heads:
+            raise ValueError(f"LRRefiner has heads for factors {self.factors}, not {factor}")
         feat = self.conv_first(x)
         feat = feat + self.conv_after_body(self.body(feat))
-        base = x @ bspline_matrix(x.shape[-1], f).to(x.device, x.dtype).T
-        return base + self.heads[str(f)](feat)
+        return self.heads[str(factor)](feat)
