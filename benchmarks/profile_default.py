@@ -10,7 +10,7 @@ writes JSON with the machine and its load.
 Usage::
 
     python benchmarks/profile_default.py SCAN [--scale 1 1 3] [--repeats 1] \\
-        [--out benchmarks/results/profile_default.json] [-- EXTRA CLI ARGS]
+        [--out benchmarks/results/profile_default.json] [MORE UPSCALE ARGUMENTS]
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ def machine() -> dict:
 
 
 def timed(owner, name: str, stage: str) -> None:
-    """Replace ``owner.name`` by a wrapper adding its wall time to ``TIMES[stage]``."""
-    inner = getattr(owner, name)
+    """Replace ``owner.name`` by a wrapper adding its wall time to ``TIMES[stage]`` (nothing
+    when ``owner`` has no such name: an older medsr)."""
+    inner = getattr(owner, name, None)
+    if inner is None:
+        return
 
     def wrapper(*args, **kwargs):
         t = time.perf_counter()
@@ -58,17 +61,19 @@ def timed(owner, name: str, stage: str) -> None:
 
 
 def instrument() -> None:
+    import onnxruntime
+    import torch.onnx
+
     import medsr.cli
     import medsr.inference
     import medsr.io
     import medsr.methods
     import medsr.runtime
-    import medsr.transforms.intensity as intensity
     import medsr.upscaling
-    import onnxruntime
-    import torch.onnx
+    from medsr.transforms import intensity
 
-    timed(medsr.io, "read_frames", "read")
+    timed(medsr.io, "read_frames" if hasattr(medsr.io, "read_frames") else "load_volume",
+          "read")
     timed(medsr.io, "save_volume", "write")
     timed(intensity, "fit_scaling", "normalisation")
     timed(torch.onnx, "export", "graph export")
@@ -116,8 +121,8 @@ def main() -> None:
     parser.add_argument("scan", type=Path)
     parser.add_argument("--scale", type=int, nargs=3, default=[1, 1, 3])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("extra", nargs="*", help="more `medsr upscale` arguments (after --)")
-    args = parser.parse_args()
+    args, args.extra = parser.parse_known_args()  # the rest: `medsr upscale` arguments
+    args.extra = [a for a in args.extra if a != "--"]
     load_before = os.getloadavg()
     t = time.perf_counter()
     import medsr.cli  # the CLI's own start-up

@@ -16,6 +16,7 @@ the export fails, PyTorch runs the planes (with bf16 autocast on CUDA).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -38,6 +39,8 @@ BACKENDS = ("auto", "torch", "onnx")
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: bumped when what goes into a cached graph changes
 _GRAPH_VERSION = 1
+#: graphs kept on disk (each self-supervised fit adds one); the least recently used go first
+CACHED_GRAPHS = 32
 
 
 def cache_dir() -> Path:
@@ -92,7 +95,10 @@ def _cached_graph(model: nn.Module, factor: int, example: torch.Tensor) -> bytes
     """The residual graph from the disk cache, else exported (and stored when possible)."""
     path = cache_dir() / f"{_graph_key(model, factor)}.onnx"
     try:
-        return path.read_bytes()
+        graph = path.read_bytes()
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used
+        return graph
     except OSError:
         pass
     graph = _export(_Residual(model, factor), example, {0: "n", 2: "h", 3: "w"})
@@ -106,6 +112,9 @@ def _cached_graph(model: nn.Module, factor: int, example: torch.Tensor) -> bytes
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        kept = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-CACHED_GRAPHS]:
+            old.unlink(missing_ok=True)
     except OSError as err:
         logger.info("ONNX graph not cached in %s (%s)", path.parent, err.strerror or err)
     return graph
