@@ -1,6 +1,8 @@
 """Command line: ``medsr upscale``, ``medsr info``, ``medsr sample``.
 
-Heavy imports (torch, MONAI, SimpleITK) happen inside the commands so ``--help`` is quick.
+Heavy imports (torch, MONAI, SimpleITK) happen inside the commands so ``--help`` is quick;
+volumes travel as :class:`medsr.io.Frames`, so ``info`` and interpolation load no torch or
+MONAI (``tests/test_cli.py`` checks it).
 User mistakes end with one ``error:`` line on stderr and exit code 1, never a traceback.
 """
 
@@ -19,7 +21,8 @@ from medsr.commands.choices import Format, Method, Modality, Profile, Scale, Spa
 from medsr.commands.evaluate import benchmark, evaluate
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 
 
 
@@ -27,10 +30,12 @@ app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact
 
 def _describe(volume) -> str:
     from medsr.geometry import spacing
+    from medsr.io import volume_frames
 
-    shape = "×".join(str(s) for s in volume.shape[1:])
-    sp = "×".join(f"{s:.3g}" for s in spacing(volume.affine.numpy()))
-    frames = f" ({volume.shape[0]} volumes)" if volume.shape[0] > 1 else ""
+    array, affine, _ = volume_frames(volume)
+    shape = "×".join(str(s) for s in array.shape[1:])
+    sp = "×".join(f"{s:.3g}" for s in spacing(affine))
+    frames = f" ({array.shape[0]} volumes)" if array.shape[0] > 1 else ""
     return f"{shape} at {sp} mm{frames}"
 
 
@@ -112,7 +117,7 @@ def upscale(
 
     import medsr
     from medsr.errors import MedsrError
-    from medsr.io import default_output, output_format
+    from medsr.io import default_output, output_format, read_frames
     from medsr.io.values import check_dtype
     from medsr.logs import setup_logging
 
@@ -143,7 +148,7 @@ def upscale(
         if uncertainty is not None and many:
             sd_dst = default_output(src, fmt_name, uncertainty, tag="_sd")
         try:
-            volume = medsr.load_volume(src, series_uid=series, volume=volume_index)
+            volume = read_frames(src, series_uid=series, volume=volume_index)
             with tqdm(total=100, desc=src.name, unit="%", leave=False, disable=None) as bar:
                 def report(done: float, bar=bar) -> None:
                     bar.update(round(done * 100) - bar.n)
@@ -192,6 +197,10 @@ def _method_note(result) -> str:
             note += f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing"
         note += (f"; re-degraded output vs input "
                  f"{'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
+    fitted = meta.get("medsr_self_supervised") or {}
+    if "held_out_gain_db" in fitted:
+        note += (f"; {fitted['steps']} steps ({fitted['stopped']}), held-out pairs "
+                 f"{fitted['held_out_gain_db']:+.2f} dB over B-spline")
     return note
 
 
@@ -260,15 +269,14 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
     """Print shape, spacing, affine (RAS), dtype, modality and the volumes of an input."""
     import numpy as np
 
-    import medsr
     from medsr.errors import MedsrError
-    from medsr.io import volume_frames
+    from medsr.io import read_frames, volume_frames
     from medsr.io.dicom_groups import describe_volumes
     from medsr.logs import setup_logging
 
     setup_logging(verbose)
     try:
-        volume = medsr.load_volume(path, series_uid=series)
+        volume = read_frames(path, series_uid=series)
     except MedsrError as err:
         fail(str(err))
     _, affine, source = volume_frames(volume)

@@ -26,11 +26,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from medsr.transforms.degrade import profile_kernel
+if TYPE_CHECKING:  # torch and MONAI (profile_kernel) load when a learned method runs
+    import torch
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,12 @@ Operator = tuple[int, int, SliceProfile]
 def degrade_matrix(n_lr: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary;
     periodic for ``sinc``, as k-space is)."""
+    from medsr.transforms.degrade import profile_kernel
+
     n_hr = n_lr * factor
     if profile.kind == "sinc":
+        import torch
+
         from medsr.transforms.degrade import kspace_truncate
 
         eye = torch.eye(n_hr, dtype=torch.float64)[None]  # impulses along axis 1
@@ -96,6 +101,8 @@ def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
 
 def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """The thick slices that ``out`` predicts (``D @ out`` along ``axis``)."""
+    import torch
+
     n_lr = out.shape[axis] // factor
     d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
     return _along(torch.from_numpy(np.ascontiguousarray(out)), axis, d).numpy()
@@ -117,6 +124,8 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
     Returns:
         The corrected float32 array: a new one, or ``out`` with ``in_place``.
     """
+    import torch
+
     n_lr = lr.shape[axis]
     if out.shape[axis] != n_lr * factor:
         raise ValueError(f"output length {out.shape[axis]} is not {factor}×{n_lr}")
@@ -131,6 +140,8 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
 
 def degrade_axes(out: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:
     """What ``out`` predicts of the measured volume: ``D`` along every upscaled axis."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
     for axis, factor, profile in ops:
         n_lr = x.shape[axis] // factor
@@ -143,6 +154,8 @@ def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
                  in_place: bool = False) -> np.ndarray:
     """:func:`project` for several upscaled axes at once (the separable operator of ``ops``):
     ``out += K (lr - D out)`` with ``D``, ``K`` the Kronecker products of the axes' own."""
+    import torch
+
     if len(ops) == 1:
         return project(out, lr, *ops[0], in_place=in_place)
     for axis, factor, _ in ops:

@@ -415,8 +415,6 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
     (``final_spacing``). Two equal factors on the finest axes go to the in-plane model, a
     single thick axis to the through-plane one (or self-supervised SR), and both chained.
     """
-    from medsr.device import resolve_device
-
     shape = tuple(int(s) for s in shape)
     profile = profile or SliceProfile()
 
@@ -432,6 +430,8 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         raise MedsrError("give either --scale or --spacing, not both")
     factors = (spacing_factors(affine, spacing) if spacing is not None
                else requested_factors(affine, scale))
+    from medsr.device import resolve_device  # torch: not for interpolation
+
     dev = resolve_device(device)
     if model is None:
         selfsup = dict(self_supervised or {}) if method == "self-supervised" else None

@@ -10,14 +10,29 @@ factor ``f`` with the thick axis's slice profile expressed in *slice spacings* (
 ``d_thick``). So the LR/HR spacing ratio, the profile width in LR spacings and the target's
 own resolution all match the real request, whatever the in-plane pixel size. A 2D residual
 refiner (the default model's architecture, starting from its weights when one is shipped for
-the modality) is fine-tuned on those pairs within a time budget.
+the modality) is fine-tuned on those pairs.
+
+**It stops on work, not seconds.** A few of the scan's slices (every 8th or so along the thick
+axis, at most 4) are held out of training; their in-plane planes, degraded the same way, are
+the held-out pairs. The pairs to learn from are made once, into a bank on the training device
+(flipped there at random), so sampling never starves a GPU. Every :data:`EVAL_EVERY` steps
+the network is scored on the held-out pairs (PSNR in normalised units, and against B-spline
+on the same pairs); the learning rate halves when the score has not improved by
+:data:`MIN_GAIN_DB` for :data:`PATIENCE` evaluations, and training stops at the next such
+plateau (or at ``max_steps``, or at the ``budget_seconds`` cap), keeping the best weights.
+``steps`` fixes the step count instead (the same result on every machine). The steps, the
+stopping reason and the held-out PSNR against B-spline go into the card (and from there into
+the output's metadata, ``meta["medsr_self_supervised"]``, and the log).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +47,16 @@ logger = logging.getLogger(__name__)
 #: architecture used when no default model is shipped for the modality
 FALLBACK_NETWORK = {"name": "edsr", "spatial_dims": 2, "scale": [1, 1], "features": 16,
                     "num_blocks": 8}
+#: training steps between two scores on the held-out pairs
+EVAL_EVERY = 50
+#: a score must beat the best by this much (dB) to count as an improvement
+MIN_GAIN_DB = 0.02
+#: evaluations without improvement before the learning rate halves (then before stopping)
+PATIENCE = 3
+#: the most steps the stopping rule may run (a cap, like ``budget_seconds``)
+MAX_STEPS = 3000
+#: pairs made once into the bank the batches are drawn from (flipped at random)
+BANK_PAIRS = 2048
 
 
 def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, factor: int,
@@ -39,7 +64,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                         budget_seconds: float = 150.0, steps: int | None = None,
                         seed: int = 0,
                         init: str | Path | None = "default", device: str = "auto",
-                        batch_size: int = 16, lr: float = 2e-4,
+                        batch_size: int = 16, lr: float = 2e-4, max_steps: int = MAX_STEPS,
                         progress: Callable[[float], None] | None = None
                         ) -> tuple[torch.nn.Module, dict]:
     """Fine-tune a 2D refiner on the scan's own planes; returns ``(network, card)``.
@@ -52,10 +77,11 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         modality: ``"CT"`` or ``"MR"`` (normalisation and starting weights).
         profile: the thick axis's slice profile (shape, FWHM in slice spacings); default a box
             as wide as the spacing.
-        budget_seconds: wall-clock training budget (the step count then depends on the
-            machine's speed).
-        steps: a fixed number of training steps instead of the time budget: with the same
+        budget_seconds: a wall-clock cap on training; it normally stops earlier, when the
+            held-out pairs stop improving (see the module doc).
+        steps: a fixed number of training steps instead of the stopping rule: with the same
             ``seed`` the result is then the same on every run.
+        max_steps: the most steps the stopping rule may run.
         init: ``"default"`` (the shipped model for the modality, if any), a model folder, or
             ``None`` to start from scratch.
     """
@@ -106,34 +132,183 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
             and scale[-1] != factor:
         raise MedsrError(f"the initial model upscales ×{scale[-1]}, not ×{factor}")
     scaling = fit_scaling(array, normalization)
+    held = held_out_slices(array.shape[axis])
     volumes = [Volume(f"scan, degraded along axis {a}",
-                      torch.from_numpy(scaling.forward(v)), tuple(others), lr_axes=(a,))
+                      torch.from_numpy(np.delete(scaling.forward(v), held, axis=axis)),
+                      tuple(others), lr_axes=(a,))
                for a, others, v in views]
     sampler = PairSampler(volumes, cfg)
+    bank = PairBank(sampler, BANK_PAIRS if steps is None else min(BANK_PAIRS,
+                                                                   steps * batch_size), dev,
+                    seed=seed)
+    check = HeldOut([(a, np.take(scaling.forward(v), held, axis=axis)) for a, _, v in views],
+                    axis, factor, profile, net_input, interpolation, dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     stepper = Stepper(net, optimizer, None, dev)
-    start, step = time.perf_counter(), 0
-    while (step < steps) if steps is not None else (
-            time.perf_counter() - start < budget_seconds):
-        stepper.step(*sampler.batch(step))
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    rule = None if steps is not None else StoppingRule(net)
+    if rule is not None:  # the starting point is a candidate too
+        rule.update(0, check.psnr(net), optimizer)
+    start, step, stopped = time.perf_counter(), 0, "steps"
+    while steps is None or step < steps:
+        if steps is None:
+            if step >= max_steps:
+                stopped = "max_steps"
+                break
+            if time.perf_counter() - start >= budget_seconds:
+                stopped = "budget"
+                break
+        stepper.step(*bank.batch(batch_size, gen))
         step += 1
+        if rule is not None and step % EVAL_EVERY == 0:
+            verdict = rule.update(step, check.psnr(net), optimizer)
+            logger.info("self-supervised: step %d, held-out %.2f dB (B-spline %.2f dB)%s",
+                        step, rule.history[-1][1], check.bspline_psnr,
+                        f"; {verdict}" if verdict else "")
+            if verdict == "plateau":
+                stopped = "plateau"
+                break
         if progress:
-            progress(step / steps if steps is not None
-                     else min(1.0, (time.perf_counter() - start) / budget_seconds))
-    logger.info("self-supervised: %d steps in %.0f s", step, time.perf_counter() - start)
+            progress(step / steps if steps is not None else
+                     max(step / max_steps, (time.perf_counter() - start) / budget_seconds))
+    seconds = time.perf_counter() - start
+    if rule is not None:
+        rule.restore(net)
+    best_step = rule.best_step if rule is not None else step
+    psnr = rule.best if rule is not None and rule.history else check.psnr(net)
+    report = {"steps": step, "best_step": best_step, "stopped": stopped,
+              "seconds": round(seconds, 1), "held_out_slices": [int(i) for i in held],
+              "held_out_psnr": round(psnr, 3), "held_out_psnr_bspline":
+                  round(check.bspline_psnr, 3),
+              "held_out_gain_db": round(psnr - check.bspline_psnr, 3)}
+    logger.info("self-supervised: %d steps in %.0f s (%s), best at step %d: held-out pairs "
+                "%.2f dB, B-spline %.2f dB (%+.2f dB)", step, seconds, stopped, best_step, psnr,
+                check.bspline_psnr, psnr - check.bspline_psnr)
     from medsr.nets import network_config
 
     card = {"network": network_config(net), "scale": scale, "spatial_dims": 2,
             "input": net_input, "interpolation": interpolation,
             "factors": [factor, factor], "modality": modality,
             "normalization": normalization, "self_supervised": {
-                "steps": step, "budget_seconds": None if steps is not None else budget_seconds,
+                **report, "budget_seconds": None if steps is not None else budget_seconds,
                 "seed": seed,
                 "slice_profile": {"kind": profile.kind, "width": profile.width},
                 "target_spacing_mm": float(voxel_size(affine)[axis] / factor),
                 "initial_model": str(init_path) if init_path else None},
             "training_data": ["the scan itself (in-plane slices)"], "validation": None}
     return net.eval(), card
+
+
+def held_out_slices(n: int) -> np.ndarray:
+    """Indices along the thick axis (``n`` slices) kept out of training: about every 8th, at
+    most 4, evenly spread, never the first or last."""
+    count = min(4, max(1, round(n / 8)))
+    return np.unique(np.round((np.arange(count) + 0.5) * n / count).astype(int)
+                     .clip(1, max(1, n - 2)))
+
+
+class PairBank:
+    """Pairs made once by the sampler and kept on the training device; a batch is a random
+    draw from them, flipped at random along both axes there (the profile is symmetric and the
+    patches whole LR voxels long, so a flipped pair is a pair)."""
+
+    def __init__(self, sampler, pairs: int, device: torch.device, seed: int = 0,
+                 chunk: int = 64) -> None:
+        self.coins = torch.Generator().manual_seed(seed)  # flips, drawn on the CPU
+        lrs, hrs = [], []
+        for i in range(math.ceil(pairs / chunk)):
+            lr, hr = sampler.batch(i, size=chunk)
+            lrs.append(lr)
+            hrs.append(hr)
+        self.lr = torch.cat(lrs).to(device)
+        self.hr = torch.cat(hrs).to(device)
+
+    def batch(self, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.lr), (size,), device=self.lr.device, generator=gen)
+        lr, hr = self.lr[pick], self.hr[pick]
+        flips = torch.randint(2, (2,), generator=self.coins).tolist()
+        dims = [d for d, f in zip((-2, -1), flips) if f]
+        return (lr.flip(dims), hr.flip(dims)) if dims else (lr, hr)
+
+
+class HeldOut:
+    """The held-out slices' planes, degraded along their in-plane axis as the training pairs
+    are; :meth:`psnr` scores a network on them (normalised units, data range 1)."""
+
+    def __init__(self, views: list[tuple[int, np.ndarray]], axis: int, factor: int,
+                 profile: SliceProfile, net_input: str, interpolation: str,
+                 device: torch.device) -> None:
+        from medsr.resample import upsample_axis
+        from medsr.training.data import interpolate_input
+        from medsr.transforms.degrade import slice_profile
+
+        self.factor, self.device, self.pairs = factor, device, []
+        err_bspline, count = 0.0, 0
+        for a, planes in views:  # planes: the view with only the held-out slices on ``axis``
+            for k in range(planes.shape[axis]):
+                plane = np.take(planes, k, axis=axis)  # 2D, axes in order; ``a`` degraded
+                b = [x for x in range(3) if x != axis].index(a)
+                hr = torch.from_numpy(np.ascontiguousarray(np.moveaxis(plane, b, -1)))
+                lr = slice_profile(hr[None], 1, factor, profile.width * factor, profile.kind)
+                up = upsample_axis(lr.numpy(), 2, factor, "bspline")[0]
+                err_bspline += float(np.sum((up - hr.numpy()) ** 2, dtype=np.float64))
+                count += hr.numel()
+                net_in = lr[None]
+                if net_input == "interpolated":
+                    net_in = interpolate_input(net_in, factor, interpolation)
+                self.pairs.append((net_in.to(device), hr.to(device)))
+        self.count = count
+        self.bspline_psnr = _psnr(err_bspline / count)
+
+    @torch.no_grad()
+    def psnr(self, net: torch.nn.Module) -> float:
+        from medsr.training.loop import call
+
+        net.eval()
+        err = 0.0
+        for net_in, hr in self.pairs:
+            pred = call(net, net_in, hr.shape[-1])[0, 0].float()
+            err += float(torch.sum((pred - hr).double() ** 2))
+        return _psnr(err / self.count)
+
+
+def _psnr(mse: float) -> float:
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
+@dataclass
+class StoppingRule:
+    """Best held-out score and weights; halve the learning rate at the first plateau, stop
+    at the second (:data:`PATIENCE` evaluations without :data:`MIN_GAIN_DB`)."""
+
+    net: torch.nn.Module
+
+    def __post_init__(self) -> None:
+        self.best, self.best_step, self.best_state = -math.inf, 0, None
+        self.waited, self.halved, self.history = 0, False, []
+
+    def update(self, step: int, psnr: float, optimizer: torch.optim.Optimizer) -> str:
+        self.history.append((step, psnr))
+        previous = self.best
+        if psnr > previous:
+            self.best, self.best_step = psnr, step
+            self.best_state = copy.deepcopy(self.net.state_dict())
+        if psnr > previous + MIN_GAIN_DB:
+            self.waited = 0
+            return ""
+        self.waited += 1
+        if self.waited < PATIENCE:
+            return ""
+        if self.halved:
+            return "plateau"
+        self.halved, self.waited = True, 0
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.5
+        return "learning rate halved"
+
+    def restore(self, net: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
 
 
 def resample_to_spacing(array: np.ndarray, axis: int, src: float, dst: float) -> np.ndarray:

@@ -22,21 +22,23 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 
 from medsr.consistency import SliceProfile, bspline_axes, degrade_axes, project_axes
 from medsr.errors import MedsrError
 from medsr.geometry import spacing as voxel_size
-from medsr.io import load_volume, make_volume, volume_frames
+from medsr.io import Frames, as_metatensor, make_frames, read_frames, volume_frames
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
 from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.uncertainty import Calibration, calibrate, spread
+
+if TYPE_CHECKING:  # torch and MONAI load where a MetaTensor is made (interpolation needs none)
+    from monai.data import MetaTensor
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +236,8 @@ def profile_for(thickness_mm: float | None, spacing_mm: float, kind: str = "box"
     return SliceProfile(kind, float(thickness_mm) / float(spacing_mm))
 
 
-def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
+def upscale_volume(volume: str | Path | MetaTensor | Frames,
+                   scale: Sequence[int] | None = None, *,
                    spacing: Sequence[float] | None = None, isotropic: float | None = None,
                    method: str = "auto",
                    model: str | Path | None = None, modality: str | None = None,
@@ -244,12 +247,14 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
                    uncertainty: bool = False, slice_thickness: float | None = None,
                    slice_profile: str | None = None, max_memory_gb: float | None = None,
                    scratch: str | Path | None = None, save_format: str | None = None
-                   ) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
+                   ) -> MetaTensor | Frames | tuple[MetaTensor | Frames, MetaTensor | Frames]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
     Args:
         volume: a path (NIfTI, DICOM folder, NRRD, ...) or a MetaTensor ``(1, X, Y, Z)``,
-            ``(T, X, Y, Z)`` (4D: every volume the same way) or ``(X, Y, Z)`` with an affine.
+            ``(T, X, Y, Z)`` (4D: every volume the same way) or ``(X, Y, Z)`` with an affine;
+            or :class:`~medsr.io.Frames` (:func:`~medsr.io.read_frames`), and then the
+            results are Frames too (no torch or MONAI loads for interpolation).
         scale: integer factor per stored array axis, e.g. ``(1, 1, 4)`` for 4× thinner slices.
             Default: every spacing brought down to the smallest by an integer factor (the
             factor a model serves is clipped to its trained range).
@@ -307,7 +312,6 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         >>> save_volume(sr, "scan_sr.nii.gz")                      # doctest: +SKIP
     """
     from medsr.methods import make_upscaler
-    from medsr.transforms.intensity import guess_modality
 
     if method not in METHODS:
         raise MedsrError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -318,8 +322,9 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
         if spacing is not None:
             raise MedsrError("give either --spacing or --isotropic, not both")
         spacing = (float(isotropic),) * 3
-    if not isinstance(volume, MetaTensor):
-        volume = load_volume(volume, series_uid=series_uid)
+    plain = isinstance(volume, Frames)
+    if isinstance(volume, (str, Path)):
+        volume = read_frames(volume, series_uid=series_uid)
     try:
         frames, affine, source = volume_frames(volume)
     except ValueError as err:
@@ -328,7 +333,12 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     if bad:
         raise MedsrError(f"{source.path or 'input'} has {bad} NaN/Inf voxels; "
                          "replace them before upscaling")
-    kind = (modality or source.modality or guess_modality(frames[0])).upper()
+    kind = modality or source.modality
+    if kind is None and (model is not None or method not in INTERPOLATORS):
+        from medsr.transforms.intensity import guess_modality
+
+        kind = guess_modality(frames[0])
+    kind = (kind or "MR").upper()
     if kind not in ("CT", "MR"):
         raise MedsrError(f"unknown modality {modality!r}; use ct or mr")
     up = make_upscaler(frames.shape[1:], affine, method=method, scale=scale, spacing=spacing,
@@ -353,8 +363,10 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
     out_affine = up.out_affine
     if up.final_spacing is not None:  # a learned method's integer grid -> the exact spacing
         out, sd, out_affine = to_spacing(out, sd, up, up.final_spacing)
-    result = _wrap(out, out_affine, source, affine)
+    result = _wrap(out, out_affine, source)
     result.meta["medsr_method"] = up.name
+    if thick is not None and "self-supervised" in up.name:  # steps, stopping, held-out PSNR
+        result.meta["medsr_self_supervised"] = selfsup_summary(thick.card)
     ops = up.operators()
     if ops:
         prof = thick.profile if thick is not None else ops[0][2]
@@ -364,12 +376,15 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
             for a, f, p in ops]
         result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
         result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
-    if sd is None:
-        return result
-    uncertainty_map = _wrap(sd, out_affine, source, affine, dtype="float32")
-    uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
-    result.meta["medsr_uncertainty"] = report.calibration.as_dict()
-    return result, uncertainty_map
+    if sd is not None:
+        uncertainty_map = _wrap(sd, out_affine, source, dtype="float32")
+        uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
+        result.meta["medsr_uncertainty"] = report.calibration.as_dict()
+    if not plain:  # the input's affine is the outputs' original_affine
+        result = as_metatensor(result, original_affine=affine)
+        if sd is not None:
+            uncertainty_map = as_metatensor(uncertainty_map, original_affine=affine)
+    return result if sd is None else (result, uncertainty_map)
 
 
 def to_spacing(out: np.ndarray, sd: np.ndarray | None, up: Upscaler,
@@ -479,15 +494,21 @@ def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: boo
     return plan
 
 
-def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo, affine: np.ndarray,
-          dtype: str | None = None) -> MetaTensor:
-    """The output MetaTensor ``(T, ...)`` with the source's info (and dtype unless given)."""
+def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo,
+          dtype: str | None = None) -> Frames:
+    """The output frames ``(T, ...)`` with the source's info (and dtype unless given)."""
     if dtype is not None:
         source = copy.copy(source)
         source.dtype = dtype
-    result = make_volume(out[0] if out.shape[0] == 1 else out, out_affine, source)
-    result.meta["original_affine"] = torch.as_tensor(affine)
-    return result
+    return make_frames(out, out_affine, source)
+
+
+def selfsup_summary(card: dict) -> dict:
+    """What a self-supervised fit did, for the output's metadata (see :mod:`medsr.selfsup`)."""
+    keys = ("steps", "best_step", "stopped", "seconds", "held_out_psnr",
+            "held_out_psnr_bspline", "held_out_gain_db")
+    fitted = card.get("self_supervised", {})
+    return {k: fitted[k] for k in keys if k in fitted}
 
 
 def _selfsup_options(options: dict | None) -> dict:

@@ -167,3 +167,41 @@ def test_info_and_sample(tmp_path):
     result = run("info", sample)
     assert result.exit_code == 0 and "256×256×25 at 0.781×0.781×6.5 mm" in result.stdout
     assert_one_line_error(run("sample", sample), "exists")
+
+
+def _modules_after(*args) -> set[str]:
+    """The heavy modules loaded by ``medsr ARGS`` run in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from medsr.cli import app\n"
+            f"sys.argv = ['medsr', *{[str(a) for a in args]!r}]\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('loaded:', *(m for m in ('torch', 'monai', 'onnxruntime') if m in sys.modules))")
+    root = str(Path(medsr.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True)
+    return set(done.stdout.strip().splitlines()[-1].split()[1:])
+
+
+def test_help_info_and_interpolation_load_no_torch_or_monai(scan, tmp_path):
+    """Start-up costs nothing: a command loads only what it needs (issue #20)."""
+    assert _modules_after("--help") == set()
+    assert _modules_after("info", scan) == set()
+    assert _modules_after("upscale", scan, "-o", tmp_path / "o.nii.gz", "--scale", 1, 1, 2,
+                          "--method", "bspline") == set()
+    assert (tmp_path / "o.nii.gz").exists()
+
+
+def test_lazy_package_keeps_its_public_names():
+    import subprocess
+    import sys
+
+    code = ("import sys, medsr; assert 'torch' not in sys.modules; "
+            "from medsr import upscale, load_volume, save_volume, MedsrError, __version__; "
+            "from medsr.api import upscale as api_upscale; assert upscale is api_upscale; "
+            "assert set(medsr.__all__) <= set(dir(medsr))")
+    subprocess.run([sys.executable, "-c", code], check=True)

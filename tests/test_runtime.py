@@ -45,3 +45,46 @@ def test_falls_back_to_torch_without_onnxruntime(monkeypatch):
         np.testing.assert_allclose(out.numpy(), net(planes).numpy(), atol=1e-6)
     with pytest.raises(RuntimeError, match="ONNX Runtime"):
         plane_runner(net, torch.device("cpu"), 1, planes[:1], "onnx")
+
+
+def _refiner():
+    torch.manual_seed(0)
+    return build_network("lrrefiner", spatial_dims=2, scale=(1, 2), factors=(2, 4), features=8,
+                         num_blocks=2).eval()
+
+
+def test_refiner_graph_serves_every_width_and_is_kept_on_disk(tmp_path, monkeypatch):
+    from medsr import runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = _refiner()
+    cpu = torch.device("cpu")
+    run = plane_runner(net, cpu, 3, torch.rand(1, 1, 23, 11), "onnx")
+    for width in (11, 7, 30):  # one graph: the B-spline skip is added outside it
+        planes = torch.rand(3, 1, 19, width)
+        np.testing.assert_allclose(run(planes).numpy(), net(planes, factor=3).detach().numpy(),
+                                   atol=1e-5)
+    graphs = list((tmp_path / "medsr" / "onnx").glob("*.onnx"))
+    assert len(graphs) == 1
+    # a new process (no session in memory) loads the graph instead of exporting it
+    again = _refiner()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    planes = torch.rand(2, 1, 16, 9)
+    rerun = runtime.plane_runner(again, cpu, 3, planes[:1], "onnx")
+    np.testing.assert_allclose(rerun(planes).numpy(), net(planes, factor=3).detach().numpy(),
+                               atol=1e-5)
+
+
+def test_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+    blocked = tmp_path / "not_a_folder"  # as a read-only home would: writing fails
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    planes = torch.rand(2, 1, 16, 9)
+    net = _refiner()
+    run = plane_runner(net, torch.device("cpu"), 2, planes[:1], "onnx")
+    np.testing.assert_allclose(run(planes).numpy(), net(planes, factor=2).detach().numpy(),
+                               atol=1e-5)

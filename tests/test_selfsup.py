@@ -83,3 +83,43 @@ def test_auto_uses_the_default_model_and_falls_back_to_bspline(thick):
     ct = make_volume(phantom((40, 36, 8)) * 2 - 1024, thick.affine.numpy(),
                      SourceInfo("nifti", "", "int16"))
     assert medsr.upscale(ct, modality="CT").meta["medsr_method"] == "default"
+
+
+def test_self_supervised_reports_its_work_in_the_metadata(thick, tmp_path):
+    out = medsr.upscale(thick, method="self-supervised",
+                        self_supervised={"steps": 3, "seed": 0, "init": None})
+    fitted = out.meta["medsr_self_supervised"]
+    assert fitted["steps"] == 3 and fitted["stopped"] == "steps"
+    assert fitted["held_out_gain_db"] == pytest.approx(
+        fitted["held_out_psnr"] - fitted["held_out_psnr_bspline"], abs=2e-3)
+    medsr.save_volume(out, tmp_path / "o.nii.gz")  # the writers store it with the method
+    assert b"3 steps, held-out" in bytes(nib.load(str(tmp_path / "o.nii.gz")).header["descrip"])
+
+
+def test_stopping_rule_halves_then_stops_and_keeps_the_best_weights():
+    import torch
+
+    from medsr.selfsup import PATIENCE, StoppingRule
+
+    net = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+    rule = StoppingRule(net)
+    assert rule.update(0, 30.0, optimizer) == ""
+    with torch.no_grad():
+        net.weight.fill_(7.0)
+    assert rule.update(50, 31.0, optimizer) == ""  # the best: these weights are kept
+    with torch.no_grad():
+        net.weight.fill_(-1.0)
+    verdicts = [rule.update(100 + 50 * i, 30.5, optimizer) for i in range(2 * PATIENCE)]
+    assert verdicts[PATIENCE - 1] == "learning rate halved" and optimizer.param_groups[0]["lr"] == 0.5
+    assert verdicts[-1] == "plateau" and verdicts.count("plateau") == 1
+    rule.restore(net)
+    assert float(net.weight) == 7.0 and rule.best_step == 50
+
+
+def test_held_out_slices_stay_inside_the_scan():
+    from medsr.selfsup import held_out_slices
+
+    for n in (3, 8, 25, 36, 120):
+        held = held_out_slices(n)
+        assert 1 <= len(held) <= 4 and held.min() >= 1 and held.max() <= n - 2

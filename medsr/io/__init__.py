@@ -1,26 +1,38 @@
 """Read and write volumes: NIfTI, DICOM series (classic and multi-frame), NRRD/MHA and more.
 
 ``load_volume(path) -> MetaTensor`` and ``save_volume(volume, path)`` pick the format from the
-path; every reader produces the contract of :mod:`medsr.io.meta`.
+path; every reader produces the contract of :mod:`medsr.io.meta`. :func:`read_frames` reads
+the same without building a MetaTensor (no torch, no MONAI: what ``medsr info`` and
+interpolation need).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from monai.data import MetaTensor
-from nibabel.filebasedimages import ImageFileError
 
 from medsr.errors import MedsrError
 from medsr.io.atomic import atomic_output, check_output
-from medsr.io.meta import SOURCE_KEY, SourceInfo, make_volume, volume_frames, volume_parts
+from medsr.io.meta import (
+    Frames,
+    SourceInfo,
+    as_metatensor,
+    make_frames,
+    make_volume,
+    volume_frames,
+    volume_parts,
+)
 from medsr.io.values import check_dtype
 
-__all__ = ["FORMATS", "VOLUME_SUFFIXES", "SourceInfo", "default_output", "load_volume",
-           "make_volume", "output_format", "save_volume", "select_volume", "volume_frames",
-           "volume_parts"]
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+__all__ = ["FORMATS", "VOLUME_SUFFIXES", "Frames", "SourceInfo", "as_metatensor",
+           "default_output", "load_volume", "make_frames", "make_volume", "output_format",
+           "read_frames", "save_volume", "select_volume", "volume_frames", "volume_parts"]
 
 FORMATS = ("nifti", "dicom", "nrrd", "mha")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -60,6 +72,13 @@ def load_volume(path: str | Path, series_uid: str | None = None,
         MedsrError: missing, unreadable, 2D or 5D input, or ``volume`` out of range, with a
             one-line reason.
     """
+    return as_metatensor(read_frames(path, series_uid, volume))
+
+
+def read_frames(path: str | Path, series_uid: str | None = None,
+                volume: int | None = None) -> Frames:
+    """:func:`load_volume` without the MetaTensor: the :class:`Frames` ``(T, X, Y, Z)``,
+    checked the same way. Loads neither torch nor MONAI."""
     from medsr.io.quiet import quiet_libraries
 
     path = Path(path)
@@ -79,18 +98,20 @@ def load_volume(path: str | Path, series_uid: str | None = None,
     if min(shape) < 2:
         raise MedsrError(f"{path} has a single voxel along an axis {shape}: a 2D image; "
                          "medsr needs a 3D volume")
-    if volume is not None and result.meta[SOURCE_KEY].extra.get("volume_index") != volume:
+    if volume is not None and result.source.extra.get("volume_index") != volume:
         result = select_volume(result, int(volume), str(path))
     return result
 
 
 def _read(path: Path, series_uid: str | None,
-          volume: int | None) -> tuple[np.ndarray | None, MetaTensor | None]:
+          volume: int | None) -> tuple[np.ndarray | None, Frames | None]:
+    from nibabel.filebasedimages import ImageFileError
+
     try:
         if path.is_dir() or _is_dicom_file(path):
-            from medsr.io.dicom import read_dicom
+            from medsr.io.dicom import read_dicom_frames
 
-            result = read_dicom(path, series_uid=series_uid, volume=volume)
+            result = read_dicom_frames(path, series_uid=series_uid, volume=volume)
             return None, result
         if _suffix(path) in _NIFTI_SUFFIXES:
             from medsr.io.nifti import read_nifti
@@ -106,8 +127,10 @@ def _read(path: Path, series_uid: str | None,
         raise MedsrError(f"cannot read {path}: {reason}") from None
 
 
-def select_volume(volume: MetaTensor, index: int, name: str = "the input") -> MetaTensor:
-    """The ``index``-th (0-based) volume of a ``(T, X, Y, Z)`` volume as ``(1, X, Y, Z)``.
+def select_volume(volume: Frames | MetaTensor, index: int, name: str = "the input"
+                  ) -> Frames | MetaTensor:
+    """The ``index``-th (0-based) volume of a ``(T, X, Y, Z)`` volume as ``(1, X, Y, Z)``,
+    of the same kind (:class:`Frames` or MetaTensor).
 
     ``source.extra["frames"]`` keeps only the chosen volume's labels.
 
@@ -124,6 +147,8 @@ def select_volume(volume: MetaTensor, index: int, name: str = "the input") -> Me
     if isinstance(labels, list) and len(labels) == count:
         source.extra["frames"] = [labels[index]]
     source.extra["volume_index"] = index
+    if isinstance(volume, Frames):
+        return make_frames(frames[index], affine, source)
     return make_volume(frames[index], affine, source)
 
 
@@ -166,13 +191,14 @@ def output_format(path: Path, fmt: str | None = None) -> str:
     return fmt or by_name
 
 
-def save_volume(volume: MetaTensor, path: str | Path, *, fmt: str | None = None,
+def save_volume(volume: MetaTensor | Frames, path: str | Path, *, fmt: str | None = None,
                 dtype: str | None = None, force: bool = False,
                 inputs: list[Path] | None = None) -> Path:
     """Write a volume atomically; the format comes from ``fmt`` or the path.
 
     Args:
-        volume: a MetaTensor from :func:`load_volume` or :func:`medsr.upscale`.
+        volume: a MetaTensor from :func:`load_volume` or :func:`medsr.upscale` (or
+            :class:`Frames` from :func:`read_frames`).
         path: output file, or a folder for a DICOM series.
         fmt: ``nifti``, ``dicom``, ``nrrd`` or ``mha``; default from the path.
         dtype: stored dtype; default the source's (int16 CT stays int16, rounded and clipped).

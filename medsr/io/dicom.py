@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
-from monai.data import MetaTensor
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -44,10 +44,20 @@ from medsr.io.dicom_groups import (
     frame_labels,
     split_volumes,
 )
-from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
+from medsr.io.meta import (
+    Frames,
+    SourceInfo,
+    as_metatensor,
+    make_frames,
+    processing_note,
+    volume_frames,
+)
 from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
 from medsr.io.values import cast_to
 from medsr.scratch import release
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,12 @@ _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage,
 # ----------------------------------------------------------------------------------- reading
 def read_dicom(path: str | Path, series_uid: str | None = None,
                volume: int | None = None) -> MetaTensor:
+    """:func:`read_dicom_frames` as a MetaTensor."""
+    return as_metatensor(read_dicom_frames(path, series_uid, volume))
+
+
+def read_dicom_frames(path: str | Path, series_uid: str | None = None,
+                      volume: int | None = None) -> Frames:
     """Read a DICOM series folder (searched recursively) or a single file as a volume.
 
     Classic series, (enhanced) multi-frame files and Siemens mosaics are read; a series whose
@@ -132,7 +148,7 @@ def read_dicom(path: str | Path, series_uid: str | None = None,
         modality=modality if modality in ("CT", "MR") else None,
         header=_copy_without(ds0, _TEMPLATE_DROP), extra=extra,
     )
-    return make_volume(values, flip_lps_ras(placed[0][1]), source)
+    return make_frames(values, flip_lps_ras(placed[0][1]), source)
 
 
 def _check_same_grid(path: Path, volumes: list[Volume],
@@ -406,7 +422,7 @@ def _copy_without(ds: Dataset, drop: Iterable[str]) -> Dataset:
 
 
 # ----------------------------------------------------------------------------------- writing
-def write_dicom(volume: MetaTensor, folder: Path, dtype: str | None = None) -> list[Path]:
+def write_dicom(volume: Frames | MetaTensor, folder: Path, dtype: str | None = None) -> list[Path]:
     """Write a volume as a derived classic single-frame series into an existing empty folder.
 
     Integer dtypes are rounded and clipped and stored exactly as 16-bit values (with an

@@ -7,14 +7,17 @@ A 4D image whose fourth axis is not mixed with space (ITK's ``JoinSeries`` layou
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
-from monai.data import MetaTensor
 
 from medsr.geometry import flip_lps_ras
-from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
+from medsr.io.meta import Frames, SourceInfo, make_frames, processing_note, volume_frames
 from medsr.io.values import cast_to
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 # Keys that describe geometry or layout: written anew by the writer, never copied.
 _GEOMETRY_KEYS = ("NRRD_space", "NRRD_kinds", "NRRD_thicknesses", "ITK_original",
@@ -48,7 +51,7 @@ def image_from_array(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     return image
 
 
-def read_itk(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
+def read_itk(path: str | Path) -> tuple[np.ndarray, Frames | None]:
     """Read any SimpleITK-readable image; returns the raw ``(X, Y, Z[, ...])`` array and volume."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -69,10 +72,10 @@ def read_itk(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
     source = SourceInfo(format="itk", path=str(path), dtype=str(array.dtype),
                         modality=modality if modality in ("CT", "MR") else None, header=header)
     data = np.moveaxis(array, -1, 0) if array.ndim == 4 else array
-    return array, make_volume(data, affine_from_image(image), source)
+    return array, make_frames(data, affine_from_image(image), source)
 
 
-def write_itk(volume: MetaTensor, path: Path, dtype: str | None = None) -> None:
+def write_itk(volume: Frames | MetaTensor, path: Path, dtype: str | None = None) -> None:
     """Write NRRD/MHA/MHD (chosen by suffix); non-geometry metadata of an ITK source is kept."""
     frames, affine, source = volume_frames(volume)
     target = dtype or source.dtype

@@ -7,19 +7,25 @@ channel is the volume index and all ``T`` volumes share the affine; per-volume l
 known, are in ``SourceInfo.extra["frames"]`` (one small dict per volume). Arrays are never reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
 ``meta["medsr_source"]`` is a :class:`SourceInfo` carrying what a writer needs to keep the rest
 of the source header (NIfTI header, DICOM template dataset, ITK metadata) and its dtype.
+
+Readers make a :class:`Frames` (the array, affine, source info and ``medsr_*`` keys, no torch)
+and writers take one or a MetaTensor; :func:`as_metatensor` is where torch and MONAI load, so
+commands that never need a MetaTensor (``medsr info``, interpolation) start quickly.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 
 from medsr.scratch import is_scratch
+
+if TYPE_CHECKING:
+    import torch
+    from monai.data import MetaTensor
 
 SOURCE_KEY = "medsr_source"
 
@@ -52,6 +58,62 @@ class SourceInfo:
                           copy.deepcopy(self.extra, memo))
 
 
+@dataclass
+class Frames:
+    """A volume without torch: what the readers make and the writers take.
+
+    Attributes:
+        array: ``(T, X, Y, Z)`` float32 (``T == 1`` for a 3D volume).
+        affine: 4×4 RAS voxel-to-world affine shared by all volumes.
+        source: where the volume came from.
+        meta: what medsr made it with (the ``medsr_*`` keys of a result's ``meta``).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: SourceInfo
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def make_frames(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> Frames:
+    """Check an ``(X, Y, Z)`` or ``(T, X, Y, Z)`` array and make it float32 :class:`Frames`.
+
+    A disk-backed float32 output (:mod:`medsr.scratch`) is kept as it lies, never copied.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[0] < 1:
+        raise ValueError(f"expected an (X, Y, Z) or (T, X, Y, Z) array, got shape {array.shape}")
+    if not (is_scratch(array) and array.dtype == np.float32):
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    return Frames(array, np.asarray(affine, dtype=np.float64), source)
+
+
+def as_metatensor(frames: Frames, original_affine: np.ndarray | None = None) -> MetaTensor:
+    """The channel-first float32 ``MetaTensor`` of ``frames`` (shares its memory); its
+    ``meta`` holds the source info and ``frames.meta``. Torch and MONAI load here."""
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    affine_t = torch.as_tensor(frames.affine)
+    meta = {
+        "original_affine": torch.as_tensor(frames.affine if original_affine is None
+                                           else np.asarray(original_affine)).clone(),
+        "spatial_shape": np.asarray(frames.array.shape[1:]),
+        "original_channel_dim": "no_channel",
+        "space": "RAS",
+        "filename_or_obj": frames.source.path,
+        SOURCE_KEY: frames.source,
+        **frames.meta,
+    }
+    return MetaTensor(torch.from_numpy(frames.array), affine=affine_t, meta=meta)
+
+
 def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> MetaTensor:
     """Wrap an array and its RAS affine into a channel-first ``MetaTensor``.
 
@@ -64,31 +126,14 @@ def make_volume(array: np.ndarray, affine: np.ndarray, source: SourceInfo) -> Me
     Returns:
         A ``(1, X, Y, Z)`` or ``(T, X, Y, Z)`` float32 MetaTensor.
     """
-    array = np.asarray(array)
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[0] < 1:
-        raise ValueError(f"expected an (X, Y, Z) or (T, X, Y, Z) array, got shape {array.shape}")
-    affine_t = torch.as_tensor(np.asarray(affine, dtype=np.float64))
-    # a disk-backed output (medsr.scratch) is wrapped as it lies, never copied into memory
-    data = torch.from_numpy(array if is_scratch(array) and array.dtype == np.float32
-                            else np.ascontiguousarray(array, dtype=np.float32))
-    meta = {
-        "original_affine": affine_t.clone(),
-        "spatial_shape": np.asarray(array.shape[1:]),
-        "original_channel_dim": "no_channel",
-        "space": "RAS",
-        "filename_or_obj": source.path,
-        SOURCE_KEY: source,
-    }
-    return MetaTensor(data, affine=affine_t, meta=meta)
+    return as_metatensor(make_frames(array, affine, source))
 
 
-def volume_parts(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+def volume_parts(volume: Frames | torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
     """Split a 3D volume into its ``(X, Y, Z)`` float32 array, 4×4 RAS affine and source info.
 
-    Accepts a ``MetaTensor`` of shape ``(1, X, Y, Z)`` or ``(X, Y, Z)``; a 4D volume
-    ``(T, X, Y, Z)`` with ``T > 1`` raises ``ValueError`` (use :func:`volume_frames`).
+    Accepts :class:`Frames` or a ``MetaTensor`` of shape ``(1, X, Y, Z)`` or ``(X, Y, Z)``; a
+    4D volume ``(T, X, Y, Z)`` with ``T > 1`` raises ``ValueError`` (use :func:`volume_frames`).
     """
     data, affine, source = _split(volume)
     if data.ndim == 4:
@@ -101,7 +146,7 @@ def volume_parts(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceIn
     return data, affine, source
 
 
-def volume_frames(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+def volume_frames(volume: Frames | torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
     """Split a 3D or 4D volume into its ``(T, X, Y, Z)`` float32 array, RAS affine and source.
 
     A 3D volume ``(1, X, Y, Z)`` or ``(X, Y, Z)`` gives ``T == 1``.
@@ -114,7 +159,11 @@ def volume_frames(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceI
     return data, affine, source
 
 
-def _split(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+def _split(volume: Frames | torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
+    if isinstance(volume, Frames):
+        return volume.array, volume.affine, volume.source
+    from monai.data.meta_tensor import MetaTensor
+
     if not isinstance(volume, MetaTensor):
         raise TypeError("expected a MetaTensor with an affine (use medsr.load_volume)")
     data = volume.detach().cpu().numpy()
@@ -126,7 +175,7 @@ def _split(volume: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SourceInfo]:
     return data.astype(np.float32, copy=False), affine, source
 
 
-def processing_note(volume: torch.Tensor) -> str | None:
+def processing_note(volume: Frames | torch.Tensor) -> str | None:
     """One line on what made this volume (method, slice profile, consistency figure) for a
     writer to store (NIfTI descrip, DICOM DerivationDescription, an NRRD/MHA key); None when
     medsr did not make it."""
@@ -142,4 +191,9 @@ def processing_note(volume: torch.Tensor) -> str | None:
     if psnr is not None:
         psnr = float(psnr)
         parts.append("re-degraded=input" if psnr == float("inf") else f"re-degraded {psnr:.1f} dB")
+    fitted = meta.get("medsr_self_supervised") or {}
+    if "steps" in fitted:
+        gain = fitted.get("held_out_gain_db")
+        parts.append(f"{fitted['steps']} steps" + (f", held-out {float(gain):+.2f} dB vs bspline"
+                                                   if gain is not None else ""))
     return "; ".join(parts)

@@ -7,20 +7,23 @@ axis last; the source header's ``pixdim[4]`` (TR), ``xyzt_units`` and intent are
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
-from monai.data import MetaTensor
 from nibabel.arraywriters import get_slope_inter, make_array_writer
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import seek_tell
 
-from medsr.io.meta import SourceInfo, make_volume, processing_note, volume_frames
+from medsr.io.meta import Frames, SourceInfo, make_frames, processing_note, volume_frames
 from medsr.io.values import CAST_CHUNK, cast_to
 from medsr.scratch import release
 
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
-def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, Frames | None]:
     """Read a NIfTI file; returns the raw array (any rank) and, for 3D or 4D, the volume.
 
     Trailing axes of length 1 are dropped (a 4D file with one time point is 3D). The array is
@@ -41,13 +44,13 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, MetaTensor | None]:
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 4:
-        return data, make_volume(np.moveaxis(data, -1, 0), img.affine, source)
+        return data, make_frames(np.moveaxis(data, -1, 0), img.affine, source)
     if data.ndim != 3:
         return data, None
-    return data, make_volume(data, img.affine, source)
+    return data, make_frames(data, img.affine, source)
 
 
-def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> None:
+def write_nifti(volume: Frames | MetaTensor, path: Path, dtype: str | None = None) -> None:
     """Write a volume as NIfTI with consistent sform and qform.
 
     A NIfTI source's header is kept (codes, descrip, intent, units, ...); only the shape,
@@ -70,7 +73,7 @@ def write_nifti(volume: MetaTensor, path: Path, dtype: str | None = None) -> Non
 
 
 def _image(data: np.ndarray, target: np.dtype, affine: np.ndarray, source: SourceInfo,
-           volume: MetaTensor) -> nib.Nifti1Image:
+           volume: Frames | MetaTensor) -> nib.Nifti1Image:
     """The output image for ``data``: the source's header, both transforms, 4D units and the
     processing note."""
     header = source.header.copy() if isinstance(source.header, nib.Nifti1Header) else None

@@ -105,11 +105,20 @@ class LRRefiner(SRNet):
         both axes with ``lr_axes=2``."""
         self.check_input(x)
         f = int(factor or self.scale[-1])
-        if str(f) not in self.heads:
-            raise ValueError(f"LRRefiner has heads for factors {self.factors}, not {f}")
+        return self.skip(x, f) + self.residual(x, f)
+
+    def skip(self, x: torch.Tensor, factor: int) -> torch.Tensor:
+        """The cubic B-spline of ``x`` ×``factor`` along its low-resolution axes."""
+        base = x @ bspline_matrix(x.shape[-1], factor).to(x.device, x.dtype).T
+        if self.lr_axes == 2:
+            base = bspline_matrix(x.shape[-2], factor).to(x.device, x.dtype) @ base
+        return base
+
+    def residual(self, x: torch.Tensor, factor: int) -> torch.Tensor:
+        """The correction to the B-spline skip: no constant depends on the plane's size, so
+        an exported graph of it serves every width (:mod:`medsr.runtime`)."""
+        if str(factor) not in self.heads:
+            raise ValueError(f"LRRefiner has heads for factors {self.factors}, not {factor}")
         feat = self.conv_first(x)
         feat = feat + self.conv_after_body(self.body(feat))
-        base = x @ bspline_matrix(x.shape[-1], f).to(x.device, x.dtype).T
-        if self.lr_axes == 2:
-            base = bspline_matrix(x.shape[-2], f).to(x.device, x.dtype) @ base
-        return base + self.heads[str(f)](feat)
+        return self.heads[str(factor)](feat)

@@ -1,0 +1,183 @@
+"""The speed table: whole-process wall times of what users run, start-up included.
+
+Every row is a fresh process (``python -m medsr ...``, or the hand-written SimpleITK script
+``benchmarks/sitk_bspline_script.py`` as the reference), run ``--repeats`` times; the table
+gives the median wall time, the median CPU time (user + sys of the process and its children)
+and the machine's load average before each row, so numbers from a busy shared machine can be
+read for what they are. The machine (CPU model, cores) heads the table.
+
+Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``); ``--thin LABEL=PATH`` makes
+one from a thin-slice scan by averaging ``--factor`` slices along the last axis (as
+``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3.
+
+Usage::
+
+    python benchmarks/speed_table.py --thin ct36=/work/data/holdout_extra/invesalius_ct_head.nii.gz \\
+        [--scan LABEL=PATH ...] [--factor 3] [--repeats 3] [--methods bspline,default,self-supervised] \\
+        [--code DIR] [--name cpu] [--out benchmarks/results]
+
+``--code DIR`` runs another checkout's medsr (its folder goes first on ``PYTHONPATH``), to
+measure before and after on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def machine() -> dict:
+    """CPU model, cores, Python and the load average now."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10, check=False)
+        gpu = done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "gpu": gpu,
+            "python": platform.python_version(), "load": _load()}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def timed_runs(command: list[str], repeats: int, env: dict) -> dict:
+    """Median wall and CPU seconds of ``repeats`` fresh processes; the load before each."""
+    walls, cpus, loads = [], [], []
+    for _ in range(repeats):
+        loads.append(_load()[0])
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return {"wall_s": round(statistics.median(walls), 3), "cpu_s": round(statistics.median(cpus), 3),
+            "runs_wall_s": [round(w, 3) for w in walls], "load_1min": loads, "last_line": last}
+
+
+def make_thick(thin: Path, factor: int, out: Path) -> Path:
+    """A thick-slice copy of ``thin``: ``factor`` slices averaged along the last axis."""
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    from bspline_reference import slab_average
+
+    import medsr
+    from medsr.io import SourceInfo, make_volume, volume_parts
+
+    array, affine, source = volume_parts(medsr.load_volume(thin))
+    thick, thick_affine, _ = slab_average(array, affine, 2, factor)
+    dtype = source.dtype if source.dtype.startswith("int") else "float32"
+    medsr.save_volume(make_volume(np.round(thick) if dtype != "float32" else thick,
+                                  thick_affine, SourceInfo("nifti", "", dtype)), out, force=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", action="append", default=[], metavar="LABEL=PATH",
+                        help="a thick-slice scan to upscale (repeatable)")
+    parser.add_argument("--thin", action="append", default=[], metavar="LABEL=PATH",
+                        help="a thin-slice scan made thick by --factor first (repeatable)")
+    parser.add_argument("--factor", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="bspline,default,self-supervised")
+    parser.add_argument("--selfsup-repeats", type=int, default=None,
+                        help="runs of the self-supervised rows (default --repeats)")
+    parser.add_argument("--extra", default="", help="more arguments for every upscale")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="the medsr checkout to run (default: this one)")
+    parser.add_argument("--name", default="cpu", help="tag in the output file names")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(args.code.resolve()), os.environ.get("PYTHONPATH", "")])}
+    work = Path(tempfile.mkdtemp(prefix="medsr_speed_"))
+    scans = []
+    for item in args.thin:
+        label, path = item.split("=", 1)
+        scans.append((label, make_thick(Path(path), args.factor, work / f"{label}.nii.gz")))
+    for item in args.scan:
+        label, path = item.split("=", 1)
+        scans.append((label, Path(path)))
+    if not scans:
+        parser.error("give at least one --scan or --thin")
+
+    py = [sys.executable]
+    medsr = [*py, "-m", "medsr"]
+    rows = []
+
+    def row(what: str, scan: str, command: list[str], repeats: int | None = None) -> None:
+        result = timed_runs(command, repeats or args.repeats, env)
+        rows.append({"what": what, "scan": scan, **result})
+        print(f"{what:>34} {scan:>22}: {result['wall_s']:7.2f} s wall, "
+              f"{result['cpu_s']:7.2f} s CPU (load {result['load_1min']})", flush=True)
+
+    info = machine()
+    print(f"{info['cpu']}, {info['cores']} cores, load {info['load']}; code {args.code}")
+    row("medsr --help", "", [*medsr, "--help"])
+    first = scans[0][1]
+    row("medsr info", first.name, [*medsr, "info", str(first)])
+    scale = ["--scale", "1", "1", str(args.factor)]
+    extra = args.extra.split()
+    for label, path in scans:
+        import nibabel as nib
+
+        shape = "×".join(map(str, nib.load(str(path)).shape[:3])) \
+            if path.name.endswith((".nii", ".nii.gz")) else label
+        name = f"{label} {shape} ×{args.factor}"
+        out = work / f"{label}_out.nii.gz"
+        row("SimpleITK script (reference)", name,
+            [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
+             "--factor", str(args.factor)])
+        for method in args.methods.split(","):
+            repeats = args.selfsup_repeats if method == "self-supervised" else None
+            row(f"medsr upscale --method {method}", name,
+                [*medsr, "upscale", str(path), "-o", str(out), *scale, "--method", method,
+                 "--force", *extra], repeats)
+    result = {"machine": info, "load_after": _load(), "code": str(args.code),
+              "repeats": args.repeats, "factor": args.factor, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"speed_table_{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"Machine: {info['cpu']}, {info['cores']} cores"
+             + (f", {info['gpu']}" if info["gpu"] else "")
+             + f"; load average before {info['load']}, after {result['load_after']}; "
+             f"medians of {args.repeats} whole-process runs (start-up included).", "",
+             "| what | scan | wall s (median) | CPU s | load (1 min) before each run |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['what']} | {r['scan']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+                     f"{', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
+    table = "\n".join(lines) + "\n"
+    (args.out / f"speed_table_{args.name}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
