@@ -142,4 +142,9 @@ def processing_note(volume: torch.Tensor) -> str | None:
     if psnr is not None:
         psnr = float(psnr)
         parts.append("re-degraded=input" if psnr == float("inf") else f"re-degraded {psnr:.1f} dB")
+    check = meta.get("medsr_selfcheck")
+    if check:
+        parts.append(f"{check.get('method', 'learned')} in-plane check "
+                     f"{float(check['learned_psnr']):.1f} dB (B-spline "
+                     f"{float(check['bspline_psnr']):.1f})")
     return "; ".join(parts)
