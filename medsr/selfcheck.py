@@ -70,7 +70,7 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int
     lo = otsu_threshold(reference)
     pairs = []
     for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
-        b = [p for p in plane if p != a][0]
+        b = next(p for p in plane if p != a)
         stack = np.ascontiguousarray(np.moveaxis(volume, (up.axis, b, a), (0, 1, 2)))
         means = stack.reshape(stack.shape[0], -1).mean(axis=1)
         body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
