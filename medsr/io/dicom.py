@@ -2,7 +2,8 @@
 
 Reading never trusts file names or InstanceNumber: frames are sorted by their position along the
 slice normal ``cross(row_dir, col_dir)``, and the slice axis of the affine is the step between
-the first and last ImagePositionPatient, so gantry tilt (a sheared grid) stays exact.
+the first and last ImagePositionPatient, so gantry tilt (a sheared grid) stays exact; positions
+that wander by rounding are fitted by least squares (:mod:`medsr.io.dicom_grid`).
 Writing produces a derived classic single-frame series (one file per slice).
 """
 
