@@ -74,6 +74,7 @@ def mr_figures(image: np.ndarray, body: np.ndarray, centres: np.ndarray,
 
 def measure(path: Path, axis: int, factor: int, methods: list[str], options: dict) -> dict:
     import medsr
+    from medsr.errors import MedsrError
     from medsr.evaluation import evaluate
     from medsr.geometry import spacing
     from medsr.io import load_volume, make_volume, volume_parts
@@ -106,7 +107,11 @@ def measure(path: Path, axis: int, factor: int, methods: list[str], options: dic
         row["mr_centroids"] = [round(float(c), 3) for c in centres]
     for name in methods:
         t0 = time.perf_counter()
-        pred = medsr.upscale(low, scale, method=name, **options.get(name, {}))
+        try:
+            pred = medsr.upscale(low, scale, method=name, **options.get(name, {}))
+        except MedsrError as err:  # e.g. self-supervised without a high-resolution plane
+            print(f"{path.name} axis {axis} x{factor} {name}: skipped ({err})", flush=True)
+            continue
         seconds = time.perf_counter() - t0
         image = volume_parts(pred)[0]
         res = evaluate(pred, truth, axis=axis)
@@ -135,6 +140,8 @@ def table(rows: list[dict]) -> str:
         methods = list(row["methods"])
         lines.append(f"### {row['scan']} ({row['modality']}, axis {row['axis']} ×{row['factor']},"
                      f" spacing {row['spacing_mm']} mm)\n")
+        if not methods:
+            continue
         lines.append("| figure | truth | " + " | ".join(methods) + " |")
         lines.append("| --- | --- | " + " | ".join("---" for _ in methods) + " |")
         psnr = " | ".join(f"{row['methods'][m]['psnr']:.2f} dB" for m in methods)
@@ -163,19 +170,19 @@ def main() -> None:
         options["self-supervised"] = {"self_supervised": {"budget_seconds": args.budget_seconds}}
     rows = []
     load = os.getloadavg()
-    for spec in args.scans:
+    args.out.mkdir(parents=True, exist_ok=True)
+    for spec in args.scans:  # results written after each scan: a long run keeps what it did
         path, _, axis = spec.partition(":")
         rows.append(measure(Path(path), int(axis or 2), args.factor,
                             args.methods.split(","), options))
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_before": " ".join(f"{v:.2f}" for v in load),
-                          "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg())},
-              "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / f"{args.name}.md").write_text(
-        "Bias against the thin-slice truth (value, then difference from the truth; mL: "
-        "relative)\n\n" + table(rows))
+        result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                              "load_before": " ".join(f"{v:.2f}" for v in load),
+                              "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg())},
+                  "rows": rows}
+        (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / f"{args.name}.md").write_text(
+            "Bias against the thin-slice truth (value, then difference from the truth; mL: "
+            "relative)\n\n" + table(rows))
     print(table(rows))
 
 
