@@ -51,11 +51,29 @@ class SelfCheck:
                 f"{self.learned_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB")
 
 
-def inplane_pairs(up, reference: np.ndarray, max_planes: int
+def noise_sd(reference: np.ndarray, axis: int, lo: float) -> float:
+    """White noise standard deviation of the planes across ``axis`` (Immerkær 1996: the
+    3×3 Laplacian difference mask, mean absolute response inside the body)."""
+    planes = np.moveaxis(reference, axis, 0).astype(np.float32)
+    x = planes[:, :-2, :-2] - 2 * planes[:, 1:-1, :-2] + planes[:, 2:, :-2]
+    x = x - 2 * (planes[:, :-2, 1:-1] - 2 * planes[:, 1:-1, 1:-1] + planes[:, 2:, 1:-1])
+    x = x + planes[:, :-2, 2:] - 2 * planes[:, 1:-1, 2:] + planes[:, 2:, 2:]
+    body = planes[:, 1:-1, 1:-1] > lo
+    if not body.any():
+        return 0.0
+    return float(np.sqrt(np.pi / 2) / 6 * np.mean(np.abs(x[body]), dtype=np.float64))
+
+
+def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool = False
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(truth, lr)`` stacks ``(planes, b, a)`` from the scan's in-plane truth: up to
     ``max_planes`` planes per view, spread over the body, degraded along ``a`` (last) with the
     thick axis's slice profile.
+
+    Args:
+        match_noise: top the LR stacks' noise up to the scan's own (:func:`noise_sd`):
+            degrading averages the in-plane noise down, while the real thick slices carry it
+            whole, so without this a network that copies noise looks better than it is.
 
     Raises:
         MedsrError: the scan has no high-resolution plane to learn from.
@@ -64,10 +82,16 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int
 
     from medsr.metrics import otsu_threshold
     from medsr.selfsup import inplane_truth
-    from medsr.transforms.degrade import slice_profile
+    from medsr.transforms.degrade import profile_kernel, slice_profile
 
     f, prof = up.factor, up.profile
     lo = otsu_threshold(reference)
+    top_up = 0.0
+    if match_noise:
+        weights = profile_kernel(f, prof.width * f, prof.kind)[1]
+        top_up = noise_sd(reference, up.axis, lo) * float(
+            np.sqrt(max(0.0, 1.0 - np.sum(np.square(weights)))))
+    rng = np.random.default_rng(0)
     pairs = []
     for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
         b = next(p for p in plane if p != a)
@@ -77,6 +101,8 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int
         pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
         truth = stack[np.unique(pick)]
         lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
+        if top_up > 0:
+            lr = lr + rng.normal(0.0, top_up, lr.shape).astype(np.float32)
         pairs.append((truth, lr))
     return pairs
 
@@ -97,7 +123,7 @@ def predict_pair(up, lr: np.ndarray) -> list[np.ndarray]:
 
 
 def self_check(up, reference: np.ndarray, consistency: bool = True,
-               max_planes: int = CHECK_PLANES) -> SelfCheck:
+               max_planes: int = CHECK_PLANES, match_noise: bool = True) -> SelfCheck:
     """Compare a prepared learned upscaler with B-spline on the scan's in-plane pairs.
 
     Args:
@@ -105,6 +131,7 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
         reference: the 3D volume it upscales (scan units).
         consistency: apply the consistency projection, as the real output does.
         max_planes: planes per in-plane view.
+        match_noise: the pairs' LR carries the scan's noise (see :func:`inplane_pairs`).
 
     Raises:
         MedsrError: the scan has no high-resolution plane to check on.
@@ -116,7 +143,7 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     lo = otsu_threshold(reference)
     peak = float(reference.max() - reference.min()) or 1.0
     sums, count, planes = np.zeros(2), 0, 0
-    for truth, lr in inplane_pairs(up, reference, max_planes):
+    for truth, lr in inplane_pairs(up, reference, max_planes, match_noise):
         estimate = np.mean(predict_pair(up, lr), axis=0, dtype=np.float32)
         if consistency:
             estimate = project(estimate, lr, 2, up.factor, up.profile)
