@@ -119,40 +119,21 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
         consistency: apply the consistency projection as the real output does.
         max_planes: planes (slices across the thick axis) used, spread over the body.
     """
-    import torch
-
     from medsr.consistency import project
-    from medsr.inference import predict_views
     from medsr.metrics import otsu_threshold
     from medsr.resample import upsample_axis
-    from medsr.selfsup import inplane_truth
-    from medsr.transforms.degrade import slice_profile
+    from medsr.selfcheck import inplane_pairs, predict_pair
 
     if up.axis is None:
         return calibrate_self_similar(up, reference, consistency)
-    f, prof = up.factor, up.profile
     lo = otsu_threshold(reference)
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
-        b = [p for p in plane if p != a][0]
-        # planes (b, a) stacked along the thick axis, the degraded axis a last
-        stack = np.ascontiguousarray(np.moveaxis(volume, (up.axis, b, a), (0, 1, 2)))
-        means = stack.reshape(stack.shape[0], -1).mean(axis=1)
-        body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
-        pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
-        truth = stack[np.unique(pick)]
-        lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
-        views = []
-        for flip in (False, True):
-            x = lr[:, ::-1].copy() if flip else lr
-            v = predict_views(x, (1, 1, f), up.net, up.card, device=up.device,
-                              spacing=(1e3, 1.0, 1.0), scaling=up.scaling,
-                              backend="torch")[0]  # a few planes: no export
-            views.append(v[:, ::-1] if flip else v)
+    for truth, lr in inplane_pairs(up, reference, max_planes):
+        views = predict_pair(up, lr)
         estimate = np.mean(views, axis=0, dtype=np.float32)
         if consistency:
-            estimate = project(estimate, lr, 2, f, prof)
-        baseline = upsample_axis(lr, 2, f, "bspline")
+            estimate = project(estimate, lr, 2, up.factor, up.profile)
+        baseline = upsample_axis(lr, 2, up.factor, "bspline")
         mask = truth > lo
         pieces.append((spread(views)[mask], (estimate - baseline)[mask],
                        (estimate - truth)[mask]))

@@ -35,6 +35,7 @@ from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler
 from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
+from medsr.selfcheck import SelfCheck, try_self_check
 from medsr.uncertainty import Calibration, calibrate, spread
 
 if TYPE_CHECKING:  # torch and MONAI load where a MetaTensor is made (interpolation needs none)
@@ -69,6 +70,7 @@ class Report:
     psnr_before: list[float] = field(default_factory=list)
     psnr_after: list[float] = field(default_factory=list)
     calibration: Calibration | None = None
+    selfcheck: SelfCheck | None = None
 
     def describe(self) -> str:
         parts = []
@@ -120,9 +122,12 @@ def _take(array: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndar
 
 def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
         uncertainty: bool = False, progress: Progress = None,
-        slab_voxels: int = SLAB_VOXELS, scratch: str | Path | None = None
-        ) -> tuple[np.ndarray, np.ndarray | None, Report]:
+        slab_voxels: int = SLAB_VOXELS, scratch: str | Path | None = None,
+        fallback: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, Report]:
     """Upscale every frame with ``up``; returns ``(output, sd or None, report)``.
+
+    A learned method first checks itself against B-spline on the scan's own in-plane truth
+    (:mod:`medsr.selfcheck`, in ``report.selfcheck``).
 
     Args:
         frames: ``(T, X, Y, Z)`` in the scan's units (T = 1 for a 3D volume).
@@ -132,6 +137,7 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
         slab_voxels: output voxels per slab (bounds memory).
         scratch: a folder to make the outputs in on disk (:mod:`medsr.scratch`; their pages
             are dropped from memory after each slab); default: in memory.
+        fallback: stop right after a failed self-check, returning ``(None, None, report)``.
     """
     learned = up.learned and bool(up.operators())
     if uncertainty and not learned:
@@ -141,6 +147,10 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
     share = 0.7 if "self-supervised" in up.name else 0.0
     up.prepare(reference, progress=(lambda p: progress(share * p)) if progress else None)
     report = Report(consistency=consistency and learned)
+    if learned:
+        report.selfcheck = try_self_check(up, reference, report.consistency)
+        if fallback and report.selfcheck is not None and not report.selfcheck.passed:
+            return None, None, report
     if uncertainty:
         report.calibration = calibrate(up, reference, consistency=report.consistency)
     def allocate() -> np.ndarray:
@@ -302,7 +312,10 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
         subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
         methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
-        input) and ``meta["medsr_slice_profile"]``. With ``uncertainty=True``, a pair
+        input), ``meta["medsr_slice_profile"]`` and ``meta["medsr_selfcheck"]`` (PSNR of the
+        network and of B-spline on the scan's own in-plane truth, :mod:`medsr.selfcheck`;
+        with ``method="auto"`` and no ``uncertainty``, a network that does not beat B-spline
+        there gives way to B-spline, the check still recorded). With ``uncertainty=True``, a pair
         ``(output, sd)``. Its source info is kept, so :func:`save_volume` writes the same
         format and dtype as the input.
 
@@ -357,7 +370,20 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
                           progress=progress, slab_voxels=plan.slab_voxels,
-                          scratch=scratch_dir(scratch) if plan.on_disk else None)
+                          scratch=scratch_dir(scratch) if plan.on_disk else None,
+                          fallback=method == "auto" and model is None and not uncertainty)
+    check, checked = report.selfcheck, up.name
+    if out is None:  # --method auto and the network lost to B-spline on this scan
+        logger.warning("method auto: %s: not better, so using B-spline", check.describe(up.name))
+        up = make_upscaler(frames.shape[1:], affine, method="bspline",
+                           scale=None if up.final_spacing else up.factors,
+                           spacing=up.final_spacing)
+        plan = _plan(frames, up, source, False, max_memory_gb, save_format)
+        out, sd, report = run(frames, up, progress=progress, slab_voxels=plan.slab_voxels,
+                              scratch=scratch_dir(scratch) if plan.on_disk else None)
+    elif check is not None and not check.passed:
+        logger.warning("%s; the %s output is kept as asked (method auto would use B-spline)",
+                       check.describe(up.name), up.name)
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
     out_affine = up.out_affine
@@ -365,6 +391,8 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         out, sd, out_affine = to_spacing(out, sd, up, up.final_spacing)
     result = _wrap(out, out_affine, source)
     result.meta["medsr_method"] = up.name
+    if check is not None:
+        result.meta["medsr_selfcheck"] = {**check.as_dict(), "method": checked}
     if thick is not None and "self-supervised" in up.name:  # steps, stopping, held-out PSNR
         result.meta["medsr_self_supervised"] = selfsup_summary(thick.card)
     ops = up.operators()

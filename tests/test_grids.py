@@ -160,7 +160,8 @@ def test_default_method_serves_inplane_requests_with_the_shipped_model():
         data = phantom((24, 20, 4)) - (1000.0 if modality == "CT" else 0.0)
         vol = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))
         for f in (2, 3):
-            out = medsr.upscale(vol, (f, f, 1), modality=modality, device="cpu")
+            out = medsr.upscale(vol, (f, f, 1), modality=modality, method="default",
+                                device="cpu")
             assert out.meta["medsr_method"] == "default in-plane"
             assert tuple(out.shape[1:]) == (24 * f, 20 * f, 4)
             expected = "sinc" if modality == "MR" else "box"

@@ -2,7 +2,8 @@
 
 Reading never trusts file names or InstanceNumber: frames are sorted by their position along the
 slice normal ``cross(row_dir, col_dir)``, and the slice axis of the affine is the step between
-the first and last ImagePositionPatient, so gantry tilt (a sheared grid) stays exact.
+the first and last ImagePositionPatient, so gantry tilt (a sheared grid) stays exact; positions
+that wander by rounding are fitted by least squares (:mod:`medsr.io.dicom_grid`).
 Writing produces a derived classic single-frame series (one file per slice).
 """
 
@@ -36,6 +37,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
+from medsr.io.dicom_grid import fit_slice_grid
 from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.dicom_groups import (
     Volume,
@@ -131,12 +133,14 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
     _check_same_grid(path, volumes, placed)
     values = np.stack([np.stack([f.pixels.astype(np.float64).T * f.slope + f.intercept
                                  for f in sorted_frames], axis=-1)
-                       for sorted_frames, _ in placed]).astype(np.float32)
+                       for sorted_frames, *_ in placed]).astype(np.float32)
     first = placed[0][0]
     ds0 = first[0].dataset
     modality = str(ds0.get("Modality", "") or "") or None
-    all_frames = [f for sorted_frames, _ in placed for f in sorted_frames]
+    all_frames = [f for sorted_frames, *_ in placed for f in sorted_frames]
     extra = {"modality_raw": modality, "slice_thickness": first[0].thickness}
+    if placed[0][2] is not None:
+        extra["slice_wander_mm"] = placed[0][2]
     if len(frames) != len(first) or volume is not None:
         extra["frames"] = labels
     if volume is not None:
@@ -152,10 +156,10 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
 
 
 def _check_same_grid(path: Path, volumes: list[Volume],
-                     placed: list[tuple[list[_Frame], np.ndarray]]) -> None:
+                     placed: list[tuple[list[_Frame], np.ndarray, float | None]]) -> None:
     """All volumes of a 4D result must share shape and affine."""
     shape0, affine0 = (len(placed[0][0]), *placed[0][0][0].pixels.shape), placed[0][1]
-    for sorted_frames, affine in placed[1:]:
+    for sorted_frames, affine, _ in placed[1:]:
         shape = (len(sorted_frames), *sorted_frames[0].pixels.shape)
         if shape != shape0 or not np.allclose(affine, affine0, atol=1e-3):
             listing = "; ".join(
@@ -349,8 +353,9 @@ def _check_decoder(ds: Dataset, name: str) -> None:
                          '"medsr[dicom]"')
 
 
-def _sort_and_place(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray]:
-    """Sort frames along the slice normal, check the grid is regular, return the LPS affine."""
+def _sort_and_place(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray, float | None]:
+    """Sort frames along the slice normal, fit their even grid (:mod:`medsr.io.dicom_grid`);
+    returns the frames, the LPS affine and the positions' wander (mm, None when exact)."""
     first = frames[0]
     for f in frames[1:]:
         if not np.allclose(f.orientation, first.orientation, atol=1e-4):
@@ -365,35 +370,19 @@ def _sort_and_place(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray]:
     normal = np.cross(row, col)
     frames = sorted(frames, key=lambda f: float(f.position @ normal))
     positions = np.array([f.position for f in frames])
-    gaps = np.diff(positions @ normal)
+    wander = None
     if len(frames) > 1:
-        dup = np.flatnonzero(gaps < 1e-3)
-        if dup.size:
-            i = dup[0]
-            raise MedsrError(f"duplicate slice position: {frames[i].name} and "
-                             f"{frames[i + 1].name} lie at the same place (several echoes, "
-                             "phases or stacks in one series?)")
-        median = float(np.median(gaps))
-        tol = max(0.01 * median, 0.01)
-        bad = np.flatnonzero(np.abs(gaps - median) > tol)
-        if bad.size:
-            i = bad[0]
-            raise MedsrError(f"uneven slice spacing: gap of {round(float(gaps[i]), 3)} mm "
-                             f"between slices {i + 1} and {i + 2}, median {round(median, 3)} mm"
-                             " (missing slices?)")
-        step = (positions[-1] - positions[0]) / (len(frames) - 1)
-        expected = positions[0] + np.arange(len(frames))[:, None] * step
-        if np.linalg.norm(positions - expected, axis=1).max() > tol:
-            raise MedsrError("slice positions do not lie on a straight line; "
-                             "cannot build a regular volume")
+        grid = fit_slice_grid(positions, normal, [f.name for f in frames])
+        origin, step, wander = grid.origin, grid.step, grid.wander_mm
     else:
+        origin = positions[0]
         step = normal * (_num(first.dataset, "SpacingBetweenSlices") or first.thickness or 1.0)
     affine = np.eye(4)
     affine[:3, 0] = row * first.pixel_spacing[1]
     affine[:3, 1] = col * first.pixel_spacing[0]
     affine[:3, 2] = step
-    affine[:3, 3] = positions[0]
-    return frames, affine
+    affine[:3, 3] = origin
+    return frames, affine, wander
 
 
 def _stored_dtype(frames: list[_Frame], values: np.ndarray) -> str:

@@ -196,4 +196,9 @@ def processing_note(volume: Frames | torch.Tensor) -> str | None:
         gain = fitted.get("held_out_gain_db")
         parts.append(f"{fitted['steps']} steps" + (f", held-out {float(gain):+.2f} dB vs bspline"
                                                    if gain is not None else ""))
+    check = meta.get("medsr_selfcheck")
+    if check:
+        parts.append(f"{check.get('method', 'learned')} in-plane check "
+                     f"{float(check['learned_psnr']):.1f} dB (B-spline "
+                     f"{float(check['bspline_psnr']):.1f})")
     return "; ".join(parts)

@@ -1,0 +1,210 @@
+"""Never worse than interpolation, per scan: check a learned method on the scan's own truth.
+
+A thick-slice scan has no through-plane truth, but its in-plane slices are high resolution:
+degraded along one in-plane axis exactly as the thick axis is (:func:`medsr.selfsup.
+inplane_truth`, the pairs the uncertainty calibration uses too), they are pairs whose truth is
+known. A few planes spread over the body are upscaled by the learned method (with the
+consistency projection, as the real output is) and by B-spline; the PSNR of each against the
+truth, inside the body, tells whether the network beats interpolation *on this scan*.
+:func:`medsr.upscale` stores both figures in ``meta["medsr_selfcheck"]``, and ``method="auto"``
+falls back to B-spline when the network does not win.
+
+Example:
+    >>> check = self_check(up, volume)                      # doctest: +SKIP
+    >>> check.learned_psnr, check.bspline_psnr, check.passed  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: planes per in-plane truth view used by the self-check (two views: twice as many)
+CHECK_PLANES = 6
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """PSNR (dB, inside the body) of the learned method and of B-spline on in-plane pairs."""
+
+    learned_psnr: float
+    bspline_psnr: float
+    planes: int
+
+    @property
+    def passed(self) -> bool:
+        """The learned method beats B-spline on this scan's pairs."""
+        return self.learned_psnr > self.bspline_psnr
+
+    def as_dict(self) -> dict:
+        return {"learned_psnr": round(self.learned_psnr, 3),
+                "bspline_psnr": round(self.bspline_psnr, 3), "planes": self.planes,
+                "passed": self.passed}
+
+    def describe(self, name: str) -> str:
+        return (f"self-check on {self.planes} in-plane slices of the scan: {name} "
+                f"{self.learned_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB")
+
+
+def noise_sd(reference: np.ndarray, axis: int, lo: float) -> float:
+    """White noise standard deviation of the planes across ``axis`` (Immerkær 1996: the
+    3×3 Laplacian difference mask, mean absolute response inside the body)."""
+    planes = np.moveaxis(reference, axis, 0).astype(np.float32)
+    x = planes[:, :-2, :-2] - 2 * planes[:, 1:-1, :-2] + planes[:, 2:, :-2]
+    x = x - 2 * (planes[:, :-2, 1:-1] - 2 * planes[:, 1:-1, 1:-1] + planes[:, 2:, 1:-1])
+    x = x + planes[:, :-2, 2:] - 2 * planes[:, 1:-1, 2:] + planes[:, 2:, 2:]
+    body = planes[:, 1:-1, 1:-1] > lo
+    if not body.any():
+        return 0.0
+    return float(np.sqrt(np.pi / 2) / 6 * np.mean(np.abs(x[body]), dtype=np.float64))
+
+
+def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool = False
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(truth, lr)`` stacks ``(planes, b, a)`` from the scan's in-plane truth: up to
+    ``max_planes`` planes per view, spread over the body, degraded along ``a`` (last) with the
+    thick axis's slice profile.
+
+    Args:
+        match_noise: top the LR stacks' noise up to the scan's own (:func:`noise_sd`):
+            degrading averages the in-plane noise down, while the real thick slices carry it
+            whole, so without this a network that copies noise looks better than it is.
+
+    Raises:
+        MedsrError: the scan has no high-resolution plane to learn from.
+    """
+    import torch
+
+    from medsr.metrics import otsu_threshold
+    from medsr.selfsup import inplane_truth
+    from medsr.transforms.degrade import profile_kernel, slice_profile
+
+    f, prof = up.factor, up.profile
+    lo = otsu_threshold(reference)
+    top_up = 0.0
+    if match_noise:
+        weights = profile_kernel(f, prof.width * f, prof.kind)[1]
+        top_up = noise_sd(reference, up.axis, lo) * float(
+            np.sqrt(max(0.0, 1.0 - np.sum(np.square(weights)))))
+    rng = np.random.default_rng(0)
+    pairs = []
+    for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
+        b = next(p for p in plane if p != a)
+        stack = np.ascontiguousarray(np.moveaxis(volume, (up.axis, b, a), (0, 1, 2)))
+        means = stack.reshape(stack.shape[0], -1).mean(axis=1)
+        body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
+        pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
+        truth = stack[np.unique(pick)]
+        lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
+        if top_up > 0:
+            lr = lr + rng.normal(0.0, top_up, lr.shape).astype(np.float32)
+        pairs.append((truth, lr))
+    return pairs
+
+
+def predict_pair(up, lr: np.ndarray) -> list[np.ndarray]:
+    """The learned method's views of an LR stack ``(planes, b, a/f)``: the plane view and its
+    mirror (standing in for the real output's two plane views)."""
+    from medsr.inference import predict_views
+
+    views = []
+    for flip in (False, True):
+        x = lr[:, ::-1].copy() if flip else lr
+        v = predict_views(x, (1, 1, up.factor), up.net, up.card, device=up.device,
+                          spacing=(1e3, 1.0, 1.0), scaling=up.scaling,
+                          backend="torch")[0]  # a few planes: no export
+        views.append(v[:, ::-1] if flip else v)
+    return views
+
+
+def self_check(up, reference: np.ndarray, consistency: bool = True,
+               max_planes: int = CHECK_PLANES, match_noise: bool = True) -> SelfCheck:
+    """Compare a prepared learned upscaler with B-spline on the scan's in-plane pairs.
+
+    Args:
+        up: a prepared :class:`medsr.methods.ModelUpscaler` (or self-supervised one).
+        reference: the 3D volume it upscales (scan units).
+        consistency: apply the consistency projection, as the real output does.
+        max_planes: planes per in-plane view.
+        match_noise: the pairs' LR carries the scan's noise (see :func:`inplane_pairs`).
+
+    Raises:
+        MedsrError: the scan has no high-resolution plane to check on.
+    """
+    from medsr.consistency import project
+    from medsr.metrics import otsu_threshold
+    from medsr.resample import upsample_axis
+
+    lo = otsu_threshold(reference)
+    peak = float(reference.max() - reference.min()) or 1.0
+    if up.axis is None:  # the plane itself is upscaled: no finer truth, one scale down
+        return _self_similar_check(up, reference, consistency, 2 * max_planes, lo, peak)
+    sums, count, planes = np.zeros(2), 0, 0
+    for truth, lr in inplane_pairs(up, reference, max_planes, match_noise):
+        estimate = np.mean(predict_pair(up, lr), axis=0, dtype=np.float32)
+        if consistency:
+            estimate = project(estimate, lr, 2, up.factor, up.profile)
+        baseline = upsample_axis(lr, 2, up.factor, "bspline")
+        mask = truth > lo
+        for i, guess in enumerate((estimate, baseline)):
+            sums[i] += float(np.sum(np.square(guess[mask] - truth[mask], dtype=np.float64)))
+        count += int(mask.sum())
+        planes += truth.shape[0]
+    psnr = [math.inf if s == 0 else 10 * math.log10(peak * peak * max(count, 1) / s)
+            for s in sums]
+    return SelfCheck(psnr[0], psnr[1], planes)
+
+
+def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfCheck | None:
+    """:func:`self_check`, or ``None`` (logged) when the scan has no plane to check on."""
+    from medsr.errors import MedsrError
+
+    try:
+        check = self_check(up, reference, consistency=consistency)
+    except MedsrError as err:
+        logger.info("self-check skipped: %s", err)
+        return None
+    logger.info("%s", check.describe(up.name))
+    return check
+
+
+def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes: int,
+                        lo: float, peak: float) -> SelfCheck:
+    """The check for in-plane SR and chains: the scan degraded once more by the request's own
+    operators (a few body planes across the plane when one axis is left alone) is upscaled
+    back by the network and by B-spline and compared with the scan itself."""
+    from medsr.consistency import bspline_axes, degrade_axes, project_axes
+    from medsr.errors import MedsrError
+
+    ops = up.operators()
+    index = [slice(None)] * 3
+    for axis, factor, _ in ops:
+        n = reference.shape[axis] // factor * factor
+        if n < 2 * factor:
+            raise MedsrError(f"axis {axis} is too short to check ×{factor} on the scan")
+        index[axis] = slice(0, n)
+    truth = reference[tuple(index)]
+    kept = [a for a in range(3) if a not in {op[0] for op in ops}]
+    if kept:  # planes spread over the body along the axis that is not upscaled
+        stack = kept[0]
+        means = np.moveaxis(truth, stack, 0).reshape(truth.shape[stack], -1).mean(axis=1)
+        body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
+        pick = np.unique(body[np.linspace(0, len(body) - 1,
+                                          min(max_planes, len(body))).astype(int)])
+        truth = np.take(truth, pick, axis=stack)
+    truth = np.ascontiguousarray(truth, dtype=np.float32)
+    lr = degrade_axes(truth, ops)
+    estimate = np.mean(up.predict(lr), axis=0, dtype=np.float32)
+    if consistency:
+        estimate = project_axes(estimate, lr, ops)
+    mask = truth > lo
+    sums = [float(np.sum(np.square(g[mask] - truth[mask], dtype=np.float64)))
+            for g in (estimate, bspline_axes(lr, ops))]
+    psnr = [math.inf if v == 0 else 10 * math.log10(peak * peak * max(int(mask.sum()), 1) / v)
+            for v in sums]
+    return SelfCheck(psnr[0], psnr[1], int(truth.shape[kept[0]]) if kept else 1)
