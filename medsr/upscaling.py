@@ -345,12 +345,25 @@ def upscale_volume(volume: str | Path | MetaTensor, scale: Sequence[int] | None 
                                               "width": round(up.profile.width, 4)}
         result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
         result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
+    if up.learned:
+        result.meta["medsr_model"] = model_summary(getattr(up, "card", None) or {})
     if sd is None:
         return result
     uncertainty_map = _wrap(sd, up.out_affine, source, affine, dtype="float32")
     uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
     result.meta["medsr_uncertainty"] = report.calibration.as_dict()
     return result, uncertainty_map
+
+
+def model_summary(card: dict) -> dict:
+    """The few facts of a model card kept in the output's metadata (``medsr_model``)."""
+    selfsup = card.get("self_supervised") or {}
+    return {"network": (card.get("network") or {}).get("name"),
+            "spatial_dims": card.get("spatial_dims"), "factors": card.get("factors"),
+            "modality": card.get("modality"), "experiment": card.get("experiment"),
+            "steps": selfsup.get("steps", card.get("steps")),
+            "self_supervised": bool(selfsup),
+            "training_data": len(card.get("training_data") or [])}
 
 
 def working_set_bytes(learned: bool, one_axis: bool, slab: int, uncertainty: bool = False
