@@ -9,19 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from medsr.commands import fail
+from medsr.report.scan import report_path
 
-
-def report_path(volume: Path, folder: Path | None = None) -> Path:
-    """``x_sr.nii.gz -> x_sr.html`` beside it (or in ``folder``); a DICOM folder
-    ``x_sr/ -> x_sr.html``."""
-    from medsr.io import VOLUME_SUFFIXES
-
-    name = volume.name
-    for ext in VOLUME_SUFFIXES:
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return (folder if folder is not None else volume.parent) / f"{name}.html"
+__all__ = ["check_report_path", "recorded", "report", "report_path"]
 
 
 def check_report_path(path: Path, force: bool) -> None:

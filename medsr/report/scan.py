@@ -318,6 +318,19 @@ def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[
     return page(f"medsr report: {in_name}", body), summary
 
 
+def report_path(volume: Path, folder: Path | None = None) -> Path:
+    """``x_sr.nii.gz -> x_sr.html`` beside it (or in ``folder``); a DICOM folder
+    ``x_sr/ -> x_sr.html``."""
+    from medsr.io import VOLUME_SUFFIXES
+
+    name = volume.name
+    for ext in VOLUME_SUFFIXES:
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return (folder if folder is not None else volume.parent) / f"{name}.html"
+
+
 def write_report(path: str | Path, volume, output, sd=None, info: RunInfo | None = None
                  ) -> dict:
     """Write the page of :func:`build_report` to ``path`` (atomically; an existing file is

@@ -1,0 +1,129 @@
+"""A study's report: one table row per input (thumbnail, method, shapes, consistency, mean
+uncertainty, time, status with the error of a failed input) linking to each scan's page,
+sortable by clicking a column header (a few lines of plain JavaScript).
+
+The page is rewritten (atomically) after every row, so a crashed run leaves a true report of
+what was done.
+
+Example:
+    >>> study = StudyReport(out / "report.html", title="study/")       # doctest: +SKIP
+    >>> study.add({"input": "a.nii.gz", "status": "error", "error": "truncated"})
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from medsr.report.html import esc, page, write_text
+
+#: (key, header, numeric) of the table's columns
+COLUMNS = (("thumbnail", "", False), ("input", "input", False), ("status", "status", False),
+           ("method", "method", False), ("shape_in", "shape in", False),
+           ("shape_out", "shape out", False),
+           ("consistency_db", "re-degraded vs input (dB)", True),
+           ("mean_sd", "mean sd", True), ("seconds", "time (s)", True),
+           ("report", "page", False))
+
+SORT_JS = """
+document.querySelectorAll("table.study th").forEach(function(th, col) {
+  th.addEventListener("click", function() {
+    var body = th.closest("table").tBodies[0];
+    var up = th.getAttribute("aria-sort") !== "ascending";
+    th.closest("tr").querySelectorAll("th").forEach(function(h) {
+      h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", up ? "ascending" : "descending");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function(a, b) {
+      var x = a.cells[col].getAttribute("data-sort"), y = b.cells[col].getAttribute("data-sort");
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
+            : isNaN(nx) !== isNaN(ny) ? (isNaN(nx) ? 1 : -1) : x.localeCompare(y);
+      return up ? c : -c;
+    });
+    rows.forEach(function(r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if not math.isnan(v) else None
+
+
+def _cell(key: str, row: dict, base: Path) -> str:
+    value = row.get(key)
+    if key == "thumbnail":
+        src = str(value or "")
+        img = (f'<img src="{esc(src)}" alt="{esc(row.get("input", ""))}">'
+               if src.startswith("data:image/png;base64,") else "")
+        return f'<td data-sort="">{img}</td>'
+    if key == "report":
+        link = str(value or "")
+        return (f'<td data-sort="{esc(link)}"><a href="{esc(link)}">page</a></td>' if link
+                and (base / link).exists() else '<td data-sort=""></td>')
+    if key in ("consistency_db", "mean_sd", "seconds"):
+        v = _number(value)
+        text = "" if v is None else ("exact" if math.isinf(v) else f"{v:.4g}")
+        sort = "" if v is None else ("1e308" if math.isinf(v) else repr(v))
+        return f'<td data-sort="{sort}" data-value="{esc("" if v is None else v)}">{text}</td>'
+    text = "" if value is None else str(value)
+    if key == "status":
+        error = str(row.get("error") or "")
+        detail = f'<div class="error-text">{esc(error)}</div>' if error else ""
+        return (f'<td data-sort="{esc(text)}"><span class="status-{esc(text)}">{esc(text)}'
+                f"</span>{detail}</td>")
+    return f'<td data-sort="{esc(text)}">{esc(text)}</td>'
+
+
+class StudyReport:
+    """The study page at ``path``, rewritten as rows are added.
+
+    Rows are dicts with the keys of :data:`COLUMNS` (missing ones are left blank); ``report``
+    is the scan page's path relative to the study page's folder, ``thumbnail`` a PNG data
+    URI. A row with the same ``input`` and ``series_uid`` as an earlier one replaces it.
+    """
+
+    def __init__(self, path: str | Path, title: str = "") -> None:
+        self.path = Path(path)
+        self.title = title
+        self.rows: dict[tuple[str, str], dict] = {}
+        self.write()
+
+    def add(self, row: dict) -> None:
+        """Add (or replace) one row and rewrite the page."""
+        self.rows[(str(row.get("input", "")), str(row.get("series_uid") or ""))] = dict(row)
+        self.write()
+
+    def html(self) -> str:
+        """The page as it stands."""
+        rows = [self.rows[k] for k in sorted(self.rows)]
+        counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "skipped", "error")}
+        head = "".join(f'<th scope="col" title="sort by {esc(h or key)}">{esc(h)}</th>'
+                       for key, h, _ in COLUMNS)
+        body = "".join(
+            f'<tr class="{esc(r.get("status", ""))}" data-input="{esc(r.get("input", ""))}">'
+            + "".join(_cell(key, r, self.path.parent) for key, _, _ in COLUMNS) + "</tr>"
+            for r in rows)
+        summary = (f"{len(rows)} inputs: {counts['ok']} done, {counts['skipped']} skipped "
+                   f"(output already there), {counts['error']} failed")
+        return page(f"medsr study report {self.title}".strip(),
+                    f"<h1>medsr study report {esc(self.title)}</h1>"
+                    f'<p class="sub" id="summary">{esc(summary)}. Click a column header to '
+                    "sort; each input links to its own page.</p>"
+                    f'<table class="study"><thead><tr>{head}</tr></thead>'
+                    f"<tbody>{body}</tbody></table>", SORT_JS)
+
+    def write(self) -> None:
+        """Write the page atomically."""
+        write_text(self.path, self.html())
+
+
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to the folder ``start``, with ``/``."""
+    return Path(os.path.relpath(path, start)).as_posix()
