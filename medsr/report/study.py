@@ -37,9 +37,9 @@ document.querySelectorAll("table.study th").forEach(function(th, col) {
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function(a, b) {
       var x = a.cells[col].getAttribute("data-sort"), y = b.cells[col].getAttribute("data-sort");
+      if (x === "" || y === "") return (x === "") - (y === "");  // blanks last
       var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
-            : isNaN(nx) !== isNaN(ny) ? (isNaN(nx) ? 1 : -1) : x.localeCompare(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
       return up ? c : -c;
     });
     rows.forEach(function(r) { body.appendChild(r); });
