@@ -104,9 +104,10 @@ def upscale(
     series: Annotated[Optional[str], typer.Option(
         help="SeriesInstanceUID to read from a DICOM folder with several series.",
         show_default=False)] = None,
-    report: Annotated[Optional[Path], typer.Option(
-        help="Also write a visual QC page (views, profile, facts) to this .html file; with "
-             "several inputs a folder (NAME_sr.html).", show_default=False)] = None,
+    report_page: Annotated[Optional[Path], typer.Option(
+        "--report", help="Also write a visual QC page (views, profile, facts) to this .html "
+                         "file; with several inputs a folder (NAME_sr.html).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Upscale volumes onto a finer grid that covers the same physical extent."""
@@ -134,12 +135,12 @@ def upscale(
             output_format(output, fmt_name)
         if uncertainty is not None and not many:
             output_format(uncertainty, fmt_name)
+        if report_page is not None and not many:
+            check_report_path(report_page, force)
     except MedsrError as err:
         fail(str(err))
-    if report is not None and not many:
-        check_report_path(report, force)
     for folder, what in ((output, "--output"), (uncertainty, "--uncertainty"),
-                         (report, "--report")):
+                         (report_page, "--report")):
         if many and folder is not None:
             if folder.exists() and not folder.is_dir():
                 fail(f"with several inputs, {what} must be a folder, not the file {folder}")
@@ -150,7 +151,8 @@ def upscale(
         sd_dst = uncertainty
         if uncertainty is not None and many:
             sd_dst = default_output(src, fmt_name, uncertainty, tag="_sd")
-        page = report_path(dst, report) if report is not None and many else report
+        page = report_path(dst, report_page) if report_page is not None and many \
+            else report_page
         try:
             if page is not None and many:
                 check_report_path(page, force)

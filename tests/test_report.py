@@ -308,3 +308,15 @@ def test_study_report_is_true_after_every_row(tmp_path):
     assert page.links == ["a_sr.html"]
     text = (tmp_path / "report.html").read_text()
     assert "b.nii.gz is truncated" in text and "2 inputs: 1 done, 0 skipped" in text
+
+
+def test_several_inputs_get_one_page_each(scan, tmp_path):
+    other = tmp_path / "other.nii.gz"
+    other.write_bytes(scan.read_bytes())
+    pages = tmp_path / "pages"
+    args = ("upscale", scan, other, "-o", tmp_path / "out", "--scale", *SCALE, "--method",
+            "bspline", "--report", pages)
+    assert run(*args).exit_code == 0
+    assert sorted(p.name for p in pages.iterdir()) == ["other_sr.html", "scan_sr.html"]
+    again = run(*args)  # each existing page is one error line; the others go on
+    assert again.exit_code == 1 and again.stderr.count("error:") == 2

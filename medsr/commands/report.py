@@ -15,14 +15,16 @@ __all__ = ["check_report_path", "recorded", "report", "report_path"]
 
 
 def check_report_path(path: Path, force: bool) -> None:
-    """Refuse, before any work, a report path that exists (without ``force``), is not
-    ``.html``, or whose folder is missing."""
+    """Refuse (:class:`~medsr.errors.MedsrError`), before any work, a report path that exists
+    (without ``force``), is not ``.html``, or whose folder is missing."""
+    from medsr.errors import MedsrError
+
     if path.suffix.lower() not in (".html", ".htm"):
-        fail(f"--report {path}: the report is an HTML file; name it .html")
+        raise MedsrError(f"--report {path}: the report is an HTML file; name it .html")
     if path.exists() and not force:
-        fail(f"{path} exists; pass --force to replace it")
+        raise MedsrError(f"{path} exists; pass --force to replace it")
     if not path.absolute().parent.is_dir():
-        fail(f"folder {path.absolute().parent} does not exist")
+        raise MedsrError(f"folder {path.absolute().parent} does not exist")
 
 
 def recorded(volume) -> None:
@@ -79,8 +81,8 @@ def report(
     from medsr.report import RunInfo, write_report
 
     path = to if to is not None else report_path(output)
-    check_report_path(path, force)
     try:
+        check_report_path(path, force)
         volume = medsr.load_volume(input, series_uid=series)
         result = medsr.load_volume(output)
         recorded(result)
