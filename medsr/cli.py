@@ -117,10 +117,10 @@ def upscale(
 
     import medsr
     from medsr.errors import MedsrError
-    from medsr.report.scan import peak_memory
     from medsr.io import default_output, output_format
     from medsr.io.values import check_dtype
     from medsr.logs import setup_logging
+    from medsr.report.scan import peak_memory
 
     setup_logging(verbose)
     fmt_name = fmt.value if fmt is not None else None

@@ -226,7 +226,7 @@ def test_learned_run_facts(tmp_path):
     data = phantom((24, 20, 6))
     affine = make_affine(np.eye(3), (1.0, 1.0, 3.0), (0, 0, 0))
     path = tmp_path / "r.html"
-    sr, sd = medsr.upscale(volume(data, affine), SCALE, method="default", modality="MR",
+    sr, _ = medsr.upscale(volume(data, affine), SCALE, method="default", modality="MR",
                            uncertainty=True, report=path)
     page = Page(path.read_text())
     assert page.facts["method"]["text"] == sr.meta["medsr_method"]

@@ -134,7 +134,7 @@ def _scan_report(item: Item, volume, result, sd, seconds: float) -> dict:
         summary = write_report(path, volume, result, sd,
                                RunInfo(seconds, peak_memory(), item.source.name,
                                        item.output.name))
-    except Exception:  # noqa: BLE001 - the output is written; its page is a bonus
+    except Exception:  # the output is written; its page is a bonus
         logger.warning("%s: the report page failed", item.rel, exc_info=True)
         return {}
     return {"report": path.name, **{k: summary[k] for k in

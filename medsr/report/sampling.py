@@ -89,7 +89,7 @@ def _box3(a: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
         pad[ax] = (1, 1)
         p = np.pad(out, pad, mode="edge")
         n = out.shape[ax]
-        out = (np.take(p, range(0, n), ax) + np.take(p, range(1, n + 1), ax)
+        out = (np.take(p, range(n), ax) + np.take(p, range(1, n + 1), ax)
                + np.take(p, range(2, n + 2), ax)) / 3
     return out
 

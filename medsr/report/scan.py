@@ -62,7 +62,7 @@ def peak_memory() -> int | None:
 
 
 def _sample(a: np.ndarray) -> np.ndarray:
-    step = max(1, int(math.ceil((a.size / SAMPLE_VOXELS) ** (1 / 3))))
+    step = max(1, math.ceil((a.size / SAMPLE_VOXELS) ** (1 / 3)))
     return np.asarray(a[::step, ::step, ::step], dtype=np.float32)
 
 
@@ -152,6 +152,147 @@ def _geometry_facts(facts: _Facts, which: str, name: str, shape, affine, frames:
                                           else ""), orientation_code(affine))
 
 
+@dataclass
+class _Scan:
+    """The arrays a page is made of: first volumes ``(X, Y, Z)`` and their affines."""
+
+    frame_in: np.ndarray
+    affine_in: np.ndarray
+    out: np.ndarray
+    affine_out: np.ndarray
+    sd: np.ndarray | None
+    meta: dict
+    volumes_in: int = 1
+    volumes_out: int = 1
+
+
+def _panel(key: str, caption: str, png: bytes, view, where: str, shape, scale: float) -> str:
+    """One labelled image: the plane with the patient direction of each edge around it."""
+    w, h = shape[1] * view.pixel[0] * scale, shape[0] * view.pixel[1] * scale
+    labels = "".join(f'<span class="lab {edge}" data-edge="{edge}">{esc(text)}</span>'
+                     for edge, text in view.labels.items())
+    return (f'<figure class="panel" data-column="{key}"><figcaption>{esc(caption)}'
+            f'</figcaption><div class="frame">{labels}<img src="{data_uri(png)}" '
+            f'width="{w:.0f}" height="{h:.0f}" alt="{esc(view.name)} {esc(caption)} '
+            f'{esc(where)}"></div></figure>')
+
+
+def _views_html(scan: _Scan, shown: dict, lo: float, hi: float) -> str:
+    """The rows of views through the centre and through the slices of largest uncertainty."""
+    from medsr.report import images
+
+    out, sd = scan.out, scan.sd
+    locations = [("centre", "Through the centre",
+                  {name: out.shape[v.fixed] // 2 for name, v in shown.items()})]
+    if sd is not None:
+        locations.append(("uncertainty", "Through the slices of largest uncertainty",
+                          {name: largest_slice(sd, v.fixed) for name, v in shown.items()}))
+    sd_max = float(np.percentile(_sample(sd), 99.5)) if sd is not None else 0.0
+    extent = max(max(v.plane(out, 0).shape[1] * v.pixel[0],
+                     v.plane(out, 0).shape[0] * v.pixel[1]) for v in shown.values())
+    scale = DISPLAY_PX / extent
+    sections = []
+    for where, heading, index in locations:
+        rows = [f'<h3 data-location="{where}">{esc(heading)}</h3>']
+        if sd is not None:
+            bar = images.colorbar_png(sd_max, "standard deviation (scan units)")
+            rows.append(f'<p class="note">uncertainty colour scale: <img class="colorbar" '
+                        f'src="{data_uri(bar)}" alt="uncertainty colour bar, 0 to '
+                        f'{sd_max:.4g}" style="vertical-align:middle"></p>')
+        for name, view in shown.items():
+            k = index[name]
+            planes = {method: view.plane(input_plane(scan.frame_in, scan.affine_in,
+                                                     scan.affine_out, out.shape, view.fixed,
+                                                     k, method), 0)
+                      for method in ("nearest", "bspline")}
+            planes = {"input": planes["nearest"], "bspline": planes["bspline"],
+                      "output": view.plane(out, k)}
+            pngs = {key: images.grey_png(p, lo, hi) for key, p in planes.items()}
+            if sd is not None:
+                pngs["uncertainty"] = images.overlay_png(planes["output"], view.plane(sd, k),
+                                                         lo, hi, sd_max)
+            label = f"{name}, slice {k} of {out.shape[view.fixed]} (array axis {view.fixed})"
+            cells = [_panel(key, caption, pngs[key], view, label, planes["output"].shape, scale)
+                     for key, caption in COLUMNS if key in pngs]
+            rows.append(f'<p class="where">{esc(label)}</p><div class="row" '
+                        f'data-view="{name}" data-location="{where}">{"".join(cells)}</div>')
+        sections.append("".join(rows))
+    return "".join(sections)
+
+
+def _profile_html(scan: _Scan) -> str:
+    from medsr.report import images
+
+    profile = edge_profile(scan.frame_in, scan.affine_in, scan.out, scan.affine_out)
+    if profile is None:
+        return '<p class="sub">The input has a single slice: no profile.</p>'
+    plot = images.profile_png(profile, f"output array axis {profile.axis}")
+    return (f'<p class="sub">Along output array axis {profile.axis} through voxel '
+            f'{list(profile.index)} (the input\'s strongest edge between two slices); dots '
+            'are the measured input samples.</p>'
+            f'<img id="profile" src="{data_uri(plot)}" alt="through-plane profile" '
+            'width="700" height="320">')
+
+
+def _facts(scan: _Scan, info: RunInfo, in_name: str, out_name: str) -> tuple[_Facts, dict]:
+    """The facts table, and the numbers a study row needs (``method``, ``consistency_db``,
+    ``mean_sd``)."""
+    import medsr
+
+    meta, out = scan.meta, scan.out
+    facts = _Facts()
+    _geometry_facts(facts, "input", in_name, scan.frame_in.shape, scan.affine_in,
+                    scan.volumes_in)
+    _geometry_facts(facts, "output", out_name, out.shape, scan.affine_out, scan.volumes_out)
+    method = meta.get("medsr_method") or "unknown (not recorded in the output)"
+    facts.add("method", "method", method)
+    if meta.get("medsr_model"):
+        facts.add("model", "model", _model_text(meta["medsr_model"]))
+    prof = meta.get("medsr_slice_profile")
+    if prof:
+        facts.add("slice_profile", "slice profile",
+                  f"{prof['kind']}, {prof['width']:.2f}× the slice spacing")
+    consistency = meta.get("medsr_consistency_psnr")
+    grid = subdivision(scan.frame_in.shape, scan.affine_in, out.shape, scan.affine_out)
+    label = "re-degraded output vs input"
+    if consistency is not None:
+        before = meta.get("medsr_consistency_psnr_before")
+        facts.add("consistency", label,
+                  _db(consistency) + (f" (before the consistency projection {_db(before)})"
+                                      if before is not None and before != consistency else ""),
+                  consistency)
+    elif grid is not None:
+        from medsr.consistency import SliceProfile, redegradation_psnr
+
+        kind, width = (prof["kind"], prof["width"]) if prof else ("box", 1.0)
+        consistency = redegradation_psnr(out, scan.frame_in, grid[0], grid[1],
+                                         SliceProfile(kind, width))
+        facts.add("consistency", label, f"{_db(consistency)} (measured here, {kind} profile "
+                  f"{width:.2f}× spacing along array axis {grid[0]})", consistency)
+    else:
+        facts.add("consistency", label,
+                  "not measured (the output grid does not subdivide one input axis)")
+    mean_sd = None
+    if scan.sd is not None:
+        mean_sd = body_mean(scan.sd, out)
+        largest = float(np.max(scan.sd))
+        facts.add("mean_sd", "mean uncertainty (sd) in the body", f"{mean_sd:.4g}", mean_sd)
+        facts.add("max_sd", "largest uncertainty (sd)", f"{largest:.4g}", largest)
+        cal = meta.get("medsr_uncertainty") or {}
+        if cal.get("coverage") is not None:
+            facts.add("coverage", "uncertainty coverage (calibration data)",
+                      f"{100 * cal['coverage']:.1f} % of voxels within 2 sd on the scan's own "
+                      f"in-plane slices (rank correlation {cal['rank_correlation']:.2f})",
+                      cal["coverage"])
+    if info.seconds is not None:
+        facts.add("seconds", "time", f"{info.seconds:.1f} s", round(info.seconds, 3))
+    if info.peak_memory_bytes:
+        facts.add("peak_memory", "peak memory (process)",
+                  f"{info.peak_memory_bytes / 2**30:.2f} GiB", info.peak_memory_bytes)
+    facts.add("version", "medsr version", medsr.__version__)
+    return facts, {"method": method, "consistency_db": consistency, "mean_sd": mean_sd}
+
+
 def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[str, dict]:
     """The HTML page of one scan and a summary of it (for a study table).
 
@@ -167,154 +308,48 @@ def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[
         ``consistency_db``, ``mean_sd``, ``seconds`` and ``thumbnail`` (a PNG data URI).
     """
     import medsr
+    from medsr.errors import MedsrError
     from medsr.io import volume_frames
     from medsr.report import images
 
     info = info or RunInfo()
     frames_in, affine_in, source_in = volume_frames(volume)
     frames_out, affine_out, source_out = volume_frames(output)
-    frame_in, out = frames_in[0], frames_out[0]
     sd_frame = volume_frames(sd)[0][0] if sd is not None else None
-    if sd_frame is not None and sd_frame.shape != out.shape:
-        from medsr.errors import MedsrError
-
+    if sd_frame is not None and sd_frame.shape != frames_out.shape[1:]:
         raise MedsrError(f"the uncertainty map's shape {sd_frame.shape} is not the output's "
-                         f"{out.shape}")
-    meta = getattr(output, "meta", {}) or {}
+                         f"{frames_out.shape[1:]}")
+    scan = _Scan(frames_in[0], affine_in, frames_out[0], affine_out, sd_frame,
+                 getattr(output, "meta", {}) or {}, frames_in.shape[0], frames_out.shape[0])
     in_name = info.input_name or Path(source_in.path).name or "input"
     out_name = info.output_name or ("output (not saved yet)" if source_out.path in (
         "", source_in.path) else Path(source_out.path).name)
     shown = views(affine_out)
-    centre = {name: out.shape[v.fixed] // 2 for name, v in shown.items()}
-    locations = [("centre", "Through the centre", centre)]
-    if sd_frame is not None:
-        locations.append(("uncertainty", "Through the slices of largest uncertainty",
-                          {name: largest_slice(sd_frame, v.fixed) for name, v in shown.items()}))
-    lo, hi = images.window(*(v.plane(out, centre[n]) for n, v in shown.items()))
-    sd_max = float(np.percentile(_sample(sd_frame), 99.5)) if sd_frame is not None else 0.0
-    extent = max(max(v.plane(out, 0).shape[1] * v.pixel[0], v.plane(out, 0).shape[0]
-                     * v.pixel[1]) for v in shown.values())
-    scale = DISPLAY_PX / extent
-
-    def panel(key: str, caption: str, png: bytes, view, where: str, shape) -> str:
-        w, h = shape[1] * view.pixel[0] * scale, shape[0] * view.pixel[1] * scale
-        labels = "".join(f'<span class="lab {edge}" data-edge="{edge}">{esc(text)}</span>'
-                         for edge, text in view.labels.items())
-        return (f'<figure class="panel" data-column="{key}"><figcaption>{esc(caption)}'
-                f'</figcaption><div class="frame">{labels}<img src="{data_uri(png)}" '
-                f'width="{w:.0f}" height="{h:.0f}" alt="{esc(view.name)} {esc(caption)} '
-                f'{esc(where)}"></div></figure>')
-
-    sections = []
-    for where, heading, index in locations:
-        rows = [f'<h3 data-location="{where}">{esc(heading)}</h3>']
-        if sd_frame is not None:
-            bar = images.colorbar_png(sd_max, "standard deviation (scan units)")
-            rows.append(f'<p class="note">uncertainty colour scale: <img class="colorbar" '
-                        f'src="{data_uri(bar)}" alt="uncertainty colour bar, 0 to '
-                        f'{sd_max:.4g}" style="vertical-align:middle"></p>')
-        for name, view in shown.items():
-            k = index[name]
-            planes = {"input": view.plane(input_plane(frame_in, affine_in, affine_out,
-                                                      out.shape, view.fixed, k, "nearest"), 0),
-                      "bspline": view.plane(input_plane(frame_in, affine_in, affine_out,
-                                                        out.shape, view.fixed, k, "bspline"),
-                                            0),
-                      "output": view.plane(out, k)}
-            pngs = {key: images.grey_png(p, lo, hi) for key, p in planes.items()}
-            if sd_frame is not None:
-                pngs["uncertainty"] = images.overlay_png(planes["output"],
-                                                         view.plane(sd_frame, k), lo, hi,
-                                                         sd_max)
-            label = f"{name}, slice {k} of {out.shape[view.fixed]} (array axis {view.fixed})"
-            cells = [panel(key, caption, pngs[key], view, label, planes["output"].shape)
-                     for key, caption in COLUMNS if key in pngs]
-            rows.append(f'<p class="where">{esc(label)}</p><div class="row" '
-                        f'data-view="{name}" data-location="{where}">{"".join(cells)}</div>')
-        sections.append("".join(rows))
-
-    profile = edge_profile(frame_in, affine_in, out, affine_out)
-    if profile is not None:
-        plot = images.profile_png(profile, f"output array axis {profile.axis}")
-        profile_html = (f'<p class="sub">Along output array axis {profile.axis} through voxel '
-                        f'{list(profile.index)} (the input\'s strongest edge between two '
-                        'slices); dots are the measured input samples.</p>'
-                        f'<img id="profile" src="{data_uri(plot)}" alt="through-plane profile" '
-                        'width="700" height="320">')
-    else:
-        profile_html = '<p class="sub">The input has a single slice: no profile.</p>'
-
-    facts = _Facts()
-    _geometry_facts(facts, "input", in_name, frame_in.shape, affine_in, frames_in.shape[0])
-    _geometry_facts(facts, "output", out_name, out.shape, affine_out, frames_out.shape[0])
-    method = meta.get("medsr_method") or "unknown (not recorded in the output)"
-    facts.add("method", "method", method)
-    if meta.get("medsr_model"):
-        facts.add("model", "model", _model_text(meta["medsr_model"]))
-    grid = subdivision(frame_in.shape, affine_in, out.shape, affine_out)
-    prof = meta.get("medsr_slice_profile")
-    consistency = meta.get("medsr_consistency_psnr")
-    if prof:
-        facts.add("slice_profile", "slice profile",
-                  f"{prof['kind']}, {prof['width']:.2f}× the slice spacing")
-    if consistency is not None:
-        before = meta.get("medsr_consistency_psnr_before")
-        facts.add("consistency", "re-degraded output vs input",
-                  _db(consistency) + (f" (before the consistency projection {_db(before)})"
-                                      if before is not None and before != consistency else ""),
-                  consistency)
-    elif grid is not None:
-        from medsr.consistency import SliceProfile, redegradation_psnr
-
-        kind, width = (prof["kind"], prof["width"]) if prof else ("box", 1.0)
-        consistency = redegradation_psnr(out, frame_in, grid[0], grid[1],
-                                         SliceProfile(kind, width))
-        facts.add("consistency", "re-degraded output vs input",
-                  f"{_db(consistency)} (measured here, {kind} profile {width:.2f}× spacing "
-                  f"along array axis {grid[0]})", consistency)
-    else:
-        facts.add("consistency", "re-degraded output vs input",
-                  "not measured (the output grid does not subdivide one input axis)")
-    mean_sd = None
-    if sd_frame is not None:
-        mean_sd = body_mean(sd_frame, out)
-        facts.add("mean_sd", "mean uncertainty (sd) in the body", f"{mean_sd:.4g}", mean_sd)
-        facts.add("max_sd", "largest uncertainty (sd)", f"{float(np.max(sd_frame)):.4g}",
-                  float(np.max(sd_frame)))
-        cal = meta.get("medsr_uncertainty") or {}
-        if cal.get("coverage") is not None:
-            facts.add("coverage", "uncertainty coverage (calibration data)",
-                      f"{100 * cal['coverage']:.1f} % of voxels within 2 sd on the scan's own "
-                      f"in-plane slices (rank correlation {cal['rank_correlation']:.2f})",
-                      cal["coverage"])
-    if info.seconds is not None:
-        facts.add("seconds", "time", f"{info.seconds:.1f} s", round(info.seconds, 3))
-    if info.peak_memory_bytes:
-        facts.add("peak_memory", "peak memory (process)",
-                  f"{info.peak_memory_bytes / 2**30:.2f} GiB", info.peak_memory_bytes)
-    facts.add("version", "medsr version", medsr.__version__)
-    made = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-    summary_line = (f"{_text(frame_in.shape)} → {_text(out.shape)}; {method}"
-                    + (f"; re-degraded vs input {_db(consistency)}"
-                       if consistency is not None else ""))
+    centre = {name: scan.out.shape[v.fixed] // 2 for name, v in shown.items()}
+    lo, hi = images.window(*(v.plane(scan.out, centre[n]) for n, v in shown.items()))
+    views_html = _views_html(scan, shown, lo, hi)
+    facts, numbers = _facts(scan, info, in_name, out_name)
+    consistency = numbers["consistency_db"]
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary_line = (f"{_text(scan.frame_in.shape)} → {_text(scan.out.shape)}; "
+                    f"{numbers['method']}" + (f"; re-degraded vs input {_db(consistency)}"
+                                              if consistency is not None else ""))
     body = (f"<h1>medsr report: {esc(in_name)}</h1><p class=\"sub\">{esc(out_name)} · "
             f"{esc(summary_line)}</p>"
             "<h2>Views</h2><p class=\"sub\">Each row: the input on the output grid (nearest "
             "neighbour: the thick slices as they are), its cubic B-spline, the output, and "
             "the uncertainty over it. Letters give the patient direction of each edge, from "
-            "the output's affine, as a radiology viewer shows them.</p>"
-            + "".join(sections)
-            + f"<h2>Through-plane profile</h2>{profile_html}"
+            "the output's affine, as a radiology viewer shows them.</p>" + views_html
+            + f"<h2>Through-plane profile</h2>{_profile_html(scan)}"
             + f"<h2>Facts</h2>{facts.html()}"
             + f"<footer>Made by medsr {esc(medsr.__version__)} on {made}. Self-contained: "
               "the images are embedded.</footer>")
     axial = shown["axial"]
-    summary = {"method": method, "shape_in": _text(frame_in.shape),
-               "shape_out": _text(out.shape), "consistency_db": consistency,
-               "mean_sd": mean_sd, "seconds": info.seconds,
-               "thumbnail": data_uri(images.thumbnail_png(axial.plane(out, centre["axial"]),
-                                                          lo, hi, axial.pixel))}
+    thumbnail = images.thumbnail_png(axial.plane(scan.out, centre["axial"]), lo, hi,
+                                     axial.pixel)
+    summary = {**numbers, "shape_in": _text(scan.frame_in.shape),
+               "shape_out": _text(scan.out.shape), "seconds": info.seconds,
+               "thumbnail": data_uri(thumbnail)}
     return page(f"medsr report: {in_name}", body), summary
 
 
