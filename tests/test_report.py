@@ -320,3 +320,16 @@ def test_several_inputs_get_one_page_each(scan, tmp_path):
     assert sorted(p.name for p in pages.iterdir()) == ["other_sr.html", "scan_sr.html"]
     again = run(*args)  # each existing page is one error line; the others go on
     assert again.exit_code == 1 and again.stderr.count("error:") == 2
+
+
+def test_a_rerun_keeps_the_pictures_and_numbers_of_skipped_inputs(tmp_path):
+    thumb = "data:image/png;base64,iVBORw0KGgo="
+    first = StudyReport(tmp_path / "report.html")
+    first.add({"input": "a.nii.gz", "status": "ok", "method": "default", "thumbnail": thumb,
+               "consistency_db": 157.5, "mean_sd": 12.5, "seconds": 30.0})
+    again = StudyReport(tmp_path / "report.html")
+    again.add({"input": "a.nii.gz", "status": "skipped", "seconds": 0})
+    row = again.rows[("a.nii.gz", "")]
+    assert row["thumbnail"] == thumb and row["consistency_db"] == 157.5
+    assert row["status"] == "skipped" and row["seconds"] == 0
+    assert thumb in (tmp_path / "report.html").read_text()

@@ -35,7 +35,7 @@ table.study th[aria-sort=ascending]::after{content:" \\25B2"}
 table.study th[aria-sort=descending]::after{content:" \\25BC"}
 tr.error td{background:#fdecec}tr.skipped td{color:#5b6570}
 .status-error{color:#b3261e;font-weight:600}.status-ok{color:#1e7b34;font-weight:600}
-.error-text{color:#b3261e;font-size:12px;max-width:420px;white-space:normal}
+.error-text{color:#b3261e;font-size:12px;max-width:300px;white-space:normal}
 .note{color:#5b6570;font-size:12px}
 footer{color:#5b6570;font-size:12px;margin-top:30px}
 """

@@ -18,13 +18,16 @@ from pathlib import Path
 
 from medsr.report.html import esc, page, write_text
 
-#: (key, header, numeric) of the table's columns
-COLUMNS = (("thumbnail", "", False), ("input", "input", False), ("status", "status", False),
-           ("method", "method", False), ("shape_in", "shape in", False),
-           ("shape_out", "shape out", False),
-           ("consistency_db", "re-degraded vs input (dB)", True),
-           ("mean_sd", "mean sd", True), ("seconds", "time (s)", True),
-           ("report", "page", False))
+#: (key, header) of the table's columns
+COLUMNS = (("thumbnail", ""), ("input", "input"), ("status", "status"), ("method", "method"),
+           ("shape_in", "shape in"), ("shape_out", "shape out"),
+           ("consistency_db", "consistency (dB)"), ("mean_sd", "mean sd"),
+           ("seconds", "time (s)"), ("report", "page"))
+#: what a skipped input keeps from the row of the run that made its output
+KEPT_ON_SKIP = ("thumbnail", "method", "shape_in", "shape_out", "consistency_db", "mean_sd")
+#: what a header means, shown on hover
+TITLES = {"consistency_db": "the output degraded again with the slice profile, against the "
+                            "input: PSNR in dB", "mean_sd": "mean uncertainty (sd) in the body"}
 
 SORT_JS = """
 document.querySelectorAll("table.study th").forEach(function(th, col) {
@@ -93,22 +96,33 @@ class StudyReport:
         self.path = Path(path)
         self.title = title
         self.rows: dict[tuple[str, str], dict] = {}
+        self.previous = {_key(r): r for r in _read_rows(self.data_path)}
         self.write()
 
+    @property
+    def data_path(self) -> Path:
+        """The rows as JSON beside the page (``report.json``), for scripts and reruns."""
+        return self.path.with_suffix(".json")
+
     def add(self, row: dict) -> None:
-        """Add (or replace) one row and rewrite the page."""
-        self.rows[(str(row.get("input", "")), str(row.get("series_uid") or ""))] = dict(row)
+        """Add (or replace) one row and rewrite the page. A ``skipped`` row keeps the
+        thumbnail and numbers of the earlier run's row (:data:`KEPT_ON_SKIP`)."""
+        row = dict(row)
+        if row.get("status") == "skipped":
+            old = self.previous.get(_key(row), {})
+            row.update({k: old[k] for k in KEPT_ON_SKIP if old.get(k) not in (None, "")})
+        self.rows[_key(row)] = row
         self.write()
 
     def html(self) -> str:
         """The page as it stands."""
         rows = [self.rows[k] for k in sorted(self.rows)]
         counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "skipped", "error")}
-        head = "".join(f'<th scope="col" title="sort by {esc(h or key)}">{esc(h)}</th>'
-                       for key, h, _ in COLUMNS)
+        head = "".join(f'<th scope="col" title="{esc(TITLES.get(key, h or key))}; click to '
+                       f'sort">{esc(h)}</th>' for key, h in COLUMNS)
         body = "".join(
             f'<tr class="{esc(r.get("status", ""))}" data-input="{esc(r.get("input", ""))}">'
-            + "".join(_cell(key, r, self.path.parent) for key, _, _ in COLUMNS) + "</tr>"
+            + "".join(_cell(key, r, self.path.parent) for key, _ in COLUMNS) + "</tr>"
             for r in rows)
         summary = (f"{len(rows)} inputs: {counts['ok']} done, {counts['skipped']} skipped "
                    f"(output already there), {counts['error']} failed")
@@ -120,8 +134,32 @@ class StudyReport:
                     f"<tbody>{body}</tbody></table>", SORT_JS)
 
     def write(self) -> None:
-        """Write the page atomically."""
+        """Write the rows (JSON) and the page, each atomically."""
+        import json
+
+        rows = [self.rows[k] for k in sorted(self.rows)]
+        write_text(self.data_path, json.dumps(rows, default=_plain) + "\n")
         write_text(self.path, self.html())
+
+
+def _key(row: dict) -> tuple[str, str]:
+    return str(row.get("input", "")), str(row.get("series_uid") or "")
+
+
+def _plain(value):
+    """JSON for what ``json`` does not know (numpy numbers)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier ``report.json`` (none when missing or unreadable)."""
+    import json
+
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def relative(path: Path, start: Path) -> str:
