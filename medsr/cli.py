@@ -1,4 +1,4 @@
-"""Command line: ``medsr upscale``, ``medsr info``, ``medsr sample``.
+"""Command line: ``medsr upscale``, ``medsr info``, ``medsr sample``, ``medsr report``, ...
 
 Heavy imports (torch, MONAI, SimpleITK) happen inside the commands so ``--help`` is quick;
 volumes travel as :class:`medsr.io.Frames`, so ``info`` and interpolation load no torch or
@@ -19,6 +19,8 @@ from medsr.commands import fail
 from medsr.commands.batch import batch
 from medsr.commands.choices import Format, Method, Modality, Profile, Scale, Spacing
 from medsr.commands.evaluate import benchmark, evaluate
+from medsr.commands.report import check_report_path, report_path
+from medsr.commands.report import report as report_command
 
 app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact geometry.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -110,9 +112,15 @@ def upscale(
     series: Annotated[Optional[str], typer.Option(
         help="SeriesInstanceUID to read from a DICOM folder with several series.",
         show_default=False)] = None,
+    report_page: Annotated[Optional[Path], typer.Option(
+        "--report", help="Also write a visual QC page (views, profile, facts) to this .html "
+                         "file; with several inputs a folder (NAME_sr.html).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Upscale volumes onto a finer grid that covers the same physical extent."""
+    import time
+
     from tqdm.auto import tqdm
 
     import medsr
@@ -120,6 +128,7 @@ def upscale(
     from medsr.io import default_output, output_format, read_frames
     from medsr.io.values import check_dtype
     from medsr.logs import setup_logging
+    from medsr.report.scan import peak_memory
 
     setup_logging(verbose)
     fmt_name = fmt.value if fmt is not None else None
@@ -134,9 +143,12 @@ def upscale(
             output_format(output, fmt_name)
         if uncertainty is not None and not many:
             output_format(uncertainty, fmt_name)
+        if report_page is not None and not many:
+            check_report_path(report_page, force)
     except MedsrError as err:
         fail(str(err))
-    for folder, what in ((output, "--output"), (uncertainty, "--uncertainty")):
+    for folder, what in ((output, "--output"), (uncertainty, "--uncertainty"),
+                         (report_page, "--report")):
         if many and folder is not None:
             if folder.exists() and not folder.is_dir():
                 fail(f"with several inputs, {what} must be a folder, not the file {folder}")
@@ -147,8 +159,13 @@ def upscale(
         sd_dst = uncertainty
         if uncertainty is not None and many:
             sd_dst = default_output(src, fmt_name, uncertainty, tag="_sd")
+        page = report_path(dst, report_page) if report_page is not None and many \
+            else report_page
         try:
+            if page is not None and many:
+                check_report_path(page, force)
             volume = read_frames(src, series_uid=series, volume=volume_index)
+            started = time.perf_counter()
             with tqdm(total=100, desc=src.name, unit="%", leave=False, disable=None) as bar:
                 def report(done: float, bar=bar) -> None:
                     bar.update(round(done * 100) - bar.n)
@@ -164,19 +181,26 @@ def upscale(
                                        else None, max_memory_gb=max_memory,
                                        scratch=dst.parent if dst.parent.is_dir() else None,
                                        save_format=output_format(dst, fmt_name))
+            seconds = time.perf_counter() - started
             result, sd_map = result if isinstance(result, tuple) else (result, None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
                               inputs=list(inputs))
             if sd_map is not None:
                 medsr.save_volume(sd_map, sd_dst, fmt=fmt_name, dtype="float32", force=force,
                                   inputs=list(inputs))
+            if page is not None:
+                from medsr.report import RunInfo, write_report
+
+                write_report(page, volume, result, sd_map,
+                             RunInfo(seconds, peak_memory(), src.name, dst.name))
         except MedsrError as err:
             failures += 1
             typer.echo(f"error: {err}", err=True)
             continue
         typer.echo(f"{src}: {_describe(volume)} -> {_describe(result)} "
                    f"({_method_note(result)}) -> {dst}"
-                   + (f"; uncertainty (sd) -> {sd_dst}" if sd_map is not None else ""))
+                   + (f"; uncertainty (sd) -> {sd_dst}" if sd_map is not None else "")
+                   + (f"; report -> {page}" if page is not None else ""))
     if failures:
         raise typer.Exit(1)
 
@@ -312,6 +336,7 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
 app.command()(evaluate)
 app.command()(benchmark)
 app.command()(batch)
+app.command("report")(report_command)
 
 
 def main() -> None:

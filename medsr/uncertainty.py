@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class Calibration:
     beta: float
     gamma: float
     k: float
+    #: share of the calibration voxels with ``|error| ≤ 2 sd``, and the rank correlation of
+    #: sd with ``|error|`` there (``None`` when not calibrated by :func:`calibrate`)
+    coverage: float | None = None
+    rank_correlation: float | None = None
 
     def sd(self, spread: np.ndarray, refinement: np.ndarray) -> np.ndarray:
         """The standard deviation map for the given spread and refinement maps."""
@@ -142,7 +146,7 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
     cover, rho = coverage_and_rank(cal.sd(s, r), e)
     logger.info("uncertainty calibrated on %d in-plane voxels: %s (coverage %.3f, rank "
                 "correlation %.2f)", e.size, cal, cover, rho)
-    return cal
+    return replace(cal, coverage=round(cover, 4), rank_correlation=round(rho, 4))
 
 
 def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) -> Calibration:
@@ -172,4 +176,4 @@ def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) 
     cover, rho = coverage_and_rank(cal.sd(s, r), e)
     logger.info("uncertainty calibrated one scale down on %d voxels: %s (coverage %.3f, rank "
                 "correlation %.2f)", e.size, cal, cover, rho)
-    return cal
+    return replace(cal, coverage=round(cover, 4), rank_correlation=round(rho, 4))

@@ -404,6 +404,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
             for a, f, p in ops]
         result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
         result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
+    if up.learned:
+        card = getattr(up, "card", None) or getattr(thick, "card", None) or {}
+        result.meta["medsr_model"] = model_summary(card)
     if sd is not None:
         uncertainty_map = _wrap(sd, out_affine, source, dtype="float32")
         uncertainty_map.meta["medsr_method"] = f"{up.name} uncertainty (sd)"
@@ -435,6 +438,17 @@ def to_spacing(out: np.ndarray, sd: np.ndarray | None, up: Upscaler,
         return np.stack([resample_index_space(f, shape, ratio, offset, method) for f in frames])
 
     return each(out, "bspline"), (each(sd, "linear") if sd is not None else None), affine
+
+
+def model_summary(card: dict) -> dict:
+    """The few facts of a model card kept in the output's metadata (``medsr_model``)."""
+    selfsup = card.get("self_supervised") or {}
+    return {"network": (card.get("network") or {}).get("name"),
+            "spatial_dims": card.get("spatial_dims"), "factors": card.get("factors"),
+            "modality": card.get("modality"), "experiment": card.get("experiment"),
+            "steps": selfsup.get("steps", card.get("steps")),
+            "self_supervised": bool(selfsup),
+            "training_data": len(card.get("training_data") or [])}
 
 
 def working_set_bytes(learned: bool, one_axis: bool, slab: int, uncertainty: bool = False

@@ -328,3 +328,38 @@ def test_slurm_and_pbs_job_scripts_without_submitting():
         script = cluster.job_script()
     assert "#PBS -l select=1:ncpus=4:mem=8GB:ngpus=2" in script
     assert "export MEDSR_THREADS=4" in script
+
+
+def test_batch_report_has_a_row_per_input_and_links_each_page(client, tmp_path):
+    import html
+
+    from test_report import Page
+
+    root = tmp_path / "study"
+    t1 = np.rint(phantom((12, 10, 5))).astype(np.int16)
+    write_nifti(root / "sub-01/anat/sub-01_T1w.nii.gz", t1, AFFINES["oblique"])
+    write_nifti(root / "sub-02/anat/sub-02_T1w.nii.gz", t1, AFFINES["flipped"])
+    good = (root / "sub-01/anat/sub-01_T1w.nii.gz").read_bytes()
+    (root / "broken").mkdir()
+    (root / "broken/truncated.nii.gz").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out"
+    rows = upscale_tree(root, out, client=client, progress=False, report=True, scale=SCALE,
+                        method="bspline")
+    assert [r["status"] for r in rows] == ["error", "ok", "ok"]
+    text = (out / "report.html").read_text()
+    page = Page(text)
+    assert sorted(page.links) == ["sub-01/anat/sub-01_T1w_sr.html",
+                                  "sub-02/anat/sub-02_T1w_sr.html"]
+    for link in page.links:
+        scan_page = Page((out / link).read_text())
+        assert scan_page.facts["method"]["text"] == "bspline"
+    assert rows[0]["error"] and html.escape(rows[0]["error"]) in text
+    thumbs = [i for i in page.images if i["src"].startswith("data:image/png;base64,")]
+    assert len(thumbs) == 2
+    # a rerun skips the done inputs and still links their pages
+    rows = upscale_tree(root, out, client=client, progress=False, report=True, scale=SCALE,
+                        method="bspline")
+    assert [r["status"] for r in rows] == ["error", "skipped", "skipped"]
+    again = Page((out / "report.html").read_text())
+    assert sorted(again.links) == sorted(page.links)
+    assert [i["src"] for i in again.images] == [i["src"] for i in page.images]

@@ -15,13 +15,15 @@ from medsr.errors import MedsrError
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
+REPORT = "report.html"
 
 
 def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
                  dtype: str | None = None, force: bool = False,
                  include: Sequence[str] = (), exclude: Sequence[str] = (),
                  workers: int | None = None, scheduler: str | None = None, client=None,
-                 progress: bool = True, **upscale_options) -> list[dict]:
+                 progress: bool = True, report: bool = False,
+                 **upscale_options) -> list[dict]:
     """Upscale every volume under ``root`` into a mirrored tree under ``out``.
 
     Inputs whose output exists are skipped (unless ``force``); failed and missing ones are
@@ -40,6 +42,8 @@ def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
             scheduler file (``.json``) instead of a local cluster.
         client: a ``distributed.Client`` to use instead (e.g. on :func:`slurm_cluster`).
         progress: show a progress bar over the inputs.
+        report: write each output's visual QC page beside it (``x_sr.html``) and the study's
+            page ``out/report.html`` (:mod:`medsr.report.study`), rewritten as inputs complete.
         **upscale_options: passed to :func:`medsr.upscale` (``scale``, ``spacing``,
             ``method``, ``model``, ``modality``, ``device``, ``self_supervised``, ...).
 
@@ -57,15 +61,19 @@ def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out / MANIFEST)
     todo: list[Item] = []
+    study = _study(out, root) if report else None
     with Manifest(out / MANIFEST) as manifest:
+        if study is not None:
+            manifest.add = _also(manifest.add, study.add)
         for item in items:
             row = _base_row(item, out)
             if item.problem is not None:
                 manifest.add({**row, "status": "error", "error": item.problem})
             elif _exists(item.output) and not force:
                 old = previous.get(key(row), {})
+                page = _page(item, out) if report else ""
                 manifest.add({**row, **{c: old.get(c, "") for c in KEPT_ON_SKIP},
-                              "status": "skipped", "seconds": 0})
+                              "status": "skipped", "seconds": 0, "report": page})
             else:
                 todo.append(item)
         logger.info("%d inputs: %d to do, %d skipped, %d not usable", len(items), len(todo),
@@ -76,8 +84,32 @@ def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
         if todo:
             save_options = {"fmt": fmt, "dtype": dtype, "force": force}
             with _connect(client, scheduler, workers, upscale_options) as dask_client:
-                _run(dask_client, todo, out, manifest, upscale_options, save_options, progress)
+                _run(dask_client, todo, out, manifest, upscale_options, save_options, progress,
+                     report)
     return [row for row in sorted(manifest.rows, key=key) if key(row) in selected]
+
+
+def _study(out: Path, root: Path):
+    from medsr.report.study import StudyReport
+
+    return StudyReport(out / REPORT, title=root.name)
+
+
+def _also(first, second):
+    """``first(row)`` then ``second(row)``: each manifest row also goes to the study page."""
+    def add(row: dict) -> None:
+        first(row)
+        second(row)
+
+    return add
+
+
+def _page(item: Item, out: Path) -> str:
+    """The scan page of an existing output, relative to ``out`` ("" when there is none)."""
+    from medsr.report.scan import report_path
+
+    path = report_path(item.output)
+    return path.relative_to(out).as_posix() if path.exists() else ""
 
 
 def _keep_unselected(manifest: Manifest, previous: dict, selected: set, root: Path) -> None:
@@ -180,7 +212,7 @@ def _log_dashboard(client) -> None:
 
 
 def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_options: dict,
-         save_options: dict, progress: bool) -> None:
+         save_options: dict, progress: bool, report: bool = False) -> None:
     import uuid
 
     from distributed import as_completed
@@ -189,7 +221,7 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
     from medsr.batch.worker import run_item
 
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(run_item, item, upscale_options, save_options, pure=False,
+    futures = {client.submit(run_item, item, upscale_options, save_options, report, pure=False,
                              key=f"medsr-{run}-{i}"): item
                for i, item in enumerate(todo)}
     with tqdm(total=len(todo), desc="volumes", unit="vol",
@@ -204,9 +236,10 @@ def _run(client, todo: list[Item], out: Path, manifest: Manifest, upscale_option
                           "error": f"{type(err).__name__}: {text[0] if text else ''}"}
             future.release()
             row = {**_base_row(item, out), **result}
-            if row.get("uncertainty"):
-                row["uncertainty"] = (item.output.parent / row["uncertainty"]).relative_to(
-                    out).as_posix()
+            for companion in ("uncertainty", "report"):
+                if row.get(companion):
+                    row[companion] = (item.output.parent / row[companion]).relative_to(
+                        out).as_posix()
             manifest.add(row)
             if row["status"] == "error":
                 logger.warning("%s: %s", item.rel, row["error"])

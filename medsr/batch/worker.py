@@ -70,12 +70,16 @@ def _one_line(err: BaseException) -> str:
     return text if isinstance(err, MedsrError) else f"{type(err).__name__}: {text}".rstrip(": ")
 
 
-def run_item(item: Item, upscale_options: dict, save_options: dict) -> dict:
-    """Upscale one input and write its output and sidecars; never raises.
+def run_item(item: Item, upscale_options: dict, save_options: dict, report: bool = False
+             ) -> dict:
+    """Upscale one input and write its output and sidecars (and with ``report``, its visual
+    QC page ``x_sr.html`` beside the output); never raises.
 
     Returns:
         The manifest fields ``status`` (``ok``/``error``), ``method``, ``seconds``,
-        ``shape_in``, ``spacing_in``, ``shape_out``, ``spacing_out`` and ``error``.
+        ``shape_in``, ``spacing_in``, ``shape_out``, ``spacing_out`` and ``error``; with
+        ``report`` also ``report`` (the page's name), ``thumbnail``, ``consistency_db`` and
+        ``mean_sd`` for the study page.
     """
     import medsr
 
@@ -86,7 +90,8 @@ def run_item(item: Item, upscale_options: dict, save_options: dict) -> dict:
         before = geometry(volume)
         row["shape_in"], row["spacing_in"] = map(_text, before)
         result = medsr.upscale(volume, **upscale_options)
-        del volume
+        if not report:
+            del volume
         sd = None
         if isinstance(result, tuple):  # uncertainty=True: (output, standard deviation)
             result, sd = result
@@ -109,12 +114,31 @@ def run_item(item: Item, upscale_options: dict, save_options: dict) -> dict:
         write_sidecars(item, note)
         medsr.save_volume(result, item.output, inputs=[item.source], **save_options)
         row["status"] = "ok"
+        if report:
+            row.update(_scan_report(item, volume, result, sd, time.perf_counter() - start))
     except Exception as err:  # one bad input must not stop the others
         row["error"] = _one_line(err)
         if not isinstance(err, MedsrError):
             logger.debug("%s failed", item.rel, exc_info=True)
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def _scan_report(item: Item, volume, result, sd, seconds: float) -> dict:
+    """Write the scan's page beside its output; the study row's fields (a failed page is
+    logged and leaves the row without a link)."""
+    from medsr.report.scan import RunInfo, peak_memory, report_path, write_report
+
+    path = report_path(item.output)
+    try:
+        summary = write_report(path, volume, result, sd,
+                               RunInfo(seconds, peak_memory(), item.source.name,
+                                       item.output.name))
+    except Exception:  # the output is written; its page is a bonus
+        logger.warning("%s: the report page failed", item.rel, exc_info=True)
+        return {}
+    return {"report": path.name, **{k: summary[k] for k in
+                                    ("thumbnail", "consistency_db", "mean_sd")}}
 
 
 def uncertainty_path(output: Path) -> Path:

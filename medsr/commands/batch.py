@@ -76,6 +76,9 @@ def batch(
     model: Annotated[Optional[Path], typer.Option(
         help="Trained model folder; replaces --method.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (models only).")] = "auto",
+    report: Annotated[bool, typer.Option(
+        "--report", help="Write each output's visual QC page beside it (NAME_sr.html) and a "
+                         "study page OUT/report.html, one sortable row per input.")] = False,
     force: Annotated[bool, typer.Option(
         help="Redo inputs whose output exists and replace it.")] = False,
     workers: Annotated[Optional[int], typer.Option(
@@ -142,7 +145,8 @@ def batch(
                     queue=queue, account=account, walltime=walltime))
             rows = upscale_tree(root, output, fmt=fmt.value if fmt else None, dtype=dtype,
                                 force=force, include=include or (), exclude=exclude or (),
-                                workers=workers, scheduler=scheduler, client=client, **options)
+                                workers=workers, scheduler=scheduler, client=client,
+                                report=report, **options)
     except MedsrError as err:
         fail(str(err))
     except OSError as err:
@@ -154,7 +158,8 @@ def batch(
     if len(failed) > _SHOWN:
         typer.echo(f"error: ... and {len(failed) - _SHOWN} more (see the manifest)", err=True)
     typer.echo(f"{counts['ok']} upscaled, {counts['skipped']} skipped, {counts['error']} "
-               f"failed -> {output / 'manifest.csv'}")
+               f"failed -> {output / 'manifest.csv'}"
+               + (f"; report -> {output / 'report.html'}" if report else ""))
     if counts["error"]:
         raise typer.Exit(1)
 
