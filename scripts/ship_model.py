@@ -55,21 +55,23 @@ def _card_from_config(run: Path) -> dict:
     import yaml
 
     from medsr.training.data import find_volumes
+    from medsr.transforms.intensity import default_normalization
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     net = cfg["network"]
     factors = cfg["degradation"]["factor"]
     lo, hi = (factors, factors) if isinstance(factors, int) else factors
+    axes = int(cfg["degradation"].get("axes", 1))
+    scale = [lo, lo] if axes == 2 else [1, lo]
+    extra = {"lr_axes": 2} if axes == 2 else {}
     return {"network": {"name": net["name"], "spatial_dims": net["spatial_dims"],
-                        "scale": [1, lo], "in_channels": 1, "factors": [lo, hi],
-                        **net.get("params", {})},
-            "scale": [1, lo], "spatial_dims": net["spatial_dims"], "input": net["input"],
-            "interpolation": net["interpolation"], "factors": [lo, hi],
+                        "scale": scale, "in_channels": 1, "factors": [lo, hi],
+                        **net.get("params", {}), **extra},
+            "scale": scale, "spatial_dims": net["spatial_dims"], "input": net["input"],
+            "interpolation": net["interpolation"], "factors": [lo, hi], "lr_axes": axes,
             "modality": cfg["data"]["modality"],
-            "normalization": cfg["data"].get("normalization") or (
-                {"kind": "window", "lo": -1024.0, "hi": 3071.0}
-                if cfg["data"]["modality"] == "CT"
-                else {"kind": "percentile", "lower": 0.5, "upper": 99.5}),
+            "normalization": cfg["data"].get("normalization")
+            or default_normalization(cfg["data"]["modality"]),
             "degradation": cfg["degradation"],
             "training_data": [str(p) for p in find_volumes(cfg["data"]["train"])],
             "validation_data": [str(p) for p in find_volumes(cfg["data"]["val"])]
