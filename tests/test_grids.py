@@ -18,6 +18,7 @@ from medsr.methods import split_factors
 from medsr.nets import LRRefiner
 from medsr.training.config import load_config
 from medsr.training.data import PairSampler, Volume
+from medsr.transforms import RandInPlaned, partial_fourier
 from medsr.transforms.degrade import kspace_truncate
 from medsr.transforms.intensity import default_normalization
 from tests.conftest import AFFINES, make_affine, phantom
@@ -51,7 +52,7 @@ def _band_limited(x: np.ndarray, f: int) -> np.ndarray:
                          for k in keep])  # (bins, ...)
     centres = np.arange(m) * f + (f - 1) / 2
     basis = np.exp(2j * np.pi * np.outer(centres, keep) / n) / n  # (m, bins)
-    return np.real(np.tensordot(basis, spectrum, axes=(1, 0))).T
+    return np.moveaxis(np.real(np.tensordot(basis, spectrum, axes=(1, 0))), 0, -1)
 
 
 @pytest.mark.parametrize("n,f", [(24, 2), (30, 3), (32, 4), (27, 3)])
@@ -175,3 +176,37 @@ def test_self_supervised_needs_a_thick_axis():
     vol = _volume((16, 16, 8), affine)
     with pytest.raises(medsr.MedsrError, match="thick axis"):
         medsr.upscale(vol, (2, 2, 1), method="self-supervised", modality="MR")
+
+
+@pytest.mark.parametrize("n,fraction", [(16, 0.75), (15, 0.6), (20, 1.0)])
+def test_partial_fourier_zero_fills_the_unmeasured_frequencies(n, fraction):
+    x = np.random.default_rng(n).random((1, n, 5))
+    kappa = np.fft.fftfreq(n) * n  # signed frequency of each FFT bin
+    measured = round(fraction * n)
+    keep = kappa >= (n + 1) // 2 - measured
+    assert keep.sum() == measured
+    expected = np.abs(np.fft.ifft(np.fft.fft(x, axis=1) * keep[None, :, None], axis=1))
+    got = partial_fourier(torch.from_numpy(x), 0, fraction).numpy()
+    assert np.allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("profile", ["kspace", "box"])
+def test_rand_inplane_transform_degrades_both_axes_with_the_lr_affine(profile):
+    affine = AFFINES["oblique"]
+    x = np.random.default_rng(3).random((12, 18, 4))
+    image = MetaTensor(torch.from_numpy(x)[None], affine=torch.as_tensor(affine))
+    t = RandInPlaned("image", factor=3, profile=profile).set_random_state(1)
+    d = t({"image": image})
+    lr = d["lr"][0].numpy()
+    if profile == "box":
+        expected = x.reshape(4, 3, 6, 3, 4).mean(axis=(1, 3))
+    else:
+        expected = np.moveaxis(_band_limited(np.moveaxis(x, 1, -1), 3), -1, 1)
+        expected = np.moveaxis(_band_limited(np.moveaxis(expected, 0, -1), 3), -1, 0)
+    assert np.allclose(lr, expected, atol=1e-9)
+    lr_affine = affine.copy()
+    for a in (0, 1):
+        lr_affine[:3, 3] += affine[:3, a] * 1.0  # (f - 1) / 2 HR voxels
+        lr_affine[:3, a] *= 3
+    assert np.allclose(d["lr"].affine.numpy(), lr_affine)
+    assert d["degradation"]["factor"] == 3 and d["degradation"]["profile"] == profile

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from medsr.transforms.degrade import (
     RandGaussianPSFd,
+    RandInPlaned,
     RandKSpaced,
     RandNoised,
     RandSliceProfiled,
     add_noise,
     gaussian_psf,
     kspace_truncate,
+    partial_fourier,
+    pixel_box,
     simulate_thick_slices,
     slice_profile,
 )
@@ -27,6 +30,7 @@ def __getattr__(name: str):
         return getattr(upscale, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["LoadVolume", "LoadVolumed", "RandGaussianPSFd", "RandKSpaced", "RandNoised",
-           "RandSliceProfiled", "Upscale", "Upscaled", "add_noise", "gaussian_psf",
-           "kspace_truncate", "simulate_thick_slices", "slice_profile"]
+__all__ = ["LoadVolume", "LoadVolumed", "RandGaussianPSFd", "RandInPlaned", "RandKSpaced",
+           "RandNoised", "RandSliceProfiled", "Upscale", "Upscaled", "add_noise", "gaussian_psf",
+           "kspace_truncate", "partial_fourier", "pixel_box", "simulate_thick_slices",
+           "slice_profile"]

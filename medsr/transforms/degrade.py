@@ -210,6 +210,37 @@ def kspace_truncate(x: torch.Tensor, axes: int | Sequence[int], factor: int | Se
     return _like(out.contiguous(), x, done if downsample else None)
 
 
+def partial_fourier(x: torch.Tensor, axis: int, fraction: float) -> torch.Tensor:
+    """Partial-Fourier acquisition along ``axis``: only ``fraction`` (0.5..1) of k-space is
+    measured — all the non-negative frequencies and the lowest negative ones — the rest is
+    zero-filled, and the magnitude is returned (the blur and ringing of a zero-filled
+    partial-Fourier MR image). ``fraction=1`` keeps everything (then the magnitude)."""
+    if not 0.5 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0.5, 1], got {fraction!r}")
+    data = _plain(x)
+    dim = _dim(data, axis)
+    n = data.shape[dim]
+    k = (torch.arange(n, device=data.device) + n // 2) % n - n // 2
+    missing = k < -(round(fraction * n) - (n + 1) // 2)  # the most negative frequencies
+    spectrum = torch.fft.fft(data.to(torch.complex128 if data.dtype == torch.float64
+                                     else torch.complex64), dim=dim)
+    shape = [1] * data.ndim
+    shape[dim] = -1
+    spectrum = spectrum * (~missing).reshape(shape)
+    out = torch.fft.ifft(spectrum, dim=dim).abs().to(data.dtype if not data.is_complex()
+                                                      else torch.float32)
+    return _like(out.contiguous(), x)
+
+
+def pixel_box(x: torch.Tensor, axes: Sequence[int], factor: int) -> torch.Tensor:
+    """A coarser pixel grid: the mean of each ``factor``-wide block along every axis of
+    ``axes`` (a box aperture as wide as the new pixel: CT's in-plane low resolution)."""
+    out = x
+    for a in axes:
+        out = slice_profile(out, a, factor, factor, "box")
+    return out
+
+
 def gaussian_psf(x: torch.Tensor, fwhm: float | Sequence[float]) -> torch.Tensor:
     """Separable Gaussian blur with ``fwhm`` voxels per spatial axis (0: that axis untouched).
 
@@ -404,3 +435,70 @@ class RandNoised(_RandKeyed):
     def apply(self, x: torch.Tensor, value: float) -> torch.Tensor:
         gen = torch.Generator(device=x.device).manual_seed(int(self.R.randint(2**31 - 1)))
         return add_noise(x, value, self.rician, gen)
+
+
+class RandInPlaned(Randomizable, MapTransform):
+    """In-plane low resolution for training or evaluation pairs: each key's image degraded
+    ×``factor`` along both ``axes`` by MRI's k-space truncation (``"kspace"``, with optional
+    partial Fourier along the first axis) or a pixel box (``"box"``), written to ``lr_key``
+    on the LR grid (a MetaTensor gets the convention's affine); the draw is recorded.
+
+    Args:
+        keys: HR image key(s); every key gets the same draw.
+        lr_key: output key(s), one per key.
+        axes: the two spatial axes of the plane.
+        factor: an integer or an inclusive range ``(low, high)``.
+        profile: ``"kspace"``, ``"box"`` or a sequence of candidates.
+        partial_fourier: the measured fraction of k-space (a value or a range in 0.5..1),
+            for ``"kspace"``; 1 (default) is a full acquisition.
+
+    Example:
+        >>> t = RandInPlaned("image", factor=2, profile="kspace")
+        >>> t.set_random_state(0)(dict(image=torch.rand(1, 64, 64, 8)))["lr"].shape
+        torch.Size([1, 32, 32, 8])
+    """
+
+    def __init__(self, keys: KeysCollection, lr_key: str | Sequence[str] = "lr",
+                 axes: Sequence[int] = (0, 1), factor: int | Sequence[int] = (2, 4),
+                 profile: str | Sequence[str] = "kspace",
+                 partial_fourier: float | Sequence[float] = 1.0,
+                 record_key: str = "degradation", allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.lr_keys = [lr_key] if isinstance(lr_key, str) else list(lr_key)
+        if len(self.lr_keys) != len(self.keys):
+            raise ValueError("give one lr_key per key")
+        self.axes = tuple(int(a) for a in axes)
+        if len(self.axes) != 2 or self.axes[0] == self.axes[1]:
+            raise ValueError(f"axes must be two different spatial axes, got {axes!r}")
+        lo, hi = _range(factor, "factor")
+        self.factor = (_factor(lo), _factor(hi))
+        self.profiles = _choices(profile)
+        for p in self.profiles:
+            if p not in ("kspace", "box"):
+                raise ValueError(f"profile must be kspace or box, got {p!r}")
+        self.fraction = _range(partial_fourier, "partial_fourier")
+        self.record_key = record_key
+        self.params: dict[str, Any] = {}
+
+    def randomize(self, data: Any = None) -> None:
+        self.params = {"axes": list(self.axes),
+                       "factor": int(self.R.randint(self.factor[0], self.factor[1] + 1)),
+                       "profile": str(self.profiles[self.R.randint(len(self.profiles))]),
+                       "partial_fourier": float(self.R.uniform(*self.fraction))}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        p = self.params
+        for key, lr_key in zip(self.keys, self.lr_keys):
+            if key not in d and self.allow_missing_keys:
+                continue
+            x = d[key]
+            if p["profile"] == "box":
+                d[lr_key] = pixel_box(x, self.axes, p["factor"])
+                continue
+            if p["partial_fourier"] < 1.0:
+                x = partial_fourier(x, self.axes[0], p["partial_fourier"])
+            d[lr_key] = kspace_truncate(x, self.axes, p["factor"])
+        d[self.record_key] = {**d.get(self.record_key, {}), **p}
+        return d
