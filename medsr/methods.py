@@ -112,13 +112,28 @@ def load_cached(path: str | Path, device) -> tuple:
 
 
 @dataclass
-class ModelUpscaler(Upscaler):
-    """A trained single-axis network (a shipped default, or ``--model``)."""
+class NetworkUpscaler(Upscaler):
+    """Base of the methods that run a trained network: its weights, card and device, and
+    the intensity scaling its card asks for, fitted once per input."""
 
     net: object = None
     card: dict = field(default_factory=dict)
     device: object = None
     learned: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.scaling = None
+
+    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
+        from medsr.transforms.intensity import fit_scaling
+
+        self.scaling = fit_scaling(reference, self.card["normalization"])
+
+
+@dataclass
+class ModelUpscaler(NetworkUpscaler):
+    """A trained single-axis network (a shipped default, or ``--model``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,12 +143,6 @@ class ModelUpscaler(Upscaler):
             raise MedsrError("a model upscales one axis at a time; asked for scale "
                              f"{list(self.factors or [])}")
         self.halo = receptive_radius(self.net)
-        self.scaling = None
-
-    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
-        from medsr.transforms.intensity import fit_scaling
-
-        self.scaling = fit_scaling(reference, self.card["normalization"])
 
     def predict(self, array: np.ndarray, progress: Progress = None,
                 core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
@@ -175,15 +184,10 @@ class SelfSupervised(ModelUpscaler):
 
 
 @dataclass
-class PlaneUpscaler(Upscaler):
+class PlaneUpscaler(NetworkUpscaler):
     """An in-plane network (:func:`medsr.inference.plane_axes` 2): both axes of the plane ×f,
     plane by plane; its operator per axis comes from how the model was trained (k-space
     truncation, ``sinc``, for MR; a pixel box for CT)."""
-
-    net: object = None
-    card: dict = field(default_factory=dict)
-    device: object = None
-    learned: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -193,7 +197,6 @@ class PlaneUpscaler(Upscaler):
                              f"scale {list(self.factors or [])}")
         self.plane, self.factor = (up[0], up[1]), int(self.factors[up[0]])
         self.profile = inplane_profile(self.card)
-        self.scaling = None
 
     @property
     def slab_axes(self) -> list[int]:
@@ -204,11 +207,6 @@ class PlaneUpscaler(Upscaler):
 
     def through_plane(self) -> Upscaler | None:
         return None
-
-    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
-        from medsr.transforms.intensity import fit_scaling
-
-        self.scaling = fit_scaling(reference, self.card["normalization"])
 
     def predict(self, array: np.ndarray, progress: Progress = None,
                 core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
