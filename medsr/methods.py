@@ -330,7 +330,8 @@ def split_factors(affine: np.ndarray, factors: Sequence[int]
     pairs = [(a, b) for a, b in ((0, 1), (0, 2), (1, 2))
              if a in up and b in up and factors[a] == factors[b]]
     if not pairs:
-        return None, None, f"unequal factors {list(factors)} on two axes"
+        return None, None, (f"unequal factors {list(factors)} on two axes: learned methods "
+                            "upscale one thick axis, two in-plane axes by one factor, or both")
     plane = min(pairs, key=lambda p: (d[p[0]] + d[p[1]], 3 - p[0] - p[1] != 2))
     rest = [a for a in up if a not in plane]
     return plane, (rest[0] if rest else None), None
