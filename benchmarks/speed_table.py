@@ -8,7 +8,9 @@ read for what they are. The machine (CPU model, cores) heads the table.
 
 Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``); ``--thin LABEL=PATH`` makes
 one from a thin-slice scan by averaging ``--factor`` slices along the last axis (as
-``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3.
+``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
+and the thin scan is then the truth: each method's output is scored against it after the
+timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B-spline).
 
 Usage::
 
@@ -98,6 +100,21 @@ def make_thick(thin: Path, factor: int, out: Path) -> Path:
     return out
 
 
+def score(rows: list[dict], truths: dict[str, Path]) -> None:
+    """Volume PSNR of each output against its thin truth, and its difference to B-spline."""
+    from medsr.evaluation import evaluate
+
+    for r in rows:
+        truth = truths.get(r.get("label", ""))
+        if truth is not None and Path(r["output"]).exists():
+            r["psnr"] = round(float(evaluate(r["output"], truth).psnr), 3)
+    for r in rows:
+        base = [b["psnr"] for b in rows if b.get("label") == r.get("label")
+                and b["what"].endswith("bspline") and "psnr" in b]
+        if "psnr" in r and base:
+            r["gain_db"] = round(r["psnr"] - base[0], 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan", action="append", default=[], metavar="LABEL=PATH",
@@ -119,10 +136,11 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(args.code.resolve()), os.environ.get("PYTHONPATH", "")])}
     work = Path(tempfile.mkdtemp(prefix="medsr_speed_"))
-    scans = []
+    scans, truths = [], {}
     for item in args.thin:
         label, path = item.split("=", 1)
         scans.append((label, make_thick(Path(path), args.factor, work / f"{label}.nii.gz")))
+        truths[label] = Path(path)
     for item in args.scan:
         label, path = item.split("=", 1)
         scans.append((label, Path(path)))
@@ -152,28 +170,36 @@ def main() -> None:
         shape = "×".join(map(str, nib.load(str(path)).shape[:3])) \
             if path.name.endswith((".nii", ".nii.gz")) else label
         name = f"{label} {shape} ×{args.factor}"
-        out = work / f"{label}_out.nii.gz"
+        out = work / f"{label}_sitk.nii.gz"
         row("SimpleITK script (reference)", name,
             [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
              "--factor", str(args.factor)])
+        rows[-1]["output"], rows[-1]["label"] = str(out), label
         for method in args.methods.split(","):
             repeats = args.selfsup_repeats if method == "self-supervised" else None
+            out = work / f"{label}_{method}.nii.gz"
             row(f"medsr upscale --method {method}", name,
                 [*medsr, "upscale", str(path), "-o", str(out), *scale, "--method", method,
                  "--force", *extra], repeats)
+            rows[-1]["output"], rows[-1]["label"] = str(out), label
+    score(rows, truths)
     result = {"machine": info, "load_after": _load(), "code": str(args.code),
               "repeats": args.repeats, "factor": args.factor, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"speed_table_{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores"
-             + (f", {info['gpu']}" if info["gpu"] else "")
-             + f"; load average before {info['load']}, after {result['load_after']}; "
-             f"medians of {args.repeats} whole-process runs (start-up included).", "",
-             "| what | scan | wall s (median) | CPU s | load (1 min) before each run |",
-             "| --- | --- | --- | --- | --- |"]
+    head = (f"Machine: {info['cpu']}, {info['cores']} cores"
+            + (f", {info['gpu']}" if info["gpu"] else "")
+            + f"; load average before {info['load']}, after {result['load_after']}; "
+            f"medians of {args.repeats} whole-process runs (start-up included).")
+    lines = [head, "",
+             ("| what | scan | wall s (median) | CPU s | PSNR vs truth (Δ B-spline) dB | "
+              "load (1 min) before each run |"),
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        quality = (f"{r['psnr']:.2f} ({r.get('gain_db', float('nan')):+.2f})"
+                   if "psnr" in r else "")
         lines.append(f"| {r['what']} | {r['scan']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
+                     f"{quality} | {', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
     table = "\n".join(lines) + "\n"
     (args.out / f"speed_table_{args.name}.md").write_text(table)
     print(table)
