@@ -38,6 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]  # this checkout's medsr for making and scoring inputs
 
 
 def machine() -> dict:
@@ -65,14 +66,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def timed_runs(command: list[str], repeats: int, env: dict) -> dict:
+def timed_runs(command: list[str], repeats: int, env: dict, cwd: Path) -> dict:
     """Median wall and CPU seconds of ``repeats`` fresh processes; the load before each."""
     walls, cpus, loads = [], [], []
     for _ in range(repeats):
         loads.append(_load()[0])
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd,
+                              check=False)
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -85,7 +87,6 @@ def timed_runs(command: list[str], repeats: int, env: dict) -> dict:
 
 def make_thick(thin: Path, factor: int, out: Path) -> Path:
     """A thick-slice copy of ``thin``: ``factor`` slices averaged along the last axis."""
-    sys.path.insert(0, str(HERE))
     import numpy as np
     from bspline_reference import slab_average
 
@@ -152,7 +153,7 @@ def main() -> None:
     rows = []
 
     def row(what: str, scan: str, command: list[str], repeats: int | None = None) -> None:
-        result = timed_runs(command, repeats or args.repeats, env)
+        result = timed_runs(command, repeats or args.repeats, env, work)  # not this checkout
         rows.append({"what": what, "scan": scan, **result})
         print(f"{what:>34} {scan:>22}: {result['wall_s']:7.2f} s wall, "
               f"{result['cpu_s']:7.2f} s CPU (load {result['load_1min']})", flush=True)
