@@ -295,9 +295,11 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
         subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
         methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
-        input) and ``meta["medsr_slice_profile"]``. With ``uncertainty=True``, a pair
-        ``(output, sd)``. Its source info is kept, so :func:`save_volume` writes the same
-        format and dtype as the input.
+        input) and ``meta["medsr_slice_profile"]``; self-supervised SR adds
+        ``meta["medsr_self_supervised"]`` (steps, why it stopped, held-out PSNR against
+        B-spline). With ``uncertainty=True``, a pair ``(output, sd)``. Its source info is kept,
+        so :func:`save_volume` writes the same format and dtype as the input. Given
+        :class:`~medsr.io.Frames`, the results are Frames with the same ``meta``.
 
     Example:
         >>> from medsr import upscale, save_volume
