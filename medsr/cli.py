@@ -8,6 +8,7 @@ User mistakes end with one ``error:`` line on stderr and exit code 1, never a tr
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -308,4 +309,8 @@ app.command()(batch)
 
 def main() -> None:
     """Console-script entry point."""
+    # torch's idle OpenMP threads sleep instead of spinning (unless the user chose otherwise):
+    # on a shared 2-core machine (load 14) a self-supervised training step took 0.63 s
+    # instead of 2.35 s (benchmarks/results/speed_notes.md). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(app())
