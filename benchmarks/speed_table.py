@@ -8,7 +8,9 @@ read for what they are. The machine (CPU model, cores) heads the table.
 
 Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``); ``--thin LABEL=PATH`` makes
 one from a thin-slice scan by averaging ``--factor`` slices along the last axis (as
-``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3.
+``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
+and the thin scan is then the truth: each method's output is scored against it after the
+timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B-spline).
 
 Usage::
 
@@ -36,6 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]  # this checkout's medsr for making and scoring inputs
 
 
 def machine() -> dict:
@@ -63,14 +66,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def timed_runs(command: list[str], repeats: int, env: dict) -> dict:
+def timed_runs(command: list[str], repeats: int, env: dict, cwd: Path) -> dict:
     """Median wall and CPU seconds of ``repeats`` fresh processes; the load before each."""
     walls, cpus, loads = [], [], []
     for _ in range(repeats):
         loads.append(_load()[0])
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd,
+                              check=False)
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -83,7 +87,6 @@ def timed_runs(command: list[str], repeats: int, env: dict) -> dict:
 
 def make_thick(thin: Path, factor: int, out: Path) -> Path:
     """A thick-slice copy of ``thin``: ``factor`` slices averaged along the last axis."""
-    sys.path.insert(0, str(HERE))
     import numpy as np
     from bspline_reference import slab_average
 
@@ -96,6 +99,21 @@ def make_thick(thin: Path, factor: int, out: Path) -> Path:
     medsr.save_volume(make_volume(np.round(thick) if dtype != "float32" else thick,
                                   thick_affine, SourceInfo("nifti", "", dtype)), out, force=True)
     return out
+
+
+def score(rows: list[dict], truths: dict[str, Path]) -> None:
+    """Volume PSNR of each output against its thin truth, and its difference to B-spline."""
+    from medsr.evaluation import evaluate
+
+    for r in rows:
+        truth = truths.get(r.get("label", ""))
+        if truth is not None and Path(r["output"]).exists():
+            r["psnr"] = round(float(evaluate(r["output"], truth).psnr), 3)
+    for r in rows:
+        base = [b["psnr"] for b in rows if b.get("label") == r.get("label")
+                and b["what"].endswith("bspline") and "psnr" in b]
+        if "psnr" in r and base:
+            r["gain_db"] = round(r["psnr"] - base[0], 3)
 
 
 def main() -> None:
@@ -119,10 +137,11 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(args.code.resolve()), os.environ.get("PYTHONPATH", "")])}
     work = Path(tempfile.mkdtemp(prefix="medsr_speed_"))
-    scans = []
+    scans, truths = [], {}
     for item in args.thin:
         label, path = item.split("=", 1)
         scans.append((label, make_thick(Path(path), args.factor, work / f"{label}.nii.gz")))
+        truths[label] = Path(path)
     for item in args.scan:
         label, path = item.split("=", 1)
         scans.append((label, Path(path)))
@@ -134,7 +153,7 @@ def main() -> None:
     rows = []
 
     def row(what: str, scan: str, command: list[str], repeats: int | None = None) -> None:
-        result = timed_runs(command, repeats or args.repeats, env)
+        result = timed_runs(command, repeats or args.repeats, env, work)  # not this checkout
         rows.append({"what": what, "scan": scan, **result})
         print(f"{what:>34} {scan:>22}: {result['wall_s']:7.2f} s wall, "
               f"{result['cpu_s']:7.2f} s CPU (load {result['load_1min']})", flush=True)
@@ -152,28 +171,36 @@ def main() -> None:
         shape = "×".join(map(str, nib.load(str(path)).shape[:3])) \
             if path.name.endswith((".nii", ".nii.gz")) else label
         name = f"{label} {shape} ×{args.factor}"
-        out = work / f"{label}_out.nii.gz"
+        out = work / f"{label}_sitk.nii.gz"
         row("SimpleITK script (reference)", name,
             [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
              "--factor", str(args.factor)])
+        rows[-1]["output"], rows[-1]["label"] = str(out), label
         for method in args.methods.split(","):
             repeats = args.selfsup_repeats if method == "self-supervised" else None
+            out = work / f"{label}_{method}.nii.gz"
             row(f"medsr upscale --method {method}", name,
                 [*medsr, "upscale", str(path), "-o", str(out), *scale, "--method", method,
                  "--force", *extra], repeats)
+            rows[-1]["output"], rows[-1]["label"] = str(out), label
+    score(rows, truths)
     result = {"machine": info, "load_after": _load(), "code": str(args.code),
               "repeats": args.repeats, "factor": args.factor, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"speed_table_{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores"
-             + (f", {info['gpu']}" if info["gpu"] else "")
-             + f"; load average before {info['load']}, after {result['load_after']}; "
-             f"medians of {args.repeats} whole-process runs (start-up included).", "",
-             "| what | scan | wall s (median) | CPU s | load (1 min) before each run |",
-             "| --- | --- | --- | --- | --- |"]
+    head = (f"Machine: {info['cpu']}, {info['cores']} cores"
+            + (f", {info['gpu']}" if info["gpu"] else "")
+            + f"; load average before {info['load']}, after {result['load_after']}; "
+            f"medians of {args.repeats} whole-process runs (start-up included).")
+    lines = [head, "",
+             ("| what | scan | wall s (median) | CPU s | PSNR vs truth (Δ B-spline) dB | "
+              "load (1 min) before each run |"),
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        quality = (f"{r['psnr']:.2f} ({r.get('gain_db', float('nan')):+.2f})"
+                   if "psnr" in r else "")
         lines.append(f"| {r['what']} | {r['scan']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
+                     f"{quality} | {', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
     table = "\n".join(lines) + "\n"
     (args.out / f"speed_table_{args.name}.md").write_text(table)
     print(table)

@@ -8,6 +8,7 @@ User mistakes end with one ``error:`` line on stderr and exit code 1, never a tr
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -63,7 +64,8 @@ def upscale(
         "--self-supervised", help="Same as --method self-supervised: learn from the scan's "
                                   "own in-plane slices, no training data needed.")] = False,
     budget_seconds: Annotated[float, typer.Option(
-        help="Self-supervised training budget per scan.")] = 150.0,
+        help="Self-supervised: a cap on the training time per scan (it stops earlier, when "
+             "the scan's held-out slices stop improving).")] = 150.0,
     slice_thickness: Annotated[Optional[float], typer.Option(
         help="Slice thickness in mm of the upscaled axis, for learned methods (default: "
              "DICOM SliceThickness, else the slice spacing).",
@@ -90,7 +92,7 @@ def upscale(
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Show progress details and library warnings.")] = False,
     steps: Annotated[Optional[int], typer.Option(
-        help="Self-supervised: a fixed number of training steps instead of the budget "
+        help="Self-supervised: a fixed number of training steps instead of the stopping rule "
              "(with --seed, the same result on every machine).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed for self-supervised SR.")] = 0,
     save_model: Annotated[Optional[Path], typer.Option(
@@ -295,7 +297,6 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
 
     from medsr.errors import MedsrError
     from medsr.io import read_frames, volume_frames
-    from medsr.io.dicom_groups import describe_volumes
     from medsr.logs import setup_logging
 
     setup_logging(verbose)
@@ -308,9 +309,12 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
                f"modality {source.modality or 'unknown'}")
     labels = source.extra.get("frames")
     count = int(volume.shape[0])
-    if not (isinstance(labels, list) and len(labels) == count):
-        labels = [{} for _ in range(count)]
-    typer.echo(describe_volumes(labels))
+    if isinstance(labels, list) and len(labels) == count:  # pydicom loads only then
+        from medsr.io.dicom_groups import describe_volumes
+
+        typer.echo(describe_volumes(labels))
+    else:
+        typer.echo(f"{count} volume{'s' if count != 1 else ''}")
     typer.echo(np.array2string(affine, precision=4, suppress_small=True))
 
 
@@ -341,4 +345,8 @@ app.command("report")(report_command)
 
 def main() -> None:
     """Console-script entry point."""
+    # torch's idle OpenMP threads sleep instead of spinning (unless the user chose otherwise):
+    # on a shared 2-core machine (load 14) a self-supervised training step took 0.63 s
+    # instead of 2.35 s (benchmarks/results/speed_notes.md). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(app())

@@ -312,12 +312,15 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
         subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
         methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
-        input), ``meta["medsr_slice_profile"]`` and ``meta["medsr_selfcheck"]`` (PSNR of the
-        network and of B-spline on the scan's own in-plane truth, :mod:`medsr.selfcheck`;
-        with ``method="auto"`` and no ``uncertainty``, a network that does not beat B-spline
-        there gives way to B-spline, the check still recorded). With ``uncertainty=True``, a pair
-        ``(output, sd)``. Its source info is kept, so :func:`save_volume` writes the same
-        format and dtype as the input.
+        input), ``meta["medsr_slice_profile"]``, ``meta["medsr_operators"]`` (each upscaled
+        axis's operator) and ``meta["medsr_selfcheck"]`` (PSNR of the network and of B-spline
+        on the scan's own truth, :mod:`medsr.selfcheck`; with ``method="auto"`` and no
+        ``uncertainty``, a network that does not beat B-spline there gives way to B-spline,
+        the check still recorded); self-supervised SR adds ``meta["medsr_self_supervised"]``
+        (steps, why it stopped, held-out PSNR against B-spline). With ``uncertainty=True``, a
+        pair ``(output, sd)``. Its source info is kept, so :func:`save_volume` writes the same
+        format and dtype as the input. Given :class:`~medsr.io.Frames`, the results are
+        Frames with the same ``meta``.
 
     Example:
         >>> from medsr import upscale, save_volume

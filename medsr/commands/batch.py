@@ -50,9 +50,11 @@ def batch(
     self_supervised: Annotated[bool, typer.Option(
         "--self-supervised", help="Same as --method self-supervised.")] = False,
     budget_seconds: Annotated[float, typer.Option(
-        help="Self-supervised training budget per scan.")] = 150.0,
+        help="Self-supervised: a cap on the training time per scan (it stops earlier, when "
+             "the scan's held-out slices stop improving).")] = 150.0,
     steps: Annotated[Optional[int], typer.Option(
-        help="Self-supervised: a fixed number of training steps instead of the budget.",
+        help="Self-supervised: a fixed number of training steps instead of the stopping "
+             "rule.",
         show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed for self-supervised SR.")] = 0,
     slice_thickness: Annotated[Optional[float], typer.Option(
