@@ -347,6 +347,6 @@ def main() -> None:
     """Console-script entry point."""
     # torch's idle OpenMP threads sleep instead of spinning (unless the user chose otherwise):
     # on a shared 2-core machine (load 14) a self-supervised training step took 0.63 s
-    # instead of 2.35 s (benchmarks/results/speed_notes.md). Set before torch loads.
+    # instead of 2.35 s (docs/speed.md). Set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(app())

@@ -10,8 +10,8 @@ the factor and the torch version), so a later process loads it instead of export
 seconds on 2 cores); a cache folder that cannot be written is skipped. Other networks are
 exported once per (factor, plane width) and kept for the network's lifetime. ONNX Runtime
 runs with all its graph optimisations and torch's thread count (both measured best on 2
-cores) and without spinning threads (``benchmarks/results/speed_notes.md``). On CUDA, or when ONNX Runtime is missing or
-the export fails, PyTorch runs the planes (with bf16 autocast on CUDA).
+cores) and without spinning threads (``docs/speed.md``). On CUDA, or when ONNX Runtime is
+missing or the export fails, PyTorch runs the planes (with bf16 autocast on CUDA).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _onnx_session(model: nn.Module, factor: int, example: torch.Tensor):
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             # idle threads sleep instead of spinning: on a shared 2-core machine (load 14)
-            # this was 17 % faster (benchmarks/results/speed_notes.md)
+            # this was 17 % faster (docs/speed.md)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
             cache[key] = ort.InferenceSession(graph, options,
