@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,20 +26,15 @@ from pathlib import Path
 
 T0 = time.perf_counter()
 TIMES: dict[str, float] = defaultdict(float)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the speed table
 
 
 def machine() -> dict:
-    """CPU model, cores and load average."""
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "load": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version()}
+    """CPU model, cores and load average (the speed table's, without the GPU query)."""
+    from speed_table import machine as described
+
+    info = described()
+    return {k: info[k] for k in ("cpu", "cores", "load", "python")}
 
 
 def timed(owner, name: str, stage: str) -> None:
