@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -55,6 +56,23 @@ def _volume(array: np.ndarray, affine: np.ndarray) -> MetaTensor:
                       affine=torch.as_tensor(affine))
 
 
+def spacing_ratio(affine: np.ndarray, spacing) -> np.ndarray:
+    from medsr.geometry import spacing as voxel_size
+
+    return voxel_size(affine) / np.asarray(spacing, dtype=np.float64)
+
+
+def _onto(pred: MetaTensor, gt: MetaTensor) -> MetaTensor:
+    """``pred`` resampled (cubic B-spline) onto ``gt``'s grid."""
+    src, dst = pred.affine.numpy(), gt.affine.numpy()
+    to = np.linalg.solve(src, dst)
+    out = resample_index_space(pred[0].numpy(), gt.shape[1:], np.diag(to)[:3], to[:3, 3],
+                               "bspline")
+    result = _volume(out, dst)
+    result.meta.update({k: v for k, v in pred.meta.items() if k.startswith("medsr_")})
+    return result
+
+
 def case(name: str, path: Path, modality: str, factors, methods, out: list,
          uncertainty: bool, spacing=None, budget: float = 60.0,
          figures: Path | None = None) -> None:
@@ -75,10 +93,16 @@ def case(name: str, path: Path, modality: str, factors, methods, out: list,
     lo = -1024.0 if modality == "CT" else 0.0
     hi = 3071.0 if modality == "CT" else float(np.percentile(truth, 99.5))
     shown: dict[str, np.ndarray] = {}
+    if spacing is not None:  # the integer factor below the ratio, then resampled
+        methods = [*methods, "default (floor factor)"]
     for method in methods:
-        kw = dict(method=method, modality=modality, device="cpu")
-        if spacing is not None:
+        floor = method.endswith("(floor factor)")
+        kw = dict(method=method.split(" ")[0], modality=modality, device="cpu")
+        if spacing is not None and not floor:
             kw["spacing"] = spacing
+        elif floor:
+            ratio = spacing_ratio(lr_affine, spacing)
+            kw["scale"] = tuple(max(1, int(np.floor(r + 1e-3))) for r in ratio)
         else:
             kw["scale"] = tuple(factors)
         learned = method not in ("linear", "bspline")
@@ -86,13 +110,16 @@ def case(name: str, path: Path, modality: str, factors, methods, out: list,
             kw["self_supervised"] = {"budget_seconds": budget}
         t0 = time.perf_counter()
         try:
-            res = medsr.upscale(_volume(lr, lr_affine), uncertainty=uncertainty and learned,
-                                **kw)
+            res = medsr.upscale(_volume(lr, lr_affine), uncertainty=uncertainty and learned
+                                and not floor, **kw)
         except medsr.MedsrError as err:
             print(f"{name} {method}: {err}")
             continue
-        seconds = time.perf_counter() - t0
         pred, sd = res if isinstance(res, tuple) else (res, None)
+        if floor:
+            pred = _onto(pred, gt)
+            pred.meta["medsr_method"] = method
+        seconds = time.perf_counter() - t0
         r = evaluate(pred, gt, mask=mask, data_range=(lo, hi), axis=2)
         row = {"case": name, "scan": path.name, "modality": modality, "factors": list(factors),
                "spacing": list(spacing) if spacing else None, "method": method,
@@ -166,6 +193,23 @@ def main() -> None:
         args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                         "cores": os.cpu_count(), "load": os.getloadavg(),
                                         "rows": rows}, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(table(rows))
+
+
+def table(rows: list[dict]) -> str:
+    """A markdown table: one row per scan, case and method, gains over B-spline."""
+    base = {(r["case"], r["scan"]): r for r in rows if r["method"] == "bspline"}
+    lines = ["| case | scan | method | PSNR dB | Δ B-spline | SSIM | MAE (body) | consistency dB "
+             "| coverage 2 sd | s |", "| --- " * 10 + "|"]
+    for r in rows:
+        b = base.get((r["case"], r["scan"]))
+        gain = f"{r['psnr'] - b['psnr']:+.2f}" if b and r is not b else ""
+        cons = r.get("consistency_db")
+        cons = "" if cons is None else "exact" if math.isinf(cons) else f"{cons:.0f}"
+        cover = f"{r['coverage_2sd']:.3f}" if "coverage_2sd" in r else ""
+        lines.append(f"| {r['case']} | {r['scan']} | {r['ran']} | {r['psnr']:.2f} | {gain} | "
+                     f"{r['ssim']:.4f} | {r['mae']:.2f} | {cons} | {cover} | {r['seconds']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
