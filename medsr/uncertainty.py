@@ -152,28 +152,60 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
 def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) -> Calibration:
     """Calibrate on the scan itself one scale down: ``reference`` degraded by the request's
     operators (``up.operators()``) is upscaled back with the same members and projection and
-    compared with ``reference`` (cropped to whole LR voxels) over the body (Otsu)."""
-    from medsr.consistency import bspline_axes, degrade_axes, project_axes
+    compared with ``reference`` (cropped to whole LR voxels) over the body (Otsu).
+
+    Errors one scale down are larger than at the scan's own scale (the input there is
+    coarser), so the fitted sd is scaled by the ratio of the RMS errors one and two scales
+    down (the scan degraded twice), the error's own trend across scales; without room for a
+    second scale the sd stays as fitted one scale down (conservative).
+    """
     from medsr.metrics import otsu_threshold
+
+    lo = otsu_threshold(reference)
+    s, r, e = _one_scale_down(up, reference, lo, consistency)
+    cal = fit(s, r, e)
+    try:
+        e2 = _one_scale_down(up, _crop_lr(up, reference)[1], lo, consistency)[2]
+    except ValueError:
+        e2 = np.empty(0)
+    if e2.size > 100:
+        trend = float(np.clip(np.sqrt(np.mean(np.square(e, dtype=np.float64))
+                                      / np.mean(np.square(e2, dtype=np.float64))), 0.2, 1.0))
+        cal = replace(cal, k=cal.k * trend)
+        logger.info("error one scale down / two scales down: %.3f (sd scaled by it)", trend)
+    cover, rho = coverage_and_rank(cal.sd(s, r), e)
+    logger.info("uncertainty calibrated one scale down on %d voxels: %s (coverage %.3f there, "
+                "rank correlation %.2f)", e.size, cal, cover, rho)
+    return replace(cal, coverage=round(cover, 4), rank_correlation=round(rho, 4))
+
+
+def _crop_lr(up, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(truth, lr)``: ``volume`` cropped to whole LR voxels and degraded by ``up``'s
+    operators."""
+    from medsr.consistency import degrade_axes
 
     ops = up.operators()
     crop = [slice(None)] * 3
     for axis, factor, _ in ops:
-        n = reference.shape[axis] // factor * factor
+        n = volume.shape[axis] // factor * factor
         if n < 2 * factor:
             raise ValueError(f"axis {axis} is too short to calibrate ×{factor} on the scan")
         crop[axis] = slice(0, n)
-    truth = np.ascontiguousarray(reference[tuple(crop)], dtype=np.float32)
-    lr = degrade_axes(truth, ops)
+    truth = np.ascontiguousarray(volume[tuple(crop)], dtype=np.float32)
+    return truth, degrade_axes(truth, ops)
+
+
+def _one_scale_down(up, volume: np.ndarray, lo: float, consistency: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spread, refinement and error over the body of ``volume`` degraded and upscaled back."""
+    from medsr.consistency import bspline_axes, project_axes
+
+    ops = up.operators()
+    truth, lr = _crop_lr(up, volume)
     members = up.predict(lr)
     estimate = np.mean(members, axis=0, dtype=np.float32)
     if consistency:
         estimate = project_axes(estimate, lr, ops)
-    mask = truth > otsu_threshold(reference)
-    s, r, e = (spread(members)[mask], (estimate - bspline_axes(lr, ops))[mask],
-               (estimate - truth)[mask])
-    cal = fit(s, r, e)
-    cover, rho = coverage_and_rank(cal.sd(s, r), e)
-    logger.info("uncertainty calibrated one scale down on %d voxels: %s (coverage %.3f, rank "
-                "correlation %.2f)", e.size, cal, cover, rho)
-    return replace(cal, coverage=round(cover, 4), rank_correlation=round(rho, 4))
+    mask = truth > lo
+    return (spread(members)[mask], (estimate - bspline_axes(lr, ops))[mask],
+            (estimate - truth)[mask])
