@@ -173,38 +173,60 @@ def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfC
     return check
 
 
-def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes: int,
-                        lo: float, peak: float) -> SelfCheck:
-    """The check for in-plane SR and chains: the scan degraded once more by the request's own
-    operators (a few body planes across the plane when one axis is left alone) is upscaled
-    back by the network and by B-spline and compared with the scan itself."""
-    from medsr.consistency import bspline_axes, degrade_axes, project_axes
+def scale_down(up, volume: np.ndarray, consistency: bool = True,
+               planes: tuple[int, float] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """``(truth, lr, members, estimate)`` one scale down: ``volume`` cropped to whole LR
+    voxels (``planes = (n, lo)``: only ``n`` planes spread over the body, intensity above
+    ``lo``, across an axis the request leaves alone), degraded by the request's own operators
+    (``up.operators()``) and upscaled back by ``up``'s members, their mean projected.
+
+    The truth for in-plane SR and chains, which have no finer plane in the scan: the check
+    here and the uncertainty calibration (:mod:`medsr.uncertainty`) use it.
+
+    Raises:
+        MedsrError: an upscaled axis too short for its factor twice over.
+    """
+    from medsr.consistency import degrade_axes, project_axes
     from medsr.errors import MedsrError
 
     ops = up.operators()
     index = [slice(None)] * 3
     for axis, factor, _ in ops:
-        n = reference.shape[axis] // factor * factor
+        n = volume.shape[axis] // factor * factor
         if n < 2 * factor:
             raise MedsrError(f"axis {axis} is too short to check ×{factor} on the scan")
         index[axis] = slice(0, n)
-    truth = reference[tuple(index)]
+    truth = volume[tuple(index)]
     kept = [a for a in range(3) if a not in {op[0] for op in ops}]
-    if kept:  # planes spread over the body along the axis that is not upscaled
+    if planes is not None and kept:  # planes spread over the body along a kept axis
+        count, lo = planes
         stack = kept[0]
         means = np.moveaxis(truth, stack, 0).reshape(truth.shape[stack], -1).mean(axis=1)
         body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
         pick = np.unique(body[np.linspace(0, len(body) - 1,
-                                          min(max_planes, len(body))).astype(int)])
+                                          min(count, len(body))).astype(int)])
         truth = np.take(truth, pick, axis=stack)
     truth = np.ascontiguousarray(truth, dtype=np.float32)
     lr = degrade_axes(truth, ops)
-    estimate = np.mean(up.predict(lr), axis=0, dtype=np.float32)
+    members = up.predict(lr)
+    estimate = np.mean(members, axis=0, dtype=np.float32)
     if consistency:
         estimate = project_axes(estimate, lr, ops)
+    return truth, lr, members, estimate
+
+
+def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes: int,
+                        lo: float, peak: float) -> SelfCheck:
+    """The check for in-plane SR and chains (:func:`scale_down`): the network against
+    B-spline on the scan degraded once more, a few body planes when one axis is left alone."""
+    from medsr.consistency import bspline_axes
+
+    truth, lr, _, estimate = scale_down(up, reference, consistency, (max_planes, lo))
     mask = truth > lo
     sums = [float(np.sum(np.square(g[mask] - truth[mask], dtype=np.float64)))
-            for g in (estimate, bspline_axes(lr, ops))]
+            for g in (estimate, bspline_axes(lr, up.operators()))]
     psnr = [math.inf if v == 0 else 10 * math.log10(peak * peak * max(int(mask.sum()), 1) / v)
             for v in sums]
+    kept = [a for a in range(3) if a not in {op[0] for op in up.operators()}]
     return SelfCheck(psnr[0], psnr[1], int(truth.shape[kept[0]]) if kept else 1)

@@ -150,23 +150,26 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
 
 
 def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) -> Calibration:
-    """Calibrate on the scan itself one scale down: ``reference`` degraded by the request's
-    operators (``up.operators()``) is upscaled back with the same members and projection and
-    compared with ``reference`` (cropped to whole LR voxels) over the body (Otsu).
+    """Calibrate on the scan itself one scale down (:func:`medsr.selfcheck.scale_down`): the
+    scan degraded by the request's operators and upscaled back, against the scan, over the
+    body (Otsu).
 
     Errors one scale down are larger than at the scan's own scale (the input there is
     coarser), so the fitted sd is scaled by the ratio of the RMS errors one and two scales
     down (the scan degraded twice), the error's own trend across scales; without room for a
     second scale the sd stays as fitted one scale down (conservative).
     """
+    from medsr.errors import MedsrError
     from medsr.metrics import otsu_threshold
+    from medsr.selfcheck import scale_down
 
     lo = otsu_threshold(reference)
-    s, r, e = _one_scale_down(up, reference, lo, consistency)
+    once = scale_down(up, reference, consistency)
+    s, r, e = _maps(up, lo, *once)
     cal = fit(s, r, e)
-    try:
-        e2 = _one_scale_down(up, _crop_lr(up, reference)[1], lo, consistency)[2]
-    except ValueError:
+    try:  # the same, from the scan one scale down (its LR side) to two
+        e2 = _maps(up, lo, *scale_down(up, once[1], consistency))[2]
+    except MedsrError:
         e2 = np.empty(0)
     if e2.size > 100:
         trend = float(np.clip(np.sqrt(np.mean(np.square(e, dtype=np.float64))
@@ -179,33 +182,11 @@ def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) 
     return replace(cal, coverage=round(cover, 4), rank_correlation=round(rho, 4))
 
 
-def _crop_lr(up, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(truth, lr)``: ``volume`` cropped to whole LR voxels and degraded by ``up``'s
-    operators."""
-    from medsr.consistency import degrade_axes
+def _maps(up, lo: float, truth: np.ndarray, lr: np.ndarray, members: list[np.ndarray],
+          estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spread, refinement and error over the body (``truth > lo``) of a scale-down result."""
+    from medsr.consistency import bspline_axes
 
-    ops = up.operators()
-    crop = [slice(None)] * 3
-    for axis, factor, _ in ops:
-        n = volume.shape[axis] // factor * factor
-        if n < 2 * factor:
-            raise ValueError(f"axis {axis} is too short to calibrate ×{factor} on the scan")
-        crop[axis] = slice(0, n)
-    truth = np.ascontiguousarray(volume[tuple(crop)], dtype=np.float32)
-    return truth, degrade_axes(truth, ops)
-
-
-def _one_scale_down(up, volume: np.ndarray, lo: float, consistency: bool
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spread, refinement and error over the body of ``volume`` degraded and upscaled back."""
-    from medsr.consistency import bspline_axes, project_axes
-
-    ops = up.operators()
-    truth, lr = _crop_lr(up, volume)
-    members = up.predict(lr)
-    estimate = np.mean(members, axis=0, dtype=np.float32)
-    if consistency:
-        estimate = project_axes(estimate, lr, ops)
     mask = truth > lo
-    return (spread(members)[mask], (estimate - bspline_axes(lr, ops))[mask],
+    return (spread(members)[mask], (estimate - bspline_axes(lr, up.operators()))[mask],
             (estimate - truth)[mask])
