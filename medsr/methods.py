@@ -247,13 +247,15 @@ class ChainUpscaler(Upscaler):
         return self.stages[-1].through_plane()
 
     def _early(self, array: np.ndarray) -> np.ndarray:
+        """The first stages' output for ``array``: the one ``prepare`` made for the whole
+        volume (used once, then dropped), else computed (checks and calibration)."""
         key = (array.__array_interface__["data"][0], array.shape, array.strides)
         if self._first is not None and self._first[0] == key:
-            return self._first[1]
+            x, self._first = self._first[1], None
+            return x
         x = array
         for stage in self.stages[:-1]:
             x = _mean(stage.predict(x))
-        self._first = (key, x)
         return x
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
@@ -269,9 +271,7 @@ class ChainUpscaler(Upscaler):
 
     def predict(self, array: np.ndarray, progress: Progress = None,
                 core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
-        members = self.stages[-1].predict(self._early(array), progress=progress)
-        self._first = None  # the whole volume is done at once: drop the intermediate
-        return members
+        return self.stages[-1].predict(self._early(array), progress=progress)
 
 
 def _mean(members: list[np.ndarray]) -> np.ndarray:
