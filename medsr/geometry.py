@@ -58,6 +58,14 @@ def parse_factors(scale: Sequence[float]) -> tuple[int, int, int]:
     return out[0], out[1], out[2]
 
 
+def parse_spacing(spacing: Sequence[float]) -> np.ndarray:
+    """Validate a target spacing: three positive finite numbers (mm)."""
+    t = np.asarray(spacing, dtype=np.float64)
+    if t.shape != (3,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise MedsrError(f"--spacing needs three positive numbers, got {list(spacing)}")
+    return t
+
+
 def default_factors(spacings: Sequence[float]) -> tuple[int, int, int]:
     """Bring every spacing down to (near) the smallest one by an integer factor."""
     d = np.asarray(spacings, dtype=np.float64)
@@ -80,10 +88,7 @@ def target_grid(shape: Sequence[int], affine: np.ndarray, *,
     shape = np.asarray(shape, dtype=np.int64)
     src = spacing(affine)
     if target_spacing is not None:
-        t = np.asarray(target_spacing, dtype=np.float64)
-        if t.shape != (3,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
-            raise MedsrError(f"--spacing needs three positive numbers, got {list(target_spacing)}")
-        ratio = t / src
+        ratio = parse_spacing(target_spacing) / src
         out_shape = np.maximum(1, np.round(shape / ratio)).astype(np.int64)
     else:
         factors = np.asarray(parse_factors(scale) if scale is not None

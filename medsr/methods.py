@@ -23,7 +23,7 @@ import numpy as np
 
 from medsr.consistency import Operator, SliceProfile
 from medsr.errors import MedsrError
-from medsr.geometry import default_factors, parse_factors, target_grid
+from medsr.geometry import default_factors, parse_factors, parse_spacing, target_grid
 from medsr.geometry import spacing as voxel_size
 from medsr.resample import INTERPOLATORS, resample_index_space
 
@@ -249,32 +249,35 @@ class ChainUpscaler(Upscaler):
     def _early(self, array: np.ndarray) -> np.ndarray:
         """The first stages' output for ``array``: the one ``prepare`` made for the whole
         volume (used once, then dropped), else computed (checks and calibration)."""
-        key = (array.__array_interface__["data"][0], array.shape, array.strides)
-        if self._first is not None and self._first[0] == key:
+        if self._first is not None and self._first[0] == _key(array):
             x, self._first = self._first[1], None
             return x
         x = array
         for stage in self.stages[:-1]:
-            x = _mean(stage.predict(x))
+            x = mean_members(stage.predict(x))
         return x
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
         x = reference
         for i, stage in enumerate(self.stages):
-            stage.prepare(x, progress=progress if i == len(self.stages) - 1 else None)
-            if i == 0:
-                self._first = None
-            if i < len(self.stages) - 1:
-                x = _mean(stage.predict(x))
-        self._first = ((reference.__array_interface__["data"][0], reference.shape,
-                        reference.strides), x)
+            last = i == len(self.stages) - 1
+            stage.prepare(x, progress=progress if last else None)
+            if not last:
+                x = mean_members(stage.predict(x))
+        self._first = (_key(reference), x)
 
     def predict(self, array: np.ndarray, progress: Progress = None,
                 core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
         return self.stages[-1].predict(self._early(array), progress=progress)
 
 
-def _mean(members: list[np.ndarray]) -> np.ndarray:
+def _key(array: np.ndarray) -> tuple:
+    """What identifies an array's memory: the same frame seen again is the same key."""
+    return array.__array_interface__["data"][0], array.shape, array.strides
+
+
+def mean_members(members: list[np.ndarray]) -> np.ndarray:
+    """The members' mean, in place in the first (no copy of a slab more than needed)."""
     out = members[0]
     for m in members[1:]:
         out += m
@@ -309,11 +312,7 @@ def requested_factors(affine: np.ndarray, scale: Sequence[float] | None, lo: int
 def spacing_factors(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, int, int]:
     """The integer factors a learned method runs for a target ``spacing``: the smallest at or
     above each axis's ratio (an exact resample then reaches the spacing)."""
-    src = voxel_size(affine)
-    t = np.asarray(spacing, dtype=np.float64)
-    if t.shape != (3,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
-        raise MedsrError(f"--spacing needs three positive numbers, got {list(spacing)}")
-    f = np.maximum(1, np.ceil(src / t - 1e-3)).astype(int)
+    f = np.maximum(1, np.ceil(voxel_size(affine) / parse_spacing(spacing) - 1e-3)).astype(int)
     return int(f[0]), int(f[1]), int(f[2])
 
 

@@ -10,9 +10,10 @@ and calibrated on data whose truth is known: the scan's own in-plane slices, deg
 as the thick axis is (:func:`medsr.selfsup.inplane_truth`), run through the same network and
 consistency projection. When the plane itself is upscaled (in-plane SR, every axis at once)
 no finer truth exists, so the scan is degraded once more by the request's own operators and
-upscaled back to its own grid (self-similarity across scales, :func:`calibrate_self_similar`). ``α, β, γ ≥ 0`` are a least-squares fit of the squared error, then
-``k`` is set so that ``|error| ≤ 2·sd`` holds for 95 % of body voxels, as for a Gaussian. The
-same procedure serves every learned method, shipped, user-trained or self-supervised.
+upscaled back to its own grid (self-similarity across scales, :func:`calibrate_self_similar`).
+``α, β, γ ≥ 0`` are a least-squares fit of the squared error, then ``k`` is set so that
+``|error| ≤ 2·sd`` holds for 95 % of body voxels, as for a Gaussian. The same procedure serves
+every learned method, shipped, user-trained or self-supervised.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from medsr.geometry import spacing as voxel_size
 from medsr.io import Frames, as_metatensor, make_frames, read_frames, volume_frames
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
-from medsr.methods import Progress, Upscaler
+from medsr.methods import Progress, Upscaler, mean_members
 from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.selfcheck import SelfCheck, try_self_check
@@ -199,11 +199,7 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
     if sd is not None:  # before the views are averaged in place
         spread_map = crop(spread(members)) if len(members) > 1 else \
             _flip_spread(up, src, members[0], crop)
-    estimate = members[0]  # the views' mean, in place: no copy of a slab more than needed
-    for member in members[1:]:
-        estimate += member
-    if len(members) > 1:
-        estimate /= np.float32(len(members))
+    estimate = mean_members(members)
     del members
     estimate = crop(estimate)
     sums = np.zeros(2)
@@ -226,7 +222,6 @@ def _sq_error(estimate: np.ndarray, lr: np.ndarray, ops) -> float:
     """Sum of squared differences between the re-degraded estimate and the measured slab."""
     diff = degrade_axes(estimate, ops) - lr
     return float(np.sum(np.square(diff, dtype=np.float64)))
-
 
 
 def _flip_spread(up: Upscaler, src: np.ndarray, member: np.ndarray, crop) -> np.ndarray:
