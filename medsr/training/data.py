@@ -138,6 +138,15 @@ class PairSampler:
             patch = patch.transpose(0, 1).contiguous()
         return patch
 
+    def _noise(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The LR image with Gaussian or Rician noise of a std drawn from the config."""
+        d = self.cfg.degradation
+        sigma = float(rng.uniform(*d.noise))
+        if sigma > 0:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            x = add_noise(x, sigma, rician=d.rician, generator=gen)
+        return x
+
     def _degrade_plane(self, hr: torch.Tensor, rng: np.random.Generator, factor: int
                        ) -> torch.Tensor:
         """Both axes of a 2D patch degraded ×factor (in-plane SR)."""
@@ -153,11 +162,7 @@ class PairSampler:
             thickness = float(rng.uniform(*d.thickness)) * factor
             for axis in (0, 1):
                 x = slice_profile(x, axis, factor, thickness, profile)
-        sigma = float(rng.uniform(*d.noise))
-        if sigma > 0:
-            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            x = add_noise(x, sigma, rician=d.rician, generator=gen)
-        return x
+        return self._noise(x, rng)
 
     def _degrade(self, hr: torch.Tensor, rng: np.random.Generator, factor: int) -> torch.Tensor:
         d = self.cfg.degradation
@@ -171,11 +176,7 @@ class PairSampler:
         thickness = float(rng.uniform(*d.thickness)) * factor
         profile = d.profiles[int(rng.integers(len(d.profiles)))]
         x = slice_profile(x, hr.ndim - 1, factor, thickness, profile)
-        sigma = float(rng.uniform(*d.noise))
-        if sigma > 0:
-            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            x = add_noise(x, sigma, rician=d.rician, generator=gen)
-        return x
+        return self._noise(x, rng)
 
     def batch(self, step: int, size: int | None = None, factor: int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
