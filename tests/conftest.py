@@ -44,6 +44,16 @@ def phantom(shape=(24, 20, 10), seed: int = 0) -> np.ndarray:
     return vol.astype(np.float32)
 
 
+def write_phantom_nifti(path, affine: np.ndarray):
+    """A small int16 phantom (16×14×5) saved as NIfTI with ``affine`` as its sform."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.rint(phantom((16, 14, 5))).astype(np.int16), affine)
+    img.set_sform(affine, code=1)
+    img.to_filename(str(path))
+    return path
+
+
 @pytest.fixture(params=sorted(AFFINES))
 def affine(request) -> np.ndarray:
     return AFFINES[request.param].copy()

@@ -7,7 +7,7 @@ import hashlib
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import AFFINES, phantom
+from conftest import AFFINES, phantom, write_phantom_nifti
 from typer.testing import CliRunner
 
 import medsr
@@ -26,11 +26,7 @@ def digest(path):
 
 @pytest.fixture
 def scan(tmp_path):
-    path = tmp_path / "scan.nii.gz"
-    img = nib.Nifti1Image(np.rint(phantom((16, 14, 5))).astype(np.int16), AFFINES["oblique"])
-    img.set_sform(AFFINES["oblique"], code=1)
-    img.to_filename(str(path))
-    return path
+    return write_phantom_nifti(tmp_path / "scan.nii.gz", AFFINES["oblique"])
 
 
 def assert_one_line_error(result, text):

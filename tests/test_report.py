@@ -9,10 +9,9 @@ import math
 import re
 from html.parser import HTMLParser
 
-import nibabel as nib
 import numpy as np
 import pytest
-from conftest import AFFINES, make_affine, phantom, rotation
+from conftest import AFFINES, make_affine, phantom, rotation, write_phantom_nifti
 from typer.testing import CliRunner
 
 import medsr
@@ -244,11 +243,7 @@ def test_learned_run_facts(tmp_path):
 
 @pytest.fixture
 def scan(tmp_path):
-    path = tmp_path / "scan.nii.gz"
-    img = nib.Nifti1Image(np.rint(phantom((16, 14, 5))).astype(np.int16), AFFINES["flipped"])
-    img.set_sform(AFFINES["flipped"], code=1)
-    img.to_filename(str(path))
-    return path
+    return write_phantom_nifti(tmp_path / "scan.nii.gz", AFFINES["flipped"])
 
 
 def run(*args):
