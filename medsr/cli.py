@@ -78,6 +78,10 @@ def upscale(
         "--consistency/--no-consistency",
         help="Make learned outputs reproduce the measured slices when degraded again.")
     ] = True,
+    noise_sd: Annotated[Optional[float], typer.Option(
+        help="Noise sd of the scan in its units, for learned methods: the output reproduces "
+             "the input within it instead of copying the noise (default: measured on the "
+             "scan; 0: exactly).", show_default=False)] = None,
     uncertainty: Annotated[Optional[Path], typer.Option(
         help="Also write a calibrated voxel-wise standard deviation (learned methods) here; "
              "with several inputs a folder (NAME_sd beside the format).",
@@ -182,7 +186,8 @@ def upscale(
                                        slice_profile=slice_profile.value if slice_profile
                                        else None, max_memory_gb=max_memory,
                                        scratch=dst.parent if dst.parent.is_dir() else None,
-                                       save_format=output_format(dst, fmt_name))
+                                       save_format=output_format(dst, fmt_name),
+                                       noise_sd=noise_sd)
             seconds = time.perf_counter() - started
             result, sd_map = result if isinstance(result, tuple) else (result, None)
             medsr.save_volume(result, dst, fmt=fmt_name, dtype=dtype, force=force,
@@ -223,6 +228,10 @@ def _method_note(result) -> str:
             note += f"; slice profile {prof['kind']} {prof['width']:.2f}× spacing"
         note += (f"; re-degraded output vs input "
                  f"{'exact' if psnr == float('inf') else f'{psnr:.1f} dB'}")
+        noise = meta.get("medsr_noise_sd") or 0.0
+        if noise > 0 and meta.get("medsr_consistency_residual_sd") is not None:
+            note += (f" (residual {meta['medsr_consistency_residual_sd'] / noise:.2f}× the "
+                     f"noise sd {noise:.3g})")
     fitted = meta.get("medsr_self_supervised") or {}
     if "held_out_gain_db" in fitted:
         note += (f"; {fitted['steps']} steps ({fitted['stopped']}), held-out pairs "

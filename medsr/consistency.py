@@ -16,6 +16,10 @@ Several upscaled axes (in-plane SR, or every axis at once) are one separable ope
 operator is k-space truncation (the ``"sinc"`` profile: the central ``1/f`` of k-space, sampled
 at the LR voxel centres, :func:`medsr.transforms.degrade.kspace_truncate`), CT's a pixel box.
 
+On a noisy scan the projection fits within the noise rather than reproducing it: only a share
+(``gain``) of the residual is corrected, the Wiener share for the scan's measured noise
+(:mod:`medsr.noise`), so the output re-degrades to the input within the noise.
+
 Hand-written because MONAI/SimpleITK offer no data-consistency projection for an arbitrary
 slice profile.
 """
@@ -109,7 +113,7 @@ def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> n
 
 
 def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
-            profile: SliceProfile, *, in_place: bool = False) -> np.ndarray:
+            profile: SliceProfile, *, in_place: bool = False, gain: float = 1.0) -> np.ndarray:
     """``out`` corrected so that, degraded again with ``profile``, it reproduces ``lr``.
 
     Args:
@@ -120,6 +124,8 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
         profile: the slice profile of the measured slices.
 
         in_place: correct ``out`` itself (a float32 array) instead of a copy.
+        gain: the share of the residual ``lr - D out`` to correct: 1 reproduces ``lr``
+            exactly; below 1 (:func:`medsr.noise.noise_gain`) fits it within its noise.
 
     Returns:
         The corrected float32 array: a new one, or ``out`` with ``in_place``.
@@ -134,6 +140,8 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
     x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
                          else np.array(out, dtype=np.float32))
     residual = torch.from_numpy(np.asarray(lr, dtype=np.float32)) - _along(x, axis, d)
+    if gain != 1.0:
+        residual *= gain
     x += _along(residual, axis, k)
     return x.numpy()
 
@@ -151,13 +159,13 @@ def degrade_axes(out: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:
 
 
 def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
-                 in_place: bool = False) -> np.ndarray:
+                 in_place: bool = False, gain: float = 1.0) -> np.ndarray:
     """:func:`project` for several upscaled axes at once (the separable operator of ``ops``):
     ``out += K (lr - D out)`` with ``D``, ``K`` the Kronecker products of the axes' own."""
     import torch
 
     if len(ops) == 1:
-        return project(out, lr, *ops[0], in_place=in_place)
+        return project(out, lr, *ops[0], in_place=in_place, gain=gain)
     for axis, factor, _ in ops:
         if out.shape[axis] != lr.shape[axis] * factor:
             raise ValueError(f"output length {out.shape[axis]} is not {factor}×"
@@ -165,11 +173,29 @@ def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
     x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
                          else np.array(out, dtype=np.float32))
     residual = torch.from_numpy(np.asarray(lr, dtype=np.float32) - degrade_axes(x.numpy(), ops))
+    if gain != 1.0:
+        residual *= gain
     for axis, factor, profile in ops:
         k = correction_matrix(lr.shape[axis], factor, profile).astype(np.float32)
         residual = _along(residual, axis, torch.from_numpy(k))
     x += residual
     return x.numpy()
+
+
+def residual_mean_square(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator]) -> float:
+    """Mean square of ``lr - D out``: what the projection would correct."""
+    diff = degrade_axes(out, ops) - np.asarray(lr, dtype=np.float32)
+    return float(np.mean(np.square(diff, dtype=np.float64)))
+
+
+def noise_variance_ratio(lr_shape: Sequence[int], ops: Sequence[Operator]) -> float:
+    """The noise variance of a simulated measurement (``ops`` applied to a volume with white
+    noise) over the volume's: the mean squared row norm of ``D`` on each axis, multiplied."""
+    ratio = 1.0
+    for axis, factor, profile in ops:
+        d = degrade_matrix(int(lr_shape[axis]), factor, profile)
+        ratio *= float(np.mean(np.sum(np.square(d), axis=1)))
+    return ratio
 
 
 def bspline_axes(lr: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:

@@ -45,6 +45,12 @@ class Upscaler:
         profile: slice profile of the upscaled axis (consistency, self-supervised pairs).
         final_spacing: a learned method's exact target spacing, reached by resampling its
             integer-factor grid afterwards (:mod:`medsr.upscaling`).
+        noise_sd: the noise of the measured samples (scan units), measured on the scan when
+            a learned method runs (:mod:`medsr.noise`); the consistency projection fits
+            within it, and self-supervised pairs and the self-check carry it. 0: none.
+        consistency_gain: the share of the re-degradation residual the projection corrects
+            (1: exact), fixed per run from the self-check (:func:`medsr.noise.
+            projection_gain`); ``None``: measured on each array projected.
     """
 
     name: str
@@ -56,6 +62,8 @@ class Upscaler:
     learned: bool = False
     halo: int = 0
     final_spacing: tuple[float, float, float] | None = None
+    noise_sd: float | None = None
+    consistency_gain: float | None = None
 
     def __post_init__(self) -> None:
         self.out_shape, self.out_affine, ratio = target_grid(
@@ -176,7 +184,8 @@ class SelfSupervised(ModelUpscaler):
         save_to = options.pop("save_model", None)
         self.net, self.card = fit_self_supervised(
             reference, self.affine, axis=self.axis, factor=self.factor, modality=self.modality,
-            profile=self.profile, device=str(self.device), progress=progress, **options)
+            profile=self.profile, device=str(self.device), progress=progress,
+            noise_sd=self.noise_sd or 0.0, **options)
         if save_to is not None:
             save_model(self.net, Path(save_to), self.card)
         self.halo = receptive_radius(self.net)

@@ -35,6 +35,7 @@ class SelfCheck:
     learned_psnr: float
     bspline_psnr: float
     planes: int
+    gain: float = 1.0  # of the consistency projection, measured on these pairs
 
     @property
     def passed(self) -> bool:
@@ -51,19 +52,6 @@ class SelfCheck:
                 f"{self.learned_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB")
 
 
-def noise_sd(reference: np.ndarray, axis: int, lo: float) -> float:
-    """White noise standard deviation of the planes across ``axis`` (Immerkær 1996: the
-    3×3 Laplacian difference mask, mean absolute response inside the body)."""
-    planes = np.moveaxis(reference, axis, 0).astype(np.float32)
-    x = planes[:, :-2, :-2] - 2 * planes[:, 1:-1, :-2] + planes[:, 2:, :-2]
-    x = x - 2 * (planes[:, :-2, 1:-1] - 2 * planes[:, 1:-1, 1:-1] + planes[:, 2:, 1:-1])
-    x = x + planes[:, :-2, 2:] - 2 * planes[:, 1:-1, 2:] + planes[:, 2:, 2:]
-    body = planes[:, 1:-1, 1:-1] > lo
-    if not body.any():
-        return 0.0
-    return float(np.sqrt(np.pi / 2) / 6 * np.mean(np.abs(x[body]), dtype=np.float64))
-
-
 def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool = False
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(truth, lr)`` stacks ``(planes, b, a)`` from the scan's in-plane truth: up to
@@ -71,7 +59,7 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
     thick axis's slice profile.
 
     Args:
-        match_noise: top the LR stacks' noise up to the scan's own (:func:`noise_sd`):
+        match_noise: top the LR stacks' noise up to the scan's own (:func:`medsr.noise.scan_noise`):
             degrading averages the in-plane noise down, while the real thick slices carry it
             whole, so without this a network that copies noise looks better than it is.
 
@@ -81,6 +69,7 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
     import torch
 
     from medsr.metrics import otsu_threshold
+    from medsr.noise import scan_noise, top_up_sd
     from medsr.selfsup import inplane_truth
     from medsr.transforms.degrade import profile_kernel, slice_profile
 
@@ -89,8 +78,7 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
     top_up = 0.0
     if match_noise:
         weights = profile_kernel(f, prof.width * f, prof.kind)[1]
-        top_up = noise_sd(reference, up.axis, lo) * float(
-            np.sqrt(max(0.0, 1.0 - np.sum(np.square(weights)))))
+        top_up = top_up_sd(scan_noise(up, reference, lo), float(np.sum(np.square(weights))))
     rng = np.random.default_rng(0)
     pairs = []
     for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
@@ -145,10 +133,12 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     if up.axis is None:  # the plane itself is upscaled: no finer truth, one scale down
         return _self_similar_check(up, reference, consistency, 2 * max_planes, lo, peak)
     sums, count, planes = np.zeros(2), 0, 0
-    for truth, lr in inplane_pairs(up, reference, max_planes, match_noise):
-        estimate = np.mean(predict_pair(up, lr), axis=0, dtype=np.float32)
+    pairs = [(truth, lr, np.mean(predict_pair(up, lr), axis=0, dtype=np.float32))
+             for truth, lr in inplane_pairs(up, reference, max_planes, match_noise)]
+    gain = _pairs_gain(up, pairs) if consistency else 1.0
+    for truth, lr, estimate in pairs:
         if consistency:
-            estimate = project(estimate, lr, 2, up.factor, up.profile)
+            estimate = project(estimate, lr, 2, up.factor, up.profile, gain=gain)
         baseline = upsample_axis(lr, 2, up.factor, "bspline")
         mask = truth > lo
         for i, guess in enumerate((estimate, baseline)):
@@ -157,7 +147,23 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
         planes += truth.shape[0]
     psnr = [math.inf if s == 0 else 10 * math.log10(peak * peak * max(count, 1) / s)
             for s in sums]
-    return SelfCheck(psnr[0], psnr[1], planes)
+    return SelfCheck(psnr[0], psnr[1], planes, gain)
+
+
+def _pairs_gain(up, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """The projection's gain over all pairs ``(truth, lr, estimate)`` together (one per run,
+    :func:`medsr.noise.projection_gain`)."""
+    from medsr.consistency import residual_mean_square
+    from medsr.noise import noise_gain
+
+    if up.consistency_gain is not None:
+        return float(up.consistency_gain)
+    sd = up.noise_sd or 0.0
+    if sd <= 0 or not pairs:
+        return 1.0
+    ops = [(2, up.factor, up.profile)]
+    ms = [residual_mean_square(est, lr, ops) * lr.size for _, lr, est in pairs]
+    return noise_gain(sum(ms) / sum(lr.size for _, lr, _ in pairs), sd)
 
 
 def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfCheck | None:
@@ -187,8 +193,9 @@ def scale_down(up, volume: np.ndarray, consistency: bool = True,
     Raises:
         MedsrError: an upscaled axis too short for its factor twice over.
     """
-    from medsr.consistency import degrade_axes, project_axes
+    from medsr.consistency import degrade_axes, noise_variance_ratio, project_axes
     from medsr.errors import MedsrError
+    from medsr.noise import add_top_up, projection_gain, top_up_sd
 
     ops = up.operators()
     index = [slice(None)] * 3
@@ -209,10 +216,12 @@ def scale_down(up, volume: np.ndarray, consistency: bool = True,
         truth = np.take(truth, pick, axis=stack)
     truth = np.ascontiguousarray(truth, dtype=np.float32)
     lr = degrade_axes(truth, ops)
+    sd = up.noise_sd or 0.0  # the scan's noise, which the real input carries whole
+    lr = add_top_up(lr, top_up_sd(sd, noise_variance_ratio(lr.shape, ops)))
     members = up.predict(lr)
     estimate = np.mean(members, axis=0, dtype=np.float32)
     if consistency:
-        estimate = project_axes(estimate, lr, ops)
+        estimate = project_axes(estimate, lr, ops, gain=projection_gain(up, estimate, lr))
     return truth, lr, members, estimate
 
 
@@ -221,12 +230,15 @@ def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes
     """The check for in-plane SR and chains (:func:`scale_down`): the network against
     B-spline on the scan degraded once more, a few body planes when one axis is left alone."""
     from medsr.consistency import bspline_axes
+    from medsr.noise import projection_gain
 
-    truth, lr, _, estimate = scale_down(up, reference, consistency, (max_planes, lo))
+    truth, lr, members, estimate = scale_down(up, reference, consistency, (max_planes, lo))
+    gain = projection_gain(up, np.mean(members, axis=0, dtype=np.float32), lr) \
+        if consistency else 1.0
     mask = truth > lo
     sums = [float(np.sum(np.square(g[mask] - truth[mask], dtype=np.float64)))
             for g in (estimate, bspline_axes(lr, up.operators()))]
     psnr = [math.inf if v == 0 else 10 * math.log10(peak * peak * max(int(mask.sum()), 1) / v)
             for v in sums]
     kept = [a for a in range(3) if a not in {op[0] for op in up.operators()}]
-    return SelfCheck(psnr[0], psnr[1], int(truth.shape[kept[0]]) if kept else 1)
+    return SelfCheck(psnr[0], psnr[1], int(truth.shape[kept[0]]) if kept else 1, gain)

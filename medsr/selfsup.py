@@ -66,8 +66,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                         seed: int = 0,
                         init: str | Path | None = "default", device: str = "auto",
                         batch_size: int = 16, lr: float = 2e-4, max_steps: int = MAX_STEPS,
-                        progress: Callable[[float], None] | None = None
-                        ) -> tuple[torch.nn.Module, dict]:
+                        progress: Callable[[float], None] | None = None,
+                        noise_sd: float = 0.0) -> tuple[torch.nn.Module, dict]:
     """Fine-tune a 2D refiner on the scan's own planes; returns ``(network, card)``.
 
     Args:
@@ -85,11 +85,15 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         max_steps: the most steps the stopping rule may run.
         init: ``"default"`` (the shipped model for the modality, if any), a model folder, or
             ``None`` to start from scratch.
+        noise_sd: the noise of the thick slices (scan units, :mod:`medsr.noise`): the pairs'
+            LR is topped up to it (white Gaussian noise), since degrading the in-plane truth
+            averages its noise down while the real slices carry it whole.
     """
     from medsr.checkpoint import load_model
     from medsr.device import resolve_device
     from medsr.models import default_model
     from medsr.nets import build_network
+    from medsr.noise import top_up_sd
     from medsr.training.config import (
         DataConfig,
         DegradationConfig,
@@ -120,19 +124,20 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         normalization = default_normalization(modality)
         interpolation = "bspline"
         net_input, scale = "interpolated", [1, 1]
+    scaling = fit_scaling(array, normalization)
+    top_up = top_up_sd(noise_sd / scaling.scale, _square_sum(factor, profile))
     cfg = TrainConfig(
         name="self-supervised", seed=seed,
         data=DataConfig(modality=modality, normalization=normalization),
         patch=PatchConfig(size=[64, factor * max(4, round(64 / factor))],
                           batch_size=batch_size, min_foreground=0.2),
         degradation=DegradationConfig(factor=factor, thickness=[profile.width] * 2,
-                                      profiles=[profile.kind], noise=[0.0, 0.0]),
+                                      profiles=[profile.kind], noise=[top_up, top_up]),
         network=NetworkConfig(name=net.config.get("name", "edsr"), spatial_dims=2,
                               input=net_input, interpolation=interpolation))
     if net_input != "interpolated" and not getattr(net, "takes_factor", False) \
             and scale[-1] != factor:
         raise MedsrError(f"the initial model upscales ×{scale[-1]}, not ×{factor}")
-    scaling = fit_scaling(array, normalization)
     held = held_out_slices(array.shape[axis])
     volumes = [Volume(f"scan, degraded along axis {a}",
                       torch.from_numpy(np.delete(scaling.forward(v), held, axis=axis)),
@@ -143,7 +148,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                                                                    steps * batch_size), dev,
                     seed=seed)
     check = HeldOut([(a, np.take(scaling.forward(v), held, axis=axis)) for a, _, v in views],
-                    axis, factor, profile, net_input, interpolation, dev)
+                    axis, factor, profile, net_input, interpolation, dev, top_up)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     stepper = Stepper(net, optimizer, None, dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -181,7 +186,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
               "seconds": round(seconds, 1), "held_out_slices": [int(i) for i in held],
               "held_out_psnr": round(psnr, 3), "held_out_psnr_bspline":
                   round(check.bspline_psnr, 3),
-              "held_out_gain_db": round(psnr - check.bspline_psnr, 3)}
+              "held_out_gain_db": round(psnr - check.bspline_psnr, 3),
+              "pair_noise_sd": round(top_up * scaling.scale, 6)}
     logger.info("self-supervised: %d steps in %.0f s (%s), best at step %d: held-out pairs "
                 "%.2f dB, B-spline %.2f dB (%+.2f dB)", step, seconds, stopped, best_step, psnr,
                 check.bspline_psnr, psnr - check.bspline_psnr)
@@ -198,6 +204,15 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                 "initial_model": str(init_path) if init_path else None},
             "training_data": ["the scan itself (in-plane slices)"], "validation": None}
     return net.eval(), card
+
+
+def _square_sum(factor: int, profile: SliceProfile) -> float:
+    """The slice profile's weights, squared and summed: how much of the in-plane noise a
+    simulated thick slice keeps (its variance ratio)."""
+    from medsr.transforms.degrade import profile_kernel
+
+    return float(np.sum(np.square(profile_kernel(factor, profile.width * factor,
+                                                 profile.kind)[1])))
 
 
 def held_out_slices(n: int) -> np.ndarray:
@@ -238,7 +253,8 @@ class HeldOut:
 
     def __init__(self, views: list[tuple[int, np.ndarray]], axis: int, factor: int,
                  profile: SliceProfile, net_input: str, interpolation: str,
-                 device: torch.device) -> None:
+                 device: torch.device, noise_sd: float = 0.0) -> None:
+        from medsr.noise import add_top_up
         from medsr.resample import upsample_axis
         from medsr.training.data import interpolate_input
         from medsr.transforms.degrade import slice_profile
@@ -251,6 +267,7 @@ class HeldOut:
                 b = [x for x in range(3) if x != axis].index(a)
                 hr = torch.from_numpy(np.ascontiguousarray(np.moveaxis(plane, b, -1)))
                 lr = slice_profile(hr[None], 1, factor, profile.width * factor, profile.kind)
+                lr = torch.from_numpy(add_top_up(lr.numpy(), noise_sd, seed=len(self.pairs)))
                 up = upsample_axis(lr.numpy(), 2, factor, "bspline")[0]
                 err_bspline += float(np.sum((up - hr.numpy()) ** 2, dtype=np.float64))
                 count += hr.numel()

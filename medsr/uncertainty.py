@@ -126,6 +126,7 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
     """
     from medsr.consistency import project
     from medsr.metrics import otsu_threshold
+    from medsr.noise import projection_gain
     from medsr.resample import upsample_axis
     from medsr.selfcheck import inplane_pairs, predict_pair
 
@@ -133,11 +134,12 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
         return calibrate_self_similar(up, reference, consistency)
     lo = otsu_threshold(reference)
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for truth, lr in inplane_pairs(up, reference, max_planes):
+    for truth, lr in inplane_pairs(up, reference, max_planes, match_noise=True):
         views = predict_pair(up, lr)
         estimate = np.mean(views, axis=0, dtype=np.float32)
         if consistency:
-            estimate = project(estimate, lr, 2, up.factor, up.profile)
+            estimate = project(estimate, lr, 2, up.factor, up.profile,
+                               gain=projection_gain(up, estimate, lr))
         baseline = upsample_axis(lr, 2, up.factor, "bspline")
         mask = truth > lo
         pieces.append((spread(views)[mask], (estimate - baseline)[mask],

@@ -33,6 +33,7 @@ from medsr.io import Frames, as_metatensor, make_frames, read_frames, volume_fra
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler, mean_members
+from medsr.noise import projection_gain, scan_noise
 from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.selfcheck import SelfCheck, try_self_check
@@ -71,6 +72,9 @@ class Report:
     psnr_after: list[float] = field(default_factory=list)
     calibration: Calibration | None = None
     selfcheck: SelfCheck | None = None
+    noise_sd: float = 0.0  # of the measured samples; the projection fits within it
+    residual_sd: list[float] = field(default_factory=list)  # RMS of input - re-degraded
+    gain: float | None = None  # of the projection (1: exact; None: per slab)
 
     def describe(self) -> str:
         parts = []
@@ -78,6 +82,9 @@ class Report:
             after = min(self.psnr_after)
             parts.append(f"re-degraded vs input {_db(min(self.psnr_before))} -> {_db(after)}"
                          if self.consistency else f"re-degraded vs input {_db(after)}")
+            if self.noise_sd > 0 and self.residual_sd:
+                parts[-1] += (f" (residual {max(self.residual_sd) / self.noise_sd:.2f}× the "
+                              f"noise sd {self.noise_sd:.3g})")
         return "; ".join(parts)
 
 
@@ -145,10 +152,17 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
     t = frames.shape[0]
     reference = frames[0] if t == 1 else frames.mean(axis=0, dtype=np.float32)
     share = 0.7 if "self-supervised" in up.name else 0.0
+    if learned and up.noise_sd is None:
+        up.noise_sd = scan_noise(up, reference)
+        logger.info("noise of the measured samples: sd %.4g (scan units)", up.noise_sd)
     up.prepare(reference, progress=(lambda p: progress(share * p)) if progress else None)
-    report = Report(consistency=consistency and learned)
+    report = Report(consistency=consistency and learned,
+                    noise_sd=float(up.noise_sd or 0.0) if learned else 0.0)
     if learned:
         report.selfcheck = try_self_check(up, reference, report.consistency)
+        if report.selfcheck is not None and up.consistency_gain is None:
+            up.consistency_gain = report.selfcheck.gain  # every slab projected alike
+        report.gain = up.consistency_gain
         if fallback and report.selfcheck is not None and not report.selfcheck.passed:
             return None, None, report
     if uncertainty:
@@ -178,6 +192,8 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
                     for e in sums]
             report.psnr_before.append(psnr[0])
             report.psnr_after.append(psnr[1] if report.consistency else psnr[0])
+            report.residual_sd.append(math.sqrt(
+                (sums[1] if report.consistency else sums[0]) / frames[i].size))
     return out, sd, report
 
 
@@ -208,7 +224,8 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
         lr = crop(src)
         sums[0] = _sq_error(estimate, lr, ops)
         if report.consistency:
-            estimate = project_axes(estimate, lr, ops, in_place=True)
+            estimate = project_axes(estimate, lr, ops, in_place=True,
+                                    gain=projection_gain(up, estimate, lr))
             sums[1] = _sq_error(estimate, lr, ops)
         if sd is not None:
             refinement = bspline_axes(lr, ops)
@@ -251,7 +268,8 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                    self_supervised: dict | None = None, consistency: bool = True,
                    uncertainty: bool = False, slice_thickness: float | None = None,
                    slice_profile: str | None = None, max_memory_gb: float | None = None,
-                   scratch: str | Path | None = None, save_format: str | None = None
+                   scratch: str | Path | None = None, save_format: str | None = None,
+                   noise_sd: float | None = None
                    ) -> MetaTensor | Frames | tuple[MetaTensor | Frames, MetaTensor | Frames]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -302,12 +320,16 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         save_format: the format the result will be saved in (``nifti``, ``dicom``, ``nrrd``,
             ``mha``), for the memory check: NIfTI and DICOM are written a chunk at a time,
             NRRD/MHA whole. Default: a streamed format.
+        noise_sd: the noise standard deviation of the measured samples (scan units) for
+            learned methods: the consistency projection reproduces the input within it, and
+            self-supervised pairs carry it (:mod:`medsr.noise`). Default: measured on the
+            scan; 0: exact consistency, noise-free pairs.
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
         subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
         methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
-        input), ``meta["medsr_slice_profile"]``, ``meta["medsr_operators"]`` (each upscaled
+        input; ``medsr_consistency_residual_sd`` its RMS against ``medsr_noise_sd``), ``meta["medsr_slice_profile"]``, ``meta["medsr_operators"]`` (each upscaled
         axis's operator) and ``meta["medsr_selfcheck"]`` (PSNR of the network and of B-spline
         on the scan's own truth, :mod:`medsr.selfcheck`; with ``method="auto"`` and no
         ``uncertainty``, a network that does not beat B-spline there gives way to B-spline,
@@ -355,6 +377,10 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     up = make_upscaler(frames.shape[1:], affine, method=method, scale=scale, spacing=spacing,
                        model=model, modality=kind, device=device,
                        self_supervised=_selfsup_options(self_supervised))
+    if noise_sd is not None:
+        if not (math.isfinite(noise_sd) and noise_sd >= 0):
+            raise MedsrError(f"the noise sd must be 0 or more, got {noise_sd}")
+        up.noise_sd = float(noise_sd)
     if uncertainty and not up.learned:
         raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
                          "(use --method default, --self-supervised or --model)")
@@ -402,6 +428,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
             for a, f, p in ops]
         result.meta["medsr_consistency_psnr"] = min(report.psnr_after)
         result.meta["medsr_consistency_psnr_before"] = min(report.psnr_before)
+        result.meta["medsr_noise_sd"] = report.noise_sd
+        result.meta["medsr_consistency_residual_sd"] = max(report.residual_sd)
+        result.meta["medsr_consistency_gain"] = report.gain
     if up.learned:
         card = getattr(up, "card", None) or getattr(thick, "card", None) or {}
         result.meta["medsr_model"] = model_summary(card)

@@ -105,7 +105,9 @@ def test_inplane_model_keeps_geometry_consistency_and_writes_uncertainty(name, t
     model = _inplane_model(tmp_path / "m")
     affine = AFFINES[name]
     vol = _volume((16, 14, 5), affine)
-    out, sd = medsr.upscale(vol, (2, 2, 1), model=model, uncertainty=True, device="cpu")
+    # noise_sd=0: exact consistency (else the phantom's own noise is measured and kept)
+    out, sd = medsr.upscale(vol, (2, 2, 1), model=model, uncertainty=True, device="cpu",
+                            noise_sd=0)
     shape, expected, _ = target_grid((16, 14, 5), affine, scale=(2, 2, 1))
     assert tuple(out.shape[1:]) == shape == tuple(sd.shape[1:])
     assert np.allclose(out.affine.numpy(), expected, atol=1e-9)
@@ -125,7 +127,8 @@ def test_inplane_model_keeps_geometry_consistency_and_writes_uncertainty(name, t
 def test_every_axis_at_once_chains_the_inplane_and_through_plane_models():
     affine = make_affine(np.eye(3), (3.0, 3.0, 3.0), (1.0, 2.0, 3.0))
     vol = _volume((16, 16, 6), affine, seed=2)
-    out = medsr.upscale(vol, (2, 2, 2), modality="MR", method="default", device="cpu")
+    out = medsr.upscale(vol, (2, 2, 2), modality="MR", method="default", device="cpu",
+                        noise_sd=0)
     assert out.meta["medsr_method"] == "default in-plane + default"
     assert tuple(out.shape[1:]) == (32, 32, 12)
     assert np.allclose(spacing(out.affine.numpy()), (1.5, 1.5, 1.5))
@@ -162,7 +165,7 @@ def test_default_method_serves_inplane_requests_with_the_shipped_model():
         vol = MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))
         for f in (2, 3):
             out = medsr.upscale(vol, (f, f, 1), modality=modality, method="default",
-                                device="cpu")
+                                device="cpu", noise_sd=0)
             assert out.meta["medsr_method"] == "default in-plane"
             assert tuple(out.shape[1:]) == (24 * f, 20 * f, 4)
             expected = "sinc" if modality == "MR" else "box"

@@ -49,6 +49,9 @@ class DegradationConfig:
     profiles: list[str] = field(default_factory=lambda: ["box", "gaussian"])
     noise: list[float] = field(default_factory=lambda: [0.0, 0.01])  # std, normalised units
     rician: bool = False
+    # share of patches that get noise (the rest stay clean, so a blind denoiser keeps clean
+    # scans as they are); drawn only when below 1, so older configs draw what they drew
+    noise_probability: float = 1.0
     blur_fwhm: list[float] = field(default_factory=lambda: [0.0, 0.0])  # in-plane PSF, voxels
     kspace: float = 0.0  # probability of in-plane k-space truncation ×2 before profiling
     # 1: only the last axis of a patch is degraded (thick slices); 2: both axes of a 2D patch
@@ -157,6 +160,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     known = ("box", "gaussian", "kspace") if d.axes == 2 else ("box", "gaussian")
     if not d.profiles or any(p not in known for p in d.profiles):
         raise MedsrError(f"degradation.profiles must be among {', '.join(known)}")
+    if not 0.0 <= d.noise_probability <= 1.0:
+        raise MedsrError("degradation.noise_probability must be between 0 and 1")
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")

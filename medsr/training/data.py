@@ -141,6 +141,8 @@ class PairSampler:
     def _noise(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The LR image with Gaussian or Rician noise of a std drawn from the config."""
         d = self.cfg.degradation
+        if d.noise_probability < 1.0 and rng.random() >= d.noise_probability:
+            return x
         sigma = float(rng.uniform(*d.noise))
         if sigma > 0:
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
