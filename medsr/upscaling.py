@@ -329,8 +329,10 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
         subdivision convention; ``meta["medsr_method"]`` says what ran, and for learned
         methods ``meta["medsr_consistency_psnr"]`` (dB, the re-degraded output against the
-        input; ``medsr_consistency_residual_sd`` its RMS against ``medsr_noise_sd``), ``meta["medsr_slice_profile"]``, ``meta["medsr_operators"]`` (each upscaled
-        axis's operator) and ``meta["medsr_selfcheck"]`` (PSNR of the network and of B-spline
+        input; ``medsr_consistency_residual_sd`` its RMS, against the measured
+        ``medsr_noise_sd``, with the projection's ``medsr_consistency_gain``),
+        ``meta["medsr_slice_profile"]``, ``meta["medsr_operators"]`` (each upscaled axis's
+        operator) and ``meta["medsr_selfcheck"]`` (PSNR of the network and of B-spline
         on the scan's own truth, :mod:`medsr.selfcheck`; with ``method="auto"`` and no
         ``uncertainty``, a network that does not beat B-spline there gives way to B-spline,
         the check still recorded); self-supervised SR adds ``meta["medsr_self_supervised"]``
