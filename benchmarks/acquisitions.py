@@ -57,15 +57,18 @@ def degrade(truth, axis: int, factor: int, acquisition: str, modality: str):
 
 
 def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list[str],
-             options: dict, hints: bool) -> list[dict]:
+             options: dict, hints: bool, auto_profile: bool = False) -> list[dict]:
     import medsr
     from medsr.evaluation import evaluate
-    from medsr.io import load_volume, make_volume, volume_parts
+    from medsr.io import load_volume, make_volume, volume_frames, volume_parts
     from medsr.transforms.intensity import guess_modality
 
-    array, affine, source = volume_parts(load_volume(path))
-    if array.ndim == 4:  # a series: its first volume
-        array = array[..., 0]
+    volume = load_volume(path)
+    try:
+        array, affine, source = volume_parts(volume)
+    except ValueError:  # a 4D series (EPI): its first volume
+        frames, affine, source = volume_frames(volume)
+        array = frames[0]
     modality = (source.modality or guess_modality(array)).upper()
     keep = array.shape[axis] // factor * factor
     truth = make_volume(np.take(array, np.arange(keep), axis=axis), affine, source)
@@ -77,12 +80,18 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
     runs = [("bspline", None)] + [(m, None) for m in methods]
     if hints and hint is not None:
         runs += [(m, hint) for m in methods]
+    if auto_profile and acquisition != "noise":
+        runs += [(m, {"slice_profile": "auto"}) for m in methods]
     for name, given in runs:
         t0 = time.perf_counter()
         kwargs = dict(options.get(name, {}))
         if given:
             kwargs.update(given)
-        pred = medsr.upscale(low, scale, method=name, modality=modality, **kwargs)
+        if name.startswith("model="):  # a candidate model folder
+            kwargs["model"] = name.split("=", 1)[1]
+        else:
+            kwargs["method"] = name
+        pred = medsr.upscale(low, scale, modality=modality, **kwargs)
         seconds = time.perf_counter() - t0
         r = evaluate(pred, truth, axis=axis)
         if name == "bspline":
@@ -92,6 +101,7 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
                "acquisition": acquisition, "method": name, "hint": given,
                "psnr": r.psnr, "ssim": r.ssim, "mae": r.mae,
                "gain_db": r.psnr - base.psnr, "ssim_gain": r.ssim - base.ssim,
+               "profile": meta.get("medsr_slice_profile"),
                "noise_sd": meta.get("medsr_noise_sd"),
                "residual_sd": meta.get("medsr_consistency_residual_sd"),
                "selfcheck": meta.get("medsr_selfcheck"),
@@ -107,15 +117,18 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| scan | ×f | acquisition | method | hint | PSNR (Δ B-spline) | SSIM (Δ) | MAE | "
-             "residual / noise sd |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| scan | ×f | acquisition | method | hint | profile used | PSNR (Δ B-spline) | "
+             "SSIM (Δ) | MAE | residual / noise sd |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         ratio = (f"{r['residual_sd'] / r['noise_sd']:.2f}" if r["noise_sd"] and
                  r["residual_sd"] is not None else "–")
         hint = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in (r["hint"] or {}).items()) or "–"
+        prof = r.get("profile")
+        used = f"{prof['kind']} {prof['width']:.2f}" if prof else "–"
         lines.append(f"| {r['scan']} (axis {r['axis']}) | {r['factor']} | {r['acquisition']} "
-                     f"| {r['method']} | {hint} | {r['psnr']:.2f} ({r['gain_db']:+.2f}) | "
+                     f"| {r['method']} | {hint} | {used} | {r['psnr']:.2f} ({r['gain_db']:+.2f}) | "
                      f"{r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | {r['mae']:.2f} | {ratio} |")
     return "\n".join(lines)
 
@@ -125,9 +138,13 @@ def main() -> None:
     parser.add_argument("scans", nargs="+", help="SCAN or SCAN:AXIS (default axis 2)")
     parser.add_argument("--factors", default="3")
     parser.add_argument("--acquisitions", default=",".join(ACQUISITIONS))
-    parser.add_argument("--methods", default="default")
+    parser.add_argument("--methods", default="default",
+                        help="comma-separated: default, self-supervised, bspline, linear, "
+                             "or model=DIR (a trained model folder)")
     parser.add_argument("--no-hints", action="store_true",
                         help="only runs without a hint")
+    parser.add_argument("--auto-profile", action="store_true",
+                        help="also run with --slice-profile auto (the profile it finds)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="acquisitions")
     args = parser.parse_args()
@@ -138,7 +155,8 @@ def main() -> None:
         for f in (int(v) for v in args.factors.split(",")):
             for acquisition in args.acquisitions.split(","):
                 rows += run_case(Path(path), int(axis or 2), f, acquisition,
-                                 args.methods.split(","), {}, not args.no_hints)
+                                 args.methods.split(","), {}, not args.no_hints,
+                                 args.auto_profile)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": " ".join(f"{v:.2f}" for v in load),
                           "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg())},

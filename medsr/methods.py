@@ -158,7 +158,8 @@ class ModelUpscaler(NetworkUpscaler):
 
         return predict_views(array, self.factors, self.net, self.card, device=self.device,
                              spacing=voxel_size(self.affine), scaling=self.scaling,
-                             core=core, progress=progress)
+                             planes=self.card.get("views", "both"), core=core,
+                             progress=progress)
 
 
 @dataclass

@@ -27,19 +27,24 @@ import numpy as np
 _MEDIAN_ABS = 0.6744897501960817
 
 
-def noise_sd(volume: np.ndarray, axis: int, lo: float | None = None) -> float:
+def noise_sd(volume: np.ndarray, axis: int, lo: float | None = None,
+             body: np.ndarray | None = None) -> float:
     """Standard deviation of white noise in the planes across ``axis`` of ``volume``,
-    measured inside the body (intensity above ``lo``; default: Otsu's threshold)."""
+    measured inside the body: intensity above ``lo`` (default: Otsu's threshold), or where
+    the boolean ``body`` (same shape) is set."""
     from medsr.metrics import otsu_threshold
 
     planes = np.moveaxis(np.asarray(volume), axis, 0).astype(np.float32, copy=False)
     if min(planes.shape[1:]) < 3:
         return 0.0
-    lo = otsu_threshold(planes) if lo is None else lo
     x = planes[:, :-2, :-2] - 2 * planes[:, 1:-1, :-2] + planes[:, 2:, :-2]
     x = x - 2 * (planes[:, :-2, 1:-1] - 2 * planes[:, 1:-1, 1:-1] + planes[:, 2:, 1:-1])
     x = x + planes[:, :-2, 2:] - 2 * planes[:, 1:-1, 2:] + planes[:, 2:, 2:]
-    body = planes[:, 1:-1, 1:-1] > lo
+    if body is not None:
+        body = np.moveaxis(np.asarray(body, dtype=bool), axis, 0)[:, 1:-1, 1:-1]
+    else:
+        lo = otsu_threshold(planes) if lo is None else lo
+        body = planes[:, 1:-1, 1:-1] > lo
     if not body.any():
         return 0.0
     # the mask's weights square-sum to 36: its response to white noise has sd 6σ
@@ -71,6 +76,31 @@ def scan_noise(up, reference: np.ndarray, lo: float | None = None) -> float:
                     lo)
 
 
+def residual_gain(pieces: Sequence[tuple[np.ndarray, np.ndarray]], axis: int,
+                  sd: float) -> float:
+    """The Wiener gain for re-degradation residuals ``(residual, lr)`` of measured ``lr``
+    arrays: over the body (``lr`` above Otsu's threshold, where the noise is whole; MR's
+    background noise is Rician and smaller), the residual's mean square against the noise
+    left in it (measured on it, across ``axis``, at most ``sd``: what a network removed of
+    the scan's noise is there, what it kept is not)."""
+    from medsr.metrics import otsu_threshold
+
+    if sd <= 0 or not pieces:
+        return 1.0
+    lo = otsu_threshold(np.concatenate([np.ravel(lr) for _, lr in pieces]))
+    total, count, left = 0.0, 0, []
+    for residual, lr in pieces:
+        body = np.asarray(lr) > lo
+        if not body.any():
+            continue
+        total += float(np.sum(np.square(residual[body], dtype=np.float64)))
+        count += int(body.sum())
+        left.append(noise_sd(residual, axis, body=body))
+    if not count:
+        return 1.0
+    return noise_gain(total / count, min(sd, float(np.mean(left))))
+
+
 def noise_gain(mean_square_residual: float, sd: float) -> float:
     """Share of the residual the projection corrects: the Wiener gain of a residual of mean
     square ``mean_square_residual`` over noise of standard deviation ``sd`` (1: exact)."""
@@ -83,14 +113,18 @@ def projection_gain(up, estimate: np.ndarray, lr: np.ndarray) -> float:
     """The gain of the consistency projection for ``up`` (an Upscaler): the one fixed for the
     whole run (``up.consistency_gain``, from the self-check's pairs), else the Wiener gain of
     this estimate's own residual over the scan's noise."""
-    from medsr.consistency import residual_mean_square
+    from medsr.consistency import degrade_axes
+    from medsr.geometry import spacing
 
     if up.consistency_gain is not None:
         return float(up.consistency_gain)
     sd = up.noise_sd or 0.0
     if sd <= 0:
         return 1.0
-    return noise_gain(residual_mean_square(estimate, lr, up.operators()), sd)
+    ops = up.operators()
+    residual = np.asarray(lr, dtype=np.float32) - degrade_axes(estimate, ops)
+    axis = measured_plane_axis(residual.shape, spacing(up.affine), [op[0] for op in ops])
+    return residual_gain([(residual, lr)], axis, sd)
 
 
 def top_up_sd(sd: float, weights_square_sum: float) -> float:

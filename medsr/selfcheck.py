@@ -153,8 +153,8 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
 def _pairs_gain(up, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
     """The projection's gain over all pairs ``(truth, lr, estimate)`` together (one per run,
     :func:`medsr.noise.projection_gain`)."""
-    from medsr.consistency import residual_mean_square
-    from medsr.noise import noise_gain
+    from medsr.consistency import degrade_axes
+    from medsr.noise import residual_gain
 
     if up.consistency_gain is not None:
         return float(up.consistency_gain)
@@ -162,8 +162,8 @@ def _pairs_gain(up, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> f
     if sd <= 0 or not pairs:
         return 1.0
     ops = [(2, up.factor, up.profile)]
-    ms = [residual_mean_square(est, lr, ops) * lr.size for _, lr, est in pairs]
-    return noise_gain(sum(ms) / sum(lr.size for _, lr, _ in pairs), sd)
+    # each view's stack (planes, b, a/f): its planes across axis 0
+    return residual_gain([(lr - degrade_axes(est, ops), lr) for _, lr, est in pairs], 0, sd)
 
 
 def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfCheck | None:
