@@ -57,7 +57,7 @@ def degrade(truth, axis: int, factor: int, acquisition: str, modality: str):
 
 
 def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list[str],
-             options: dict, hints: bool, auto_profile: bool = False) -> list[dict]:
+             options: dict, hints: list[str], auto_profile: bool = False) -> list[dict]:
     import medsr
     from medsr.evaluation import evaluate
     from medsr.io import load_volume, make_volume, volume_frames, volume_parts
@@ -78,10 +78,10 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
     rows = []
     base = None
     runs = [("bspline", None)] + [(m, None) for m in methods]
-    if hints and hint is not None:
-        runs += [(m, hint) for m in methods]
+    if hint is not None:
+        runs += [(m, hint) for m in hints]
     if auto_profile and acquisition != "noise":
-        runs += [(m, {"slice_profile": "auto"}) for m in methods]
+        runs += [(m, {"slice_profile": "auto"}) for m in hints]
     for name, given in runs:
         t0 = time.perf_counter()
         kwargs = dict(options.get(name, {}))
@@ -141,8 +141,9 @@ def main() -> None:
     parser.add_argument("--methods", default="default",
                         help="comma-separated: default, self-supervised, bspline, linear, "
                              "or model=DIR (a trained model folder)")
-    parser.add_argument("--no-hints", action="store_true",
-                        help="only runs without a hint")
+    parser.add_argument("--hint-methods", default="default",
+                        help="methods also run with the right hint (and with --auto-profile); "
+                             "empty: none")
     parser.add_argument("--auto-profile", action="store_true",
                         help="also run with --slice-profile auto (the profile it finds)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -155,7 +156,8 @@ def main() -> None:
         for f in (int(v) for v in args.factors.split(",")):
             for acquisition in args.acquisitions.split(","):
                 rows += run_case(Path(path), int(axis or 2), f, acquisition,
-                                 args.methods.split(","), {}, not args.no_hints,
+                                 args.methods.split(","), {},
+                                 [m for m in args.hint_methods.split(",") if m],
                                  args.auto_profile)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": " ".join(f"{v:.2f}" for v in load),
