@@ -91,7 +91,11 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
             kwargs["model"] = name.split("=", 1)[1]
         else:
             kwargs["method"] = name
-        pred = medsr.upscale(low, scale, modality=modality, **kwargs)
+        try:
+            pred = medsr.upscale(low, scale, modality=modality, **kwargs)
+        except medsr.MedsrError as err:  # e.g. self-supervised SR without a fine plane
+            print(f"{path.name} ax{axis} x{factor} {acquisition} {name}: {err}", flush=True)
+            continue
         seconds = time.perf_counter() - t0
         r = evaluate(pred, truth, axis=axis)
         if name == "bspline":
