@@ -182,12 +182,6 @@ def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
     return x.numpy()
 
 
-def residual_mean_square(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator]) -> float:
-    """Mean square of ``lr - D out``: what the projection would correct."""
-    diff = degrade_axes(out, ops) - np.asarray(lr, dtype=np.float32)
-    return float(np.mean(np.square(diff, dtype=np.float64)))
-
-
 def noise_variance_ratio(lr_shape: Sequence[int], ops: Sequence[Operator]) -> float:
     """The noise variance of a simulated measurement (``ops`` applied to a volume with white
     noise) over the volume's: the mean squared row norm of ``D`` on each axis, multiplied."""
