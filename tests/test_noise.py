@@ -175,6 +175,9 @@ def test_self_supervised_pairs_carry_the_scan_noise():
     # a box of 3 keeps a third of the in-plane noise; the pairs get the other two thirds
     assert card["self_supervised"]["pair_noise_sd"] == pytest.approx(30 * np.sqrt(2 / 3),
                                                                      rel=1e-3)
+    out = medsr.upscale(low, (1, 1, 3), method="self-supervised", modality="MR",
+                        self_supervised={"steps": 2}, device="cpu")
+    assert out.meta["medsr_self_supervised"]["pair_noise_sd"] > 0  # measured on the scan
     _, clean = fit_self_supervised(array, np.asarray(low.affine), axis=2, factor=3,
                                    modality="MR", steps=2, device="cpu")
     assert clean["self_supervised"]["pair_noise_sd"] == 0
