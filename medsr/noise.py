@@ -114,22 +114,27 @@ def noise_gain(mean_square_residual: float, sd: float) -> float:
     return float(max(0.0, 1.0 - sd * sd / mean_square_residual))
 
 
-def projection_gain(up, estimate: np.ndarray, lr: np.ndarray) -> float:
+def projection_gain(up, pairs: Sequence[tuple[np.ndarray, np.ndarray]], ops=None,
+                    axis: int | None = None) -> float:
     """The gain of the consistency projection for ``up`` (an Upscaler): the one fixed for the
     whole run (``up.consistency_gain``, from the self-check's pairs), else the Wiener gain of
-    this estimate's own residual over the scan's noise."""
+    the residuals of ``(estimate, lr)`` ``pairs`` together over the scan's noise. ``ops``
+    (default ``up.operators()``) degrade the estimates; ``axis`` is the one the measured planes
+    lie across (default: from the request)."""
     from medsr.consistency import degrade_axes
     from medsr.geometry import spacing
 
     if up.consistency_gain is not None:
         return float(up.consistency_gain)
     sd = up.noise_sd or 0.0
-    if sd <= 0:
+    if sd <= 0 or not pairs:
         return 1.0
-    ops = up.operators()
-    residual = np.asarray(lr, dtype=np.float32) - degrade_axes(estimate, ops)
-    axis = measured_plane_axis(residual.shape, spacing(up.affine), [op[0] for op in ops])
-    return residual_gain([(residual, lr)], axis, sd)
+    ops = up.operators() if ops is None else ops
+    if axis is None:
+        axis = measured_plane_axis(pairs[0][1].shape, spacing(up.affine),
+                                   [op[0] for op in ops])
+    return residual_gain([(np.asarray(lr, dtype=np.float32) - degrade_axes(est, ops), lr)
+                          for est, lr in pairs], axis, sd)
 
 
 def top_up_sd(sd: float, weights_square_sum: float) -> float:

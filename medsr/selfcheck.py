@@ -70,15 +70,14 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
 
     from medsr.metrics import otsu_threshold
     from medsr.noise import scan_noise, top_up_sd
-    from medsr.selfsup import inplane_truth
-    from medsr.transforms.degrade import profile_kernel, slice_profile
+    from medsr.selfsup import inplane_truth, profile_variance
+    from medsr.transforms.degrade import slice_profile
 
     f, prof = up.factor, up.profile
     lo = otsu_threshold(reference)
     top_up = 0.0
     if match_noise:
-        weights = profile_kernel(f, prof.width * f, prof.kind)[1]
-        top_up = top_up_sd(scan_noise(up, reference, lo), float(np.sum(np.square(weights))))
+        top_up = top_up_sd(scan_noise(up, reference, lo), profile_variance(f, prof))
     rng = np.random.default_rng(0)
     pairs = []
     for a, plane, volume in inplane_truth(reference, up.affine, up.axis, f):
@@ -126,6 +125,7 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     """
     from medsr.consistency import project
     from medsr.metrics import otsu_threshold
+    from medsr.noise import projection_gain
     from medsr.resample import upsample_axis
 
     lo = otsu_threshold(reference)
@@ -135,7 +135,9 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     sums, count, planes = np.zeros(2), 0, 0
     pairs = [(truth, lr, np.mean(predict_pair(up, lr), axis=0, dtype=np.float32))
              for truth, lr in inplane_pairs(up, reference, max_planes, match_noise)]
-    gain = _pairs_gain(up, pairs) if consistency else 1.0
+    # one gain over every view's stack (planes, b, a/f), its planes across axis 0
+    gain = projection_gain(up, [(est, lr) for _, lr, est in pairs],
+                           [(2, up.factor, up.profile)], 0) if consistency else 1.0
     for truth, lr, estimate in pairs:
         if consistency:
             estimate = project(estimate, lr, 2, up.factor, up.profile, gain=gain)
@@ -148,22 +150,6 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     psnr = [math.inf if s == 0 else 10 * math.log10(peak * peak * max(count, 1) / s)
             for s in sums]
     return SelfCheck(psnr[0], psnr[1], planes, gain)
-
-
-def _pairs_gain(up, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    """The projection's gain over all pairs ``(truth, lr, estimate)`` together (one per run,
-    :func:`medsr.noise.projection_gain`)."""
-    from medsr.consistency import degrade_axes
-    from medsr.noise import residual_gain
-
-    if up.consistency_gain is not None:
-        return float(up.consistency_gain)
-    sd = up.noise_sd or 0.0
-    if sd <= 0 or not pairs:
-        return 1.0
-    ops = [(2, up.factor, up.profile)]
-    # each view's stack (planes, b, a/f): its planes across axis 0
-    return residual_gain([(lr - degrade_axes(est, ops), lr) for _, lr, est in pairs], 0, sd)
 
 
 def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfCheck | None:
@@ -181,11 +167,12 @@ def try_self_check(up, reference: np.ndarray, consistency: bool = True) -> SelfC
 
 def scale_down(up, volume: np.ndarray, consistency: bool = True,
                planes: tuple[int, float] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
-    """``(truth, lr, members, estimate)`` one scale down: ``volume`` cropped to whole LR
+               ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray, float]:
+    """``(truth, lr, members, estimate, gain)`` one scale down: ``volume`` cropped to whole LR
     voxels (``planes = (n, lo)``: only ``n`` planes spread over the body, intensity above
     ``lo``, across an axis the request leaves alone), degraded by the request's own operators
-    (``up.operators()``) and upscaled back by ``up``'s members, their mean projected.
+    (``up.operators()``) and upscaled back by ``up``'s members, their mean projected with
+    ``gain`` (:func:`medsr.noise.projection_gain`; 1 without the projection).
 
     The truth for in-plane SR and chains, which have no finer plane in the scan: the check
     here and the uncertainty calibration (:mod:`medsr.uncertainty`) use it.
@@ -220,9 +207,11 @@ def scale_down(up, volume: np.ndarray, consistency: bool = True,
     lr = add_top_up(lr, top_up_sd(sd, noise_variance_ratio(lr.shape, ops)))
     members = up.predict(lr)
     estimate = np.mean(members, axis=0, dtype=np.float32)
+    gain = 1.0
     if consistency:
-        estimate = project_axes(estimate, lr, ops, gain=projection_gain(up, estimate, lr))
-    return truth, lr, members, estimate
+        gain = projection_gain(up, [(estimate, lr)])
+        estimate = project_axes(estimate, lr, ops, gain=gain)
+    return truth, lr, members, estimate, gain
 
 
 def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes: int,
@@ -230,11 +219,8 @@ def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes
     """The check for in-plane SR and chains (:func:`scale_down`): the network against
     B-spline on the scan degraded once more, a few body planes when one axis is left alone."""
     from medsr.consistency import bspline_axes
-    from medsr.noise import projection_gain
 
-    truth, lr, members, estimate = scale_down(up, reference, consistency, (max_planes, lo))
-    gain = projection_gain(up, np.mean(members, axis=0, dtype=np.float32), lr) \
-        if consistency else 1.0
+    truth, lr, _, estimate, gain = scale_down(up, reference, consistency, (max_planes, lo))
     mask = truth > lo
     sums = [float(np.sum(np.square(g[mask] - truth[mask], dtype=np.float64)))
             for g in (estimate, bspline_axes(lr, up.operators()))]

@@ -129,7 +129,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         interpolation = "bspline"
         net_input, scale = "interpolated", [1, 1]
     scaling = fit_scaling(array, normalization)
-    top_up = top_up_sd(noise_sd / scaling.scale, _square_sum(factor, profile))
+    top_up = top_up_sd(noise_sd / scaling.scale, profile_variance(factor, profile))
     cfg = TrainConfig(
         name="self-supervised", seed=seed,
         data=DataConfig(modality=modality, normalization=normalization),
@@ -210,7 +210,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     return net.eval(), card
 
 
-def _square_sum(factor: int, profile: SliceProfile) -> float:
+def profile_variance(factor: int, profile: SliceProfile) -> float:
     """The slice profile's weights, squared and summed: how much of the in-plane noise a
     simulated thick slice keeps (its variance ratio)."""
     from medsr.transforms.degrade import profile_kernel

@@ -139,7 +139,7 @@ def calibrate(up, reference: np.ndarray, consistency: bool = True,
         estimate = np.mean(views, axis=0, dtype=np.float32)
         if consistency:
             estimate = project(estimate, lr, 2, up.factor, up.profile,
-                               gain=projection_gain(up, estimate, lr))
+                               gain=projection_gain(up, [(estimate, lr)]))
         baseline = upsample_axis(lr, 2, up.factor, "bspline")
         mask = truth > lo
         pieces.append((spread(views)[mask], (estimate - baseline)[mask],
@@ -168,10 +168,10 @@ def calibrate_self_similar(up, reference: np.ndarray, consistency: bool = True) 
 
     lo = otsu_threshold(reference)
     once = scale_down(up, reference, consistency)
-    s, r, e = _maps(up, lo, *once)
+    s, r, e = _maps(up, lo, *once[:4])
     cal = fit(s, r, e)
     try:  # the same, from the scan one scale down (its LR side) to two
-        e2 = _maps(up, lo, *scale_down(up, once[1], consistency))[2]
+        e2 = _maps(up, lo, *scale_down(up, once[1], consistency)[:4])[2]
     except MedsrError:
         e2 = np.empty(0)
     if e2.size > 100:

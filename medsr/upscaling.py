@@ -225,7 +225,7 @@ def _slab(frame: np.ndarray, up: Upscaler, axis: int | None, start: int, stop: i
         sums[0] = _sq_error(estimate, lr, ops)
         if report.consistency:
             estimate = project_axes(estimate, lr, ops, in_place=True,
-                                    gain=projection_gain(up, estimate, lr))
+                                    gain=projection_gain(up, [(estimate, lr)]))
             sums[1] = _sq_error(estimate, lr, ops)
         if sd is not None:
             refinement = bspline_axes(lr, ops)
