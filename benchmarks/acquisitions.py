@@ -11,7 +11,9 @@ default, with the right ``slice_thickness``/``slice_profile`` hint too):
 
 PSNR over the volume against the thin truth (data range of the truth), SSIM over slices, MAE
 inside the body (:func:`medsr.evaluation.evaluate`); the consistency residual against the
-measured noise for learned methods.
+measured noise for learned methods. ``--series`` degrades every volume of a 4D series (EPI)
+and upscales the series as one input, so the noise can be read from its volumes' difference;
+the first volume is scored.
 
 Usage::
 
@@ -34,7 +36,7 @@ import numpy as np
 ACQUISITIONS = ("clean", "gaussian", "gaps", "noise")
 
 
-def degrade(truth, axis: int, factor: int, acquisition: str, modality: str):
+def degrade(truth, axis: int, factor: int, acquisition: str, modality: str, seed: int = 0):
     """The thick-slice copy of ``truth`` and the hint that describes it (or ``None``)."""
     import torch
 
@@ -52,27 +54,33 @@ def degrade(truth, axis: int, factor: int, acquisition: str, modality: str):
     if acquisition == "noise":
         sigma = 20.0 if modality == "CT" else 0.03 * float(truth.max())
         low = add_noise(low, sigma, rician=modality != "CT",
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(seed))
     return low, None
 
 
 def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list[str],
-             options: dict, hints: list[str], auto_profile: bool = False) -> list[dict]:
+             options: dict, hints: list[str], auto_profile: bool = False,
+             series: bool = False) -> list[dict]:
     import medsr
     from medsr.evaluation import evaluate
     from medsr.io import load_volume, make_volume, volume_frames, volume_parts
     from medsr.transforms.intensity import guess_modality
 
     volume = load_volume(path)
-    try:
-        array, affine, source = volume_parts(volume)
-    except ValueError:  # a 4D series (EPI): its first volume
-        frames, affine, source = volume_frames(volume)
-        array = frames[0]
+    frames, affine, source = volume_frames(volume)
+    array = frames[0]  # a 4D series (EPI): its first volume is scored
     modality = (source.modality or guess_modality(array)).upper()
     keep = array.shape[axis] // factor * factor
     truth = make_volume(np.take(array, np.arange(keep), axis=axis), affine, source)
     low, hint = degrade(truth, axis, factor, acquisition, modality)
+    series = series and len(frames) > 1
+    if series:  # every volume degraded alike (its own noise), upscaled as one series
+        lows = [degrade(make_volume(np.take(a, np.arange(keep), axis=axis), affine, source),
+                        axis, factor, acquisition, modality, seed=i)[0]
+                for i, a in enumerate(frames)]
+        lows[0] = low
+        low_frames = np.stack([volume_parts(v)[0] for v in lows])
+        low = make_volume(low_frames, np.asarray(lows[0].affine), volume_parts(lows[0])[2])
     scale = [1, 1, 1]
     scale[axis] = factor
     rows = []
@@ -97,11 +105,13 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
             print(f"{path.name} ax{axis} x{factor} {acquisition} {name}: {err}", flush=True)
             continue
         seconds = time.perf_counter() - t0
+        meta = pred.meta
+        if series:
+            pred = make_volume(volume_frames(pred)[0][0], np.asarray(pred.affine), source)
         r = evaluate(pred, truth, axis=axis)
         if name == "bspline":
             base = r
-        meta = pred.meta
-        row = {"scan": path.name, "modality": modality, "axis": axis, "factor": factor,
+        row = {"scan": path.name + (" (series)" if series else ""), "modality": modality, "axis": axis, "factor": factor,
                "acquisition": acquisition, "method": name, "hint": given,
                "psnr": r.psnr, "ssim": r.ssim, "mae": r.mae,
                "gain_db": r.psnr - base.psnr, "ssim_gain": r.ssim - base.ssim,
@@ -150,6 +160,8 @@ def main() -> None:
                              "empty: none")
     parser.add_argument("--auto-profile", action="store_true",
                         help="also run with --slice-profile auto (the profile it finds)")
+    parser.add_argument("--series", action="store_true",
+                        help="a 4D input: degrade and upscale all its volumes together")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="acquisitions")
     args = parser.parse_args()
@@ -162,7 +174,7 @@ def main() -> None:
                 rows += run_case(Path(path), int(axis or 2), f, acquisition,
                                  args.methods.split(","), {},
                                  [m for m in args.hint_methods.split(",") if m],
-                                 args.auto_profile)
+                                 args.auto_profile, args.series)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": " ".join(f"{v:.2f}" for v in load),
                           "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg())},

@@ -354,8 +354,23 @@ app.command("report")(report_command)
 
 def main() -> None:
     """Console-script entry point."""
-    # torch's idle OpenMP threads sleep instead of spinning (unless the user chose otherwise):
-    # on a shared 2-core machine (load 14) a self-supervised training step took 0.63 s
-    # instead of 2.35 s (docs/speed.md). Set before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # On a busy machine torch's idle OpenMP threads sleep instead of spinning (unless the user
+    # chose): at load 14 on 2 cores a self-supervised training step took 0.63 s instead of
+    # 2.35 s. On a quiet one OpenMP's own default (spin a little, then sleep) is faster:
+    # self-supervised SR 51 s instead of 63 s end to end (docs/speed.md). Before torch loads.
+    if busy():
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(app())
+
+
+def busy() -> bool:
+    """Whether the machine's load (1-minute average) is over 1.5× the cores this process may
+    use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        return os.getloadavg()[0] > 1.5 * cores
+    except OSError:
+        return False

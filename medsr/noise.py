@@ -51,6 +51,33 @@ def noise_sd(volume: np.ndarray, axis: int, lo: float | None = None,
     return float(np.median(np.abs(x[body])) / (6.0 * _MEDIAN_ABS))
 
 
+def series_noise_sd(frames: np.ndarray, lo: float | None = None, pairs: int = 4) -> float:
+    """Standard deviation of white noise in one volume of a series ``(T, X, Y, Z)``, from the
+    difference of consecutive volumes inside the body (intensity of their mean above ``lo``,
+    default Otsu's threshold): the median absolute difference over ``pairs`` consecutive
+    pairs spread over the series. Motion and signal change only add to the difference, so it
+    is an upper bound, like :func:`noise_sd`'s (which anatomy raises on coarse grids); 0 for
+    fewer than two volumes."""
+    from medsr.metrics import otsu_threshold
+
+    frames = np.asarray(frames)
+    t = frames.shape[0]
+    if t < 2:
+        return 0.0
+    starts = np.unique(np.linspace(0, t - 2, min(pairs, t - 1)).round().astype(int))
+    values = []
+    for i in starts:
+        a, b = frames[i].astype(np.float32), frames[i + 1].astype(np.float32)
+        mean = (a + b) / 2
+        body = mean > (otsu_threshold(mean) if lo is None else lo)
+        if body.any():
+            values.append(np.abs(a[body] - b[body]))
+    if not values:
+        return 0.0
+    # the difference of two volumes has sd √2 σ
+    return float(np.median(np.concatenate(values)) / (np.sqrt(2.0) * _MEDIAN_ABS))
+
+
 def measured_plane_axis(shape: Sequence[int], spacing: Sequence[float],
                         upscaled: Sequence[int]) -> int:
     """The axis across which the measured planes lie: the thick axis of a through-plane
@@ -64,12 +91,17 @@ def measured_plane_axis(shape: Sequence[int], spacing: Sequence[float],
     return int(np.argmax(spacing))
 
 
-def scan_noise(up, reference: np.ndarray, lo: float | None = None) -> float:
+def scan_noise(up, reference: np.ndarray, lo: float | None = None,
+               frames: np.ndarray | None = None) -> float:
     """The noise of the measured samples of a request (an :class:`medsr.methods.Upscaler`
     ``up`` on the 3D ``reference``): ``up.noise_sd`` when set, else measured on the thick
     slices of a through-plane request. In-plane requests (and chains) measure none: their
     measured planes are the coarse ones, where the estimate reads anatomy as noise (5.4 of
-    255 on Colin27 at ×3 in-plane, whose noise is under 1), and their models trained clean."""
+    255 on Colin27 at ×3 in-plane, whose noise is under 1), and their models trained clean.
+
+    For a series (``frames``, ``(T, X, Y, Z)`` with T ≥ 2) the noise of one volume is the
+    smaller of two upper bounds: the planes' estimate on its first volume and the difference
+    of consecutive volumes (:func:`series_noise_sd`), which anatomy does not raise."""
     from medsr.geometry import spacing
 
     if up.noise_sd is not None:
@@ -77,8 +109,11 @@ def scan_noise(up, reference: np.ndarray, lo: float | None = None) -> float:
     if up.axis is None:  # in-plane SR, chains: the measured planes are the coarse ones,
         return 0.0       # where anatomy reads as noise; exact consistency there
     axes = [op[0] for op in up.operators()] or [up.axis]
-    return noise_sd(reference, measured_plane_axis(reference.shape, spacing(up.affine), axes),
-                    lo)
+    one = reference if frames is None or len(frames) < 2 else frames[0]
+    sd = noise_sd(one, measured_plane_axis(one.shape, spacing(up.affine), axes), lo)
+    if frames is not None and len(frames) >= 2:
+        sd = min(sd, series_noise_sd(frames, lo))
+    return sd
 
 
 def residual_gain(pieces: Sequence[tuple[np.ndarray, np.ndarray]], axis: int,

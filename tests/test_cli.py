@@ -201,3 +201,25 @@ def test_lazy_package_keeps_its_public_names():
             "from medsr.api import upscale as api_upscale; assert upscale is api_upscale; "
             "assert set(medsr.__all__) <= set(dir(medsr))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_openmp_threads_sleep_only_on_a_busy_machine(monkeypatch):
+    """Waiting OpenMP threads sleep (PASSIVE) when the load is over 1.5× the cores, and keep
+    OpenMP's default (faster when idle) otherwise; a user's own setting always wins."""
+    import os
+
+    from medsr import cli
+
+    monkeypatch.setattr(cli, "app", lambda: 0)
+    cores = len(os.sched_getaffinity(0))
+    for load, expected in ((10.0 * cores, "PASSIVE"), (0.1, None)):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert os.environ.get("OMP_WAIT_POLICY") == expected
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
