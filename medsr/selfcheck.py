@@ -52,13 +52,14 @@ class SelfCheck:
                 f"{self.learned_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB")
 
 
-def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool = False
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool = False,
+                  slices=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(truth, lr)`` stacks ``(planes, b, a)`` from the scan's in-plane truth: up to
     ``max_planes`` planes per view, spread over the body, degraded along ``a`` (last) with the
     thick axis's slice profile.
 
     Args:
+        slices: only these slices along the thick axis (default: any in the body).
         match_noise: top the LR stacks' noise up to the scan's own (:func:`medsr.noise.scan_noise`):
             degrading averages the in-plane noise down, while the real thick slices carry it
             whole, so without this a network that copies noise looks better than it is.
@@ -85,6 +86,8 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
         stack = np.ascontiguousarray(np.moveaxis(volume, (up.axis, b, a), (0, 1, 2)))
         means = stack.reshape(stack.shape[0], -1).mean(axis=1)
         body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
+        if slices is not None:
+            body = np.asarray(slices, dtype=int)
         pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
         truth = stack[np.unique(pick)]
         lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
@@ -133,8 +136,11 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     if up.axis is None:  # the plane itself is upscaled: no finer truth, one scale down
         return _self_similar_check(up, reference, consistency, 2 * max_planes, lo, peak)
     sums, count, planes = np.zeros(2), 0, 0
+    # a self-supervised fit learned from the scan's slices but those it held out: check on
+    # these, or the check scores its own training data
+    held = (getattr(up, "card", None) or {}).get("self_supervised", {}).get("held_out_slices")
     pairs = [(truth, lr, np.mean(predict_pair(up, lr), axis=0, dtype=np.float32))
-             for truth, lr in inplane_pairs(up, reference, max_planes, match_noise)]
+             for truth, lr in inplane_pairs(up, reference, max_planes, match_noise, held)]
     # one gain over every view's stack (planes, b, a/f), its planes across axis 0
     gain = projection_gain(up, [(est, lr) for _, lr, est in pairs],
                            [(2, up.factor, up.profile)], 0) if consistency else 1.0

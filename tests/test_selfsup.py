@@ -32,6 +32,10 @@ def test_self_supervised_lands_on_the_upscaled_grid_and_is_seeded(thick, tmp_pat
     assert out.shape == ref.shape == (1, 40, 36, 24)
     np.testing.assert_allclose(out.affine.numpy(), ref.affine.numpy(), atol=1e-12)
     assert out.meta["medsr_method"] == "self-supervised"
+    # its self-check scores the slices it held out of training (one plane per view each),
+    # not the ones it learned from
+    held = out.meta["medsr_self_supervised"]["held_out_slices"]
+    assert 1 <= len(held) < 8 and out.meta["medsr_selfcheck"]["planes"] == 2 * len(held)
     again = medsr.upscale(thick, method="self-supervised", self_supervised={**opts,
                           "save_model": None})
     np.testing.assert_array_equal(out.numpy(), again.numpy())
