@@ -86,8 +86,9 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
         stack = np.ascontiguousarray(np.moveaxis(volume, (up.axis, b, a), (0, 1, 2)))
         means = stack.reshape(stack.shape[0], -1).mean(axis=1)
         body = np.flatnonzero(means > lo) if np.any(means > lo) else np.arange(len(means))
-        if slices is not None:
-            body = np.asarray(slices, dtype=int)
+        if slices is not None:  # those in this scan's body (none: any in the body)
+            held = np.intersect1d(np.asarray(slices, dtype=int), body)
+            body = held if len(held) else body
         pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
         truth = stack[np.unique(pick)]
         lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
@@ -138,6 +139,7 @@ def self_check(up, reference: np.ndarray, consistency: bool = True,
     sums, count, planes = np.zeros(2), 0, 0
     # a self-supervised fit learned from the scan's slices but those it held out: check on
     # these, or the check scores its own training data
+    # (a saved fit reused on the same scan checks the same slices, so its output is the same)
     held = (getattr(up, "card", None) or {}).get("self_supervised", {}).get("held_out_slices")
     pairs = [(truth, lr, np.mean(predict_pair(up, lr), axis=0, dtype=np.float32))
              for truth, lr in inplane_pairs(up, reference, max_planes, match_noise, held)]
