@@ -112,7 +112,8 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
         if name == "bspline":
             base = r
         row = {"scan": path.name + (" (series)" if series else ""), "modality": modality,
-               "axis": axis, "factor": factor, "acquisition": acquisition, "method": name, "hint": given,
+               "axis": axis, "factor": factor, "acquisition": acquisition, "method": name,
+               "hint": given,
                "psnr": r.psnr, "ssim": r.ssim, "mae": r.mae,
                "gain_db": r.psnr - base.psnr, "ssim_gain": r.ssim - base.ssim,
                "profile": meta.get("medsr_slice_profile"),
