@@ -85,8 +85,10 @@ def timed_runs(command: list[str], repeats: int, env: dict, cwd: Path) -> dict:
             "runs_wall_s": [round(w, 3) for w in walls], "load_1min": loads, "last_line": last}
 
 
-def make_thick(thin: Path, factor: int, out: Path) -> Path:
-    """A thick-slice copy of ``thin``: ``factor`` slices averaged along the last axis."""
+def make_thick(thin: Path, factor: int, out: Path) -> tuple[Path, Path]:
+    """A thick-slice copy of ``thin`` (``factor`` slices averaged along the last axis) and
+    the truth: ``thin`` itself, or its first whole multiple of ``factor`` slices (beside
+    ``out``) when the count is not one."""
     import numpy as np
     from bspline_reference import slab_average
 
@@ -94,11 +96,16 @@ def make_thick(thin: Path, factor: int, out: Path) -> Path:
     from medsr.io import SourceInfo, make_volume, volume_parts
 
     array, affine, source = volume_parts(medsr.load_volume(thin))
-    thick, thick_affine, _ = slab_average(array, affine, 2, factor)
+    thick, thick_affine, cropped = slab_average(array, affine, 2, factor)
     dtype = source.dtype if source.dtype.startswith("int") else "float32"
     medsr.save_volume(make_volume(np.round(thick) if dtype != "float32" else thick,
                                   thick_affine, SourceInfo("nifti", "", dtype)), out, force=True)
-    return out
+    if cropped.shape == array.shape:
+        return out, thin
+    truth = out.with_name(out.name.replace(".nii.gz", "_truth.nii.gz"))
+    medsr.save_volume(make_volume(cropped, affine, SourceInfo("nifti", "", "float32")), truth,
+                      force=True)
+    return out, truth
 
 
 def score(rows: list[dict], truths: dict[str, Path]) -> None:
@@ -140,8 +147,8 @@ def main() -> None:
     scans, truths = [], {}
     for item in args.thin:
         label, path = item.split("=", 1)
-        scans.append((label, make_thick(Path(path), args.factor, work / f"{label}.nii.gz")))
-        truths[label] = Path(path)
+        thick, truths[label] = make_thick(Path(path), args.factor, work / f"{label}.nii.gz")
+        scans.append((label, thick))
     for item in args.scan:
         label, path = item.split("=", 1)
         scans.append((label, Path(path)))
