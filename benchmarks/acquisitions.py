@@ -75,10 +75,10 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
     low, hint = degrade(truth, axis, factor, acquisition, modality)
     series = series and len(frames) > 1
     if series:  # every volume degraded alike (its own noise), upscaled as one series
-        lows = [degrade(make_volume(np.take(a, np.arange(keep), axis=axis), affine, source),
-                        axis, factor, acquisition, modality, seed=i)[0]
-                for i, a in enumerate(frames)]
-        lows[0] = low
+        lows = [low] + [degrade(make_volume(np.take(a, np.arange(keep), axis=axis), affine,
+                                            source), axis, factor, acquisition, modality,
+                                seed=i)[0]
+                        for i, a in enumerate(frames) if i > 0]
         low_frames = np.stack([volume_parts(v)[0] for v in lows])
         low = make_volume(low_frames, np.asarray(lows[0].affine), volume_parts(lows[0])[2])
     scale = [1, 1, 1]

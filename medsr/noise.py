@@ -109,11 +109,10 @@ def scan_noise(up, reference: np.ndarray, lo: float | None = None,
     if up.axis is None:  # in-plane SR, chains: the measured planes are the coarse ones,
         return 0.0       # where anatomy reads as noise; exact consistency there
     axes = [op[0] for op in up.operators()] or [up.axis]
-    one = reference if frames is None or len(frames) < 2 else frames[0]
+    series = frames is not None and len(frames) >= 2
+    one = frames[0] if series else reference
     sd = noise_sd(one, measured_plane_axis(one.shape, spacing(up.affine), axes), lo)
-    if frames is not None and len(frames) >= 2:
-        sd = min(sd, series_noise_sd(frames, lo))
-    return sd
+    return min(sd, series_noise_sd(frames, lo)) if series else sd
 
 
 def residual_gain(pieces: Sequence[tuple[np.ndarray, np.ndarray]], axis: int,

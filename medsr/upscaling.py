@@ -153,7 +153,7 @@ def run(frames: np.ndarray, up: Upscaler, *, consistency: bool = True,
     reference = frames[0] if t == 1 else frames.mean(axis=0, dtype=np.float32)
     share = 0.7 if "self-supervised" in up.name else 0.0
     if learned and up.noise_sd is None:
-        up.noise_sd = scan_noise(up, reference, frames=frames if t > 1 else None)
+        up.noise_sd = scan_noise(up, reference, frames=frames)
         logger.info("noise of the measured samples: sd %.4g (scan units)", up.noise_sd)
     up.prepare(reference, progress=(lambda p: progress(share * p)) if progress else None)
     report = Report(consistency=consistency and learned,
