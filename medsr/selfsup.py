@@ -61,6 +61,8 @@ PATIENCE = 3
 MAX_STEPS = 150
 #: the fine-tuning learning rate: 5e-4 reaches at 150 steps what 2e-4 did at 250
 LEARNING_RATE = 5e-4
+#: side of the self-supervised training patches (shorter on a scan with a shorter plane)
+PAIR_PATCH = 64
 #: pairs made once into the bank the batches are drawn from (flipped at random)
 BANK_PAIRS = 2048
 
@@ -135,8 +137,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     cfg = TrainConfig(
         name="self-supervised", seed=seed,
         data=DataConfig(modality=modality, normalization=normalization),
-        patch=PatchConfig(size=[64, factor * max(4, round(64 / factor))],
-                          batch_size=batch_size, min_foreground=0.2),
+        patch=PatchConfig(size=pair_patch(views, factor), batch_size=batch_size,
+                          min_foreground=0.2),
         degradation=DegradationConfig(factor=factor, thickness=[profile.width] * 2,
                                       profiles=[profile.kind], noise=[top_up, top_up]),
         network=NetworkConfig(name=net.config.get("name", "edsr"), spatial_dims=2,
@@ -210,6 +212,19 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                 "initial_model": str(init_path) if init_path else None},
             "training_data": ["the scan itself (in-plane slices)"], "validation": None}
     return net.eval(), card
+
+
+def pair_patch(views: list[tuple[int, list[int], np.ndarray]], factor: int,
+               size: int = PAIR_PATCH) -> list[int]:
+    """The training patch ``[other axis, degraded axis]`` of the in-plane pairs: ``size``
+    square, but no longer than the shortest plane has (a thin series' 24 slices): a patch
+    padded beyond the scan teaches its zero border, not its anatomy."""
+    along = min(v.shape[a] for a, _, v in views)
+    across = min(v.shape[next(b for b in plane if b != a)] for a, plane, v in views)
+    k = max(1, round(min(size, along) / factor))
+    if k * factor > along:  # whole LR voxels inside the plane
+        k = along // factor
+    return [min(size, across), factor * max(2, k)]
 
 
 def profile_variance(factor: int, profile: SliceProfile) -> float:

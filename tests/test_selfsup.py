@@ -128,3 +128,31 @@ def test_held_out_slices_stay_inside_the_scan():
     for n in (3, 8, 25, 36, 120):
         held = held_out_slices(n)
         assert 1 <= len(held) <= 4 and held.min() >= 1 and held.max() <= n - 2
+
+
+def test_self_supervised_pairs_stay_inside_a_thin_scan():
+    """A series with 24 slices (an EPI whose in-plane axis is upscaled): the training pairs
+    are cut from the scan, never padded past it, and whole LR voxels long; a scan with large
+    planes keeps the 64-pixel patches its figures were measured with."""
+    import torch
+
+    from medsr.selfsup import inplane_truth, pair_patch
+    from medsr.training.config import DegradationConfig, PatchConfig, TrainConfig
+    from medsr.training.data import PairSampler, Volume
+
+    rng = np.random.default_rng(0)
+    array = (1.0 + rng.random((20, 96, 24))).astype(np.float32)  # > 0 everywhere
+    affine = make_affine(np.eye(3), (6.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    views = inplane_truth(array, affine, 0, 3)
+    size = pair_patch(views, 3)
+    assert size[0] <= 24 and size[1] <= 24 and size[1] % 3 == 0
+    cfg = TrainConfig(patch=PatchConfig(size=size, batch_size=8, min_foreground=0.0),
+                      degradation=DegradationConfig(factor=3, noise=[0.0, 0.0]))
+    sampler = PairSampler([Volume("thin", torch.from_numpy(v), tuple(p), lr_axes=(a,))
+                           for a, p, v in views], cfg)
+    for step in range(4):
+        lr, hr = sampler.batch(step)
+        assert float(hr.min()) > 0.5 and float(lr.min()) > 0.5  # no zero padding learnt
+    big = inplane_truth(np.ones((12, 128, 128), np.float32),
+                        make_affine(np.eye(3), (3.0, 1.0, 1.0), (0.0, 0.0, 0.0)), 0, 3)
+    assert pair_patch(big, 3) == [64, 63]

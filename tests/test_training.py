@@ -187,3 +187,23 @@ def test_slightly_coarser_thin_axis_says_how_to_train_on_it(tmp_path):
     cfg = load_config(path, {"optim.max_steps": 1, "data.val_fraction": 0.0,
                              "data.hr_spacing_tolerance": 1.57})
     assert train(cfg, tmp_path / "run", device="cpu", progress=False).step == 1
+
+
+def test_scale_augmentation_shows_the_anatomy_on_a_coarser_grid(tmp_path, data_dir):
+    """``patch.zoom``: a patch cut twice as large and shrunk shows twice the anatomy per
+    pixel (a ramp rises twice as fast); without it the patch is the volume's own pixels."""
+    from medsr.training.data import PairSampler, Volume
+
+    ramp = torch.arange(200, dtype=torch.float32)[:, None, None].expand(200, 200, 200)
+    volume = Volume("ramp", ramp.contiguous(), (0, 1, 2))
+    path = tiny_config(tmp_path, data_dir)
+    for zoom, slope in ((1.0, 1.0), (2.0, 2.0)):
+        cfg = load_config(path, {"patch.zoom": [zoom, zoom], "patch.zoom_probability": 1.0,
+                                 "patch.size": [32, 32], "patch.min_foreground": 0.0})
+        sampler = PairSampler([volume], cfg)
+        _, hr = sampler.batch(0, size=8)
+        steps = [float(torch.diff(p[0], dim=d)[2:-2, 2:-2].abs().max()) for p in hr
+                 for d in (0, 1)]
+        assert max(steps) == pytest.approx(slope, rel=0.02)
+    with pytest.raises(MedsrError, match="patch.zoom"):
+        load_config(path, {"patch.zoom": [0.5, 1.0]})

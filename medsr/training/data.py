@@ -119,6 +119,8 @@ class PairSampler:
         size = list(self.cfg.patch.size)
         for a in range(-self.cfg.degradation.axes, 0):  # whole LR voxels, and the margin
             size[a] = factor * (max(2, round(size[a] / factor)) + 2 * margin)
+        zoom = self._zoom(rng)
+        cut = [round(n * zoom) for n in size] if zoom > 1 else size
         for _ in range(20):
             i, *order = self.choices[rng.integers(len(self.choices))]
             vol = self.volumes[i].data
@@ -128,15 +130,27 @@ class PairSampler:
                 view = view if a < b else view.T  # plane axes in (a, b) order, b degraded
             else:
                 view = vol.permute(*order)
-            patch = _random_crop(view, size, rng)
+            patch = _random_crop(view, cut, rng)
             foreground = (patch > self.cfg.patch.foreground_threshold).float().mean()
             if float(foreground) >= self.cfg.patch.min_foreground:
                 break
+        if cut != size:
+            patch = shrink(patch, size)
         if rng.random() < 0.5:  # flips along the axes that are not degraded
             patch = patch.flip(0)
         if self.cfg.degradation.axes == 2 and rng.random() < 0.5:
             patch = patch.transpose(0, 1).contiguous()
         return patch
+
+    def _zoom(self, rng: np.random.Generator) -> float:
+        """This patch's scale augmentation factor (1: none); drawn only when it is enabled,
+        so configs without it draw what they drew."""
+        p = self.cfg.patch
+        if p.zoom_probability <= 0 or p.zoom[1] <= 1.0:
+            return 1.0
+        if rng.random() >= p.zoom_probability:
+            return 1.0
+        return float(rng.uniform(*p.zoom))
 
     def _noise(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The LR image with Gaussian or Rician noise of a std drawn from the config."""
@@ -213,6 +227,18 @@ def _hint(volumes: list[Volume]) -> str:
     return (f"; the most isotropic volume has spacings up to {need:.2f}× its finest: set "
             f"data.hr_spacing_tolerance: {math.ceil(need * 100) / 100:.2f} (or more) to train "
             "on it as the high-resolution reference")
+
+
+def shrink(patch: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``patch`` resampled to ``size`` with an anti-aliased filter (scale augmentation): the
+    same anatomy as a scanner with a coarser grid would have measured it."""
+    x = patch[None, None]
+    if patch.ndim == 2:  # anti-aliased bicubic: a filter as wide as the shrink
+        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True,
+                                            align_corners=False)
+    else:  # 3D has no anti-aliased mode: area averaging
+        x = torch.nn.functional.interpolate(x, size=size, mode="area")
+    return x[0, 0].contiguous()
 
 
 def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) -> torch.Tensor:
