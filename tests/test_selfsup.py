@@ -116,7 +116,8 @@ def test_stopping_rule_halves_then_stops_and_keeps_the_best_weights():
     with torch.no_grad():
         net.weight.fill_(-1.0)
     verdicts = [rule.update(100 + 50 * i, 30.5, optimizer) for i in range(2 * PATIENCE)]
-    assert verdicts[PATIENCE - 1] == "learning rate halved" and optimizer.param_groups[0]["lr"] == 0.5
+    assert verdicts[PATIENCE - 1] == "learning rate halved"
+    assert optimizer.param_groups[0]["lr"] == 0.5
     assert verdicts[-1] == "plateau" and verdicts.count("plateau") == 1
     rule.restore(net)
     assert float(net.weight) == 7.0 and rule.best_step == 50
