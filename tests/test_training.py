@@ -207,3 +207,17 @@ def test_scale_augmentation_shows_the_anatomy_on_a_coarser_grid(tmp_path, data_d
         assert max(steps) == pytest.approx(slope, rel=0.02)
     with pytest.raises(MedsrError, match="patch.zoom"):
         load_config(path, {"patch.zoom": [0.5, 1.0]})
+
+
+def test_contrast_augmentation_keeps_background_dark_and_can_swap_tissues():
+    """``patch.contrast_probability``: a random curve keeps the background at 0 and the
+    range in [0, 1], and some draws reverse the order of two tissues (a T2-like look)."""
+    from medsr.training.data import remap_contrast
+
+    tissues = torch.tensor([[0.0, 0.3, 0.6, 0.9]])
+    swapped = 0
+    for seed in range(20):
+        out = remap_contrast(tissues, np.random.default_rng(seed))[0]
+        assert float(out[0]) == 0.0 and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+        swapped += bool(out[1] > out[3])
+    assert 0 < swapped < 20

@@ -41,6 +41,10 @@ class PatchConfig:
     # so the network also learns anatomy seen on coarser grids (a 2 mm EPI, a 1.5 mm T2)
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
     zoom_probability: float = 0.0
+    # contrast augmentation: a share of patches has its intensities remapped by a smooth
+    # random curve (background kept dark), so an MR model trained on T1 also meets other
+    # contrasts (T2*, EPI, FLAIR) with their tissue order changed
+    contrast_probability: float = 0.0
 
 
 @dataclass
@@ -169,6 +173,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("patch.zoom must be a range [lo, hi] with 1 <= lo <= hi")
     if not 0.0 <= p.zoom_probability <= 1.0:
         raise MedsrError("patch.zoom_probability must be between 0 and 1")
+    if not 0.0 <= p.contrast_probability <= 1.0:
+        raise MedsrError("patch.contrast_probability must be between 0 and 1")
     if not 0.0 <= d.noise_probability <= 1.0:
         raise MedsrError("degradation.noise_probability must be between 0 and 1")
     lo, hi = factor_range(d)

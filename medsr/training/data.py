@@ -136,6 +136,9 @@ class PairSampler:
                 break
         if cut != size:
             patch = shrink(patch, size)
+        p = self.cfg.patch
+        if p.contrast_probability > 0 and rng.random() < p.contrast_probability:
+            patch = remap_contrast(patch, rng)
         if rng.random() < 0.5:  # flips along the axes that are not degraded
             patch = patch.flip(0)
         if self.cfg.degradation.axes == 2 and rng.random() < 0.5:
@@ -239,6 +242,18 @@ def shrink(patch: torch.Tensor, size: list[int]) -> torch.Tensor:
     else:  # 3D has no anti-aliased mode: area averaging
         x = torch.nn.functional.interpolate(x, size=size, mode="area")
     return x[0, 0].contiguous()
+
+
+def remap_contrast(patch: torch.Tensor, rng: np.random.Generator, knots: int = 6
+                   ) -> torch.Tensor:
+    """``patch`` (normalised, ~[0, 1]) through a random piecewise-linear curve: 0 stays 0
+    (MR background is dark in every contrast), the other knots are drawn in [0, 1], so
+    tissues may swap order (a T1 made to look T2-like) and the result keeps the range."""
+    xs = np.linspace(0.0, 1.0, knots)
+    ys = np.concatenate([[0.0], rng.uniform(0.0, 1.0, knots - 1)])
+    ys /= max(ys.max(), 1e-3)
+    values = np.interp(patch.numpy(), xs, ys).astype(np.float32)  # flat beyond the ends
+    return torch.from_numpy(values)
 
 
 def _random_crop(view: torch.Tensor, size: list[int], rng: np.random.Generator) -> torch.Tensor:
