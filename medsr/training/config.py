@@ -41,8 +41,8 @@ class PatchConfig:
     # so the network also learns anatomy seen on coarser grids (a 2 mm EPI, a 1.5 mm T2)
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
     zoom_probability: float = 0.0
-    # contrast augmentation: a share of patches has its intensities remapped by a smooth
-    # random curve (background kept dark), so an MR model trained on T1 also meets other
+    # contrast augmentation: a share of patches has its intensities remapped by a random
+    # piecewise-linear curve (background kept dark), so an MR model trained on T1 meets other
     # contrasts (T2*, EPI, FLAIR) with their tissue order changed
     contrast_probability: float = 0.0
 
