@@ -74,13 +74,15 @@ def run_case(path: Path, axis: int, factor: int, acquisition: str, methods: list
     array = frames[0]  # a 4D series (EPI): its first volume is scored
     modality = (source.modality or guess_modality(array)).upper()
     keep = array.shape[axis] // factor * factor
-    truth = make_volume(np.take(array, np.arange(keep), axis=axis), affine, source)
+
+    def whole_slabs(a):  # a volume cropped to whole thick slices
+        return make_volume(np.take(a, np.arange(keep), axis=axis), affine, source)
+
+    truth = whole_slabs(array)
     low, hint = degrade(truth, axis, factor, acquisition, modality)
     series = series and len(frames) > 1
     if series:  # every volume degraded alike (its own noise), upscaled as one series
-        lows = [low] + [degrade(make_volume(np.take(a, np.arange(keep), axis=axis), affine,
-                                            source), axis, factor, acquisition, modality,
-                                seed=i)[0]
+        lows = [low] + [degrade(whole_slabs(a), axis, factor, acquisition, modality, seed=i)[0]
                         for i, a in enumerate(frames) if i > 0]
         low_frames = np.stack([volume_parts(v)[0] for v in lows])
         low = make_volume(low_frames, np.asarray(lows[0].affine), volume_parts(lows[0])[2])

@@ -221,7 +221,7 @@ def pair_patch(views: list[tuple[int, list[int], np.ndarray]], factor: int,
     padded beyond the scan teaches its zero border, not its anatomy."""
     along = min(v.shape[a] for a, _, v in views)
     across = min(v.shape[next(b for b in plane if b != a)] for a, plane, v in views)
-    k = max(1, round(min(size, along) / factor))
+    k = round(min(size, along) / factor)
     if k * factor > along:  # whole LR voxels inside the plane
         k = along // factor
     return [min(size, across), factor * max(2, k)]
