@@ -192,6 +192,14 @@ def test_help_info_and_interpolation_load_no_torch_or_monai(scan, tmp_path):
     assert (tmp_path / "o.nii.gz").exists()
 
 
+def test_default_model_runs_without_monai(scan, tmp_path):
+    """A learned upscale loads torch and ONNX Runtime but not MONAI (whose ``__init__``
+    imports every subpackage: seconds on each run)."""
+    loaded = _modules_after("upscale", scan, "-o", tmp_path / "o.nii.gz", "--scale", 1, 1, 2)
+    assert "torch" in loaded and "monai" not in loaded
+    assert (tmp_path / "o.nii.gz").exists()
+
+
 def test_lazy_package_keeps_its_public_names():
     import subprocess
     import sys

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv
 from torch import nn
 
 _INTERP_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -59,9 +58,13 @@ def check_scale(spatial_dims: object, scale: Iterable[int]) -> tuple[int, tuple[
 
 def conv(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
          bias: bool = True) -> nn.Module:
-    """A 2D or 3D convolution (MONAI's ``Conv`` factory) with 'same' zero padding."""
-    return Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size,
-                                         padding=kernel_size // 2, bias=bias)
+    """A 2D or 3D convolution with 'same' zero padding.
+
+    (torch's own classes, which MONAI's ``Conv`` factory returns too: reaching that factory
+    imports all of MONAI, seconds on every learned run.)"""
+    conv_class = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+    return conv_class(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                      bias=bias)
 
 
 def interpolate(x: torch.Tensor, scale: Sequence[int]) -> torch.Tensor:

@@ -1,36 +1,32 @@
-"""MONAI-style transforms: an array transform plus its keyed (dictionary) wrapper."""
+"""MONAI-style transforms: an array transform plus its keyed (dictionary) wrapper.
+
+Every name loads on first use (PEP 562): the deterministic degradations
+(:mod:`medsr.transforms.degrade`) need no MONAI, the random keyed transforms
+(:mod:`medsr.transforms.random_degrade`) do, and the reading/upscaling transforms
+(:mod:`medsr.transforms.upscale`) sit above this package's others (they use
+:mod:`medsr.upscaling`), so ``medsr.transforms.degrade`` stays importable from the layers below
+and an inference run does not pay for ``import monai``.
+"""
 
 from __future__ import annotations
 
-from medsr.transforms.degrade import (
-    RandGaussianPSFd,
-    RandInPlaned,
-    RandKSpaced,
-    RandNoised,
-    RandSliceProfiled,
-    add_noise,
-    gaussian_psf,
-    kspace_truncate,
-    partial_fourier,
-    pixel_box,
-    simulate_thick_slices,
-    slice_profile,
-)
+from importlib import import_module
 
-_UPSCALE = ("LoadVolume", "LoadVolumed", "Upscale", "Upscaled")
+_WHERE = {
+    "degrade": ("add_noise", "gaussian_psf", "kspace_truncate", "partial_fourier", "pixel_box",
+                "simulate_thick_slices", "slice_profile"),
+    "random_degrade": ("RandGaussianPSFd", "RandInPlaned", "RandKSpaced", "RandNoised",
+                       "RandSliceProfiled"),
+    "upscale": ("LoadVolume", "LoadVolumed", "Upscale", "Upscaled"),
+}
+_MODULE = {name: module for module, names in _WHERE.items() for name in names}
 
 
 def __getattr__(name: str):
-    """The reading/upscaling transforms sit above this package's others (they use
-    :mod:`medsr.upscaling`), so they load on first use (PEP 562) and ``medsr.transforms.degrade``
-    stays importable from the layers below."""
-    if name in _UPSCALE:
-        from medsr.transforms import upscale
-
-        return getattr(upscale, name)
+    """A transform from the module that defines it, loaded on first use."""
+    if name in _MODULE:
+        return getattr(import_module(f"medsr.transforms.{_MODULE[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["LoadVolume", "LoadVolumed", "RandGaussianPSFd", "RandInPlaned", "RandKSpaced",
-           "RandNoised", "RandSliceProfiled", "Upscale", "Upscaled", "add_noise", "gaussian_psf",
-           "kspace_truncate", "partial_fourier", "pixel_box", "simulate_thick_slices",
-           "slice_profile"]
+
+__all__ = sorted(_MODULE)
