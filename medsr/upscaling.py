@@ -577,7 +577,8 @@ def _wrap(out: np.ndarray, out_affine: np.ndarray, source: SourceInfo,
 def selfsup_summary(card: dict) -> dict:
     """What a self-supervised fit did, for the output's metadata (see :mod:`medsr.selfsup`)."""
     keys = ("steps", "best_step", "stopped", "seconds", "held_out_slices", "held_out_psnr",
-            "held_out_psnr_bspline", "held_out_gain_db", "pair_noise_sd")
+            "held_out_psnr_bspline", "held_out_gain_db", "pair_noise_sd", "weight_average",
+            "held_out_psnr_fitted")
     fitted = card.get("self_supervised", {})
     return {k: fitted[k] for k in keys if k in fitted}
 

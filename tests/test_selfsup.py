@@ -157,3 +157,31 @@ def test_self_supervised_pairs_stay_inside_a_thin_scan():
     big = inplane_truth(np.ones((12, 128, 128), np.float32),
                         make_affine(np.eye(3), (3.0, 1.0, 1.0), (0.0, 0.0, 0.0)), 0, 3)
     assert pair_patch(big, 3) == [64, 63]
+
+
+def test_fitted_weights_are_averaged_with_the_starting_model(thick):
+    """``weight_average`` α returns α·fitted + (1-α)·initial (WiSE-FT); α=1 the fitted weights,
+    and the held-out figures describe the network returned."""
+    import torch
+
+    from medsr.checkpoint import load_model
+    from medsr.io import volume_parts
+    from medsr.selfsup import fit_self_supervised
+
+    array, affine, _ = volume_parts(thick)
+    kwargs = dict(axis=2, factor=3, modality="MR", steps=3, seed=2)
+    fitted, card1 = fit_self_supervised(array, affine, weight_average=1.0, **kwargs)
+    half, card = fit_self_supervised(array, affine, weight_average=0.5, **kwargs)
+    initial = load_model(default_model("MR"), "cpu")[0].state_dict()
+    moved = 0
+    for name, value in half.state_dict().items():
+        expected = (fitted.state_dict()[name] + initial[name]) / 2
+        assert torch.allclose(value, expected, atol=1e-6), name
+        moved += not torch.equal(fitted.state_dict()[name], initial[name])
+    assert moved > 0  # the fit changed the weights, so the average is neither of them
+    report = card["self_supervised"]
+    assert report["weight_average"] == 0.5 and card1["self_supervised"]["weight_average"] == 1.0
+    assert report["held_out_psnr_fitted"] == pytest.approx(
+        card1["self_supervised"]["held_out_psnr"], abs=1e-3)
+    with pytest.raises(MedsrError, match="weight_average"):
+        fit_self_supervised(array, affine, weight_average=1.5, **kwargs)
