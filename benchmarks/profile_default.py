@@ -122,11 +122,10 @@ def main() -> None:
     import medsr.cli  # the CLI's own start-up
     TIMES["start-up: CLI"] = time.perf_counter() - t
     t = time.perf_counter()
-    import monai.data.meta_tensor  # noqa: F401 - what a learned run loads: torch, MONAI, ORT
-    import onnxruntime  # noqa: F401
-    import torch  # noqa: F401
+    import onnxruntime  # noqa: F401 - what a learned run loads: torch and ORT (since v0.5
+    import torch  # noqa: F401     no MONAI; older checkouts load it inside the run)
 
-    TIMES["start-up: torch, MONAI, ONNX Runtime"] = time.perf_counter() - t
+    TIMES["start-up: torch, ONNX Runtime"] = time.perf_counter() - t
     instrument()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / ("out" + "".join(args.scan.suffixes))
