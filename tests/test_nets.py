@@ -243,3 +243,54 @@ def test_lrrefiner_one_body_a_head_per_factor():
         assert torch.equal(rebuilt(x, factor=3), net(x, factor=3))
     with pytest.raises(ValueError, match="2D"):
         build_network("lrrefiner", spatial_dims=3, scale=(1, 1, 2), factors=(2, 3))
+
+
+def test_narrowing_a_model_keeps_what_it_learnt():
+    """``scripts/narrow_model.py``: when 8 of the 32 channels of each group (the residual
+    stream, each block's inner channels, each head's features) carry nothing, narrowing to 24
+    drops exactly those and computes the same function (so each channel's weights stay
+    together through every slicing and the sub-pixel grouping)."""
+    import importlib.util
+    from pathlib import Path
+
+    from medsr.checkpoint import load_model
+    from medsr.models import default_model
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "narrow_model.py"
+    spec = importlib.util.spec_from_file_location("narrow_model", path)
+    narrow_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(narrow_model)
+    net = load_model(default_model("CT"), "cpu")[0].eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def dead() -> torch.Tensor:
+        return torch.randperm(32, generator=gen)[:8]
+
+    w = net.state_dict()
+    stream = dead()
+    for key in ["conv_first", "conv_after_body"] + [f"body.{i}.conv2" for i in range(4)]:
+        w[f"{key}.weight"][stream] = 0
+        w[f"{key}.bias"][stream] = 0
+    w["conv_after_body.weight"][:, stream] = 0
+    for i in range(4):
+        inner = dead()
+        w[f"body.{i}.conv1.weight"][inner] = 0
+        w[f"body.{i}.conv1.bias"][inner] = 0
+        w[f"body.{i}.conv1.weight"][:, stream] = 0
+        w[f"body.{i}.conv2.weight"][:, inner] = 0
+    for f in net.heads:
+        r, features = int(f), dead()
+        up = w[f"heads.{f}.0.conv.weight"].view(32, r, 32, 3, 3)
+        up[features] = 0
+        up[:, :, stream] = 0
+        w[f"heads.{f}.0.conv.bias"].view(32, r)[features] = 0
+        w[f"heads.{f}.2.weight"][:, features] = 0
+    net.load_state_dict(w)
+    small = narrow_model.narrow(net, 24).eval()
+    assert small.config["features"] == 24
+    assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(
+        p.numel() for p in net.parameters())
+    x = torch.rand(2, 1, 24, 10)
+    with torch.no_grad():
+        for f in (2, 3, 5, 8):
+            assert torch.allclose(small(x, factor=f), net(x, factor=f), atol=1e-5), f
