@@ -236,6 +236,8 @@ def _method_note(result) -> str:
     if "held_out_gain_db" in fitted:
         note += (f"; {fitted['steps']} steps ({fitted['stopped']}), held-out pairs "
                  f"{fitted['held_out_gain_db']:+.2f} dB over B-spline")
+        if fitted.get("weight_average", 1.0) < 1.0:
+            note += f" (weights {fitted['weight_average']:g} fitted, the rest the starting model's)"
     return note
 
 

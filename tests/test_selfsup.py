@@ -62,6 +62,11 @@ def test_cli_self_supervised_with_budget(thick, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(self-supervised; slice profile box 1.00× spacing; re-degraded" in result.stdout
     assert nib.load(str(tmp_path / "o.nii.gz")).shape == (40, 36, 24)
+    # MR keeps a quarter of the starting model's weights, and says so
+    result = CliRunner().invoke(app, ["upscale", str(path), "--self-supervised", "--modality",
+                                      "mr", "--steps", "2", "-o", str(tmp_path / "mr.nii.gz")])
+    assert result.exit_code == 0, result.output
+    assert "(weights 0.75 fitted, the rest the starting model's)" in result.stdout
 
 
 @pytest.mark.parametrize("modality", ["MR", "CT"])
