@@ -15,16 +15,18 @@ from medsr.geometry import resampled_affine
 from medsr.io import SourceInfo, make_volume
 from medsr.transforms.degrade import (
     FWHM_PER_SIGMA,
-    RandGaussianPSFd,
-    RandKSpaced,
-    RandNoised,
-    RandSliceProfiled,
     add_noise,
     gaussian_psf,
     kspace_truncate,
     profile_kernel,
     simulate_thick_slices,
     slice_profile,
+)
+from medsr.transforms.random_degrade import (
+    RandGaussianPSFd,
+    RandKSpaced,
+    RandNoised,
+    RandSliceProfiled,
 )
 
 SHAPES = {2: (2, 23, 17), 3: (2, 13, 11, 14)}

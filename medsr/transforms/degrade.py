@@ -16,7 +16,7 @@ Conventions:
       the LR centres exactly and scales by ``m/n`` so a constant keeps its value.
 
 The random keyed transforms that draw training pairs from these functions are in
-:mod:`medsr.transforms.random_degrade` (also reachable from here). This module loads MONAI
+:mod:`medsr.transforms.random_degrade` (and ``medsr.transforms``). This module loads MONAI
 only where a MetaTensor is made or MONAI's filtering runs: inference uses its functions, and
 ``import monai`` loads every MONAI subpackage (seconds).
 """
@@ -52,18 +52,6 @@ def _dim(x: torch.Tensor, axis: int) -> int:
     if not -nsp <= axis < nsp:
         raise ValueError(f"spatial axis {axis} out of range for {nsp} spatial dims")
     return axis % nsp + 1
-
-
-_RANDOM = ("RandGaussianPSFd", "RandInPlaned", "RandKSpaced", "RandNoised", "RandSliceProfiled")
-
-
-def __getattr__(name: str):
-    """The random transforms, from :mod:`medsr.transforms.random_degrade` (PEP 562)."""
-    if name in _RANDOM:
-        from medsr.transforms import random_degrade
-
-        return getattr(random_degrade, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_meta(x: Any) -> bool:
