@@ -246,20 +246,14 @@ def test_lrrefiner_one_body_a_head_per_factor():
 
 
 def test_narrowing_a_model_keeps_what_it_learnt():
-    """``scripts/narrow_model.py``: when 8 of the 32 channels of each group (the residual
+    """:mod:`medsr.nets.narrow`: when 8 of the 32 channels of each group (the residual
     stream, each block's inner channels, each head's features) carry nothing, narrowing to 24
     drops exactly those and computes the same function (so each channel's weights stay
     together through every slicing and the sub-pixel grouping)."""
-    import importlib.util
-    from pathlib import Path
-
     from medsr.checkpoint import load_model
     from medsr.models import default_model
+    from medsr.nets.narrow import narrow
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "narrow_model.py"
-    spec = importlib.util.spec_from_file_location("narrow_model", path)
-    narrow_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(narrow_model)
     net = load_model(default_model("CT"), "cpu")[0].eval()
     gen = torch.Generator().manual_seed(0)
 
@@ -286,7 +280,7 @@ def test_narrowing_a_model_keeps_what_it_learnt():
         w[f"heads.{f}.0.conv.bias"].view(32, r)[features] = 0
         w[f"heads.{f}.2.weight"][:, features] = 0
     net.load_state_dict(w)
-    small = narrow_model.narrow(net, 24).eval()
+    small = narrow(net, 24).eval()
     assert small.config["features"] == 24
     assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(
         p.numel() for p in net.parameters())

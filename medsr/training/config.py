@@ -86,6 +86,9 @@ class NetworkConfig:
     # False: start from the tensors of ``init`` whose names and shapes match (transfer, e.g.
     # the body of a through-plane model into an in-plane one); the rest keep their init
     init_strict: bool = True
+    # True: ``init`` is a wider ``lrrefiner``; start from its copy narrowed to this network's
+    # ``features`` (:mod:`medsr.nets.narrow`)
+    init_narrow: bool = False
 
 
 @dataclass

@@ -199,6 +199,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         from medsr.checkpoint import load_model
 
         start, _ = load_model(cfg.network.init)
+        if cfg.network.init_narrow:
+            from medsr.nets.narrow import narrow
+
+            start = narrow(start, int(model.config.get("features", 0)))
         if cfg.network.init_strict:
             if network_config(start) != network_config(model):
                 raise MedsrError(f"network.init {cfg.network.init} has another architecture "

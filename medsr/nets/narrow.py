@@ -1,24 +1,18 @@
-"""Make a narrower copy of a multi-factor ``lrrefiner`` model, to fine-tune as a cheaper one.
+"""A narrower copy of a multi-factor ``lrrefiner``, to fine-tune as a cheaper network.
 
-Keeps the ``--features`` most important channels of the residual stream (the channels that
+Keeps the ``features`` most important channels of the residual stream (the channels that
 ``conv_first``, every block's second convolution and ``conv_after_body`` add into), of each
 block's inner channels and of each head's sub-pixel features; importance is the L1 norm of
 every weight that writes or reads the channel. The copy starts from what the wide model
-learnt (a network trained from scratch at 16 features lost up to 1.45 dB to the 32-feature
-default on a held-out chest CT; ``docs/speed.md``), and ``medsr train`` with ``network.init``
-pointing at it fine-tunes it.
-
-Usage::
-
-    python scripts/narrow_model.py medsr/models/default_ct runs/ct-narrow24-init --features 24
+learnt: a network trained from scratch at 16 features lost up to 1.45 dB to the 32-feature
+default on a held-out chest CT, a 24-feature copy of it keeps two thirds of its gain there
+before any fine-tuning (``docs/speed.md``). ``medsr train`` uses it with ``network.init`` and
+``network.init_narrow: true``.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import math
-from pathlib import Path
 
 import torch
 
@@ -31,6 +25,8 @@ def narrow(net: torch.nn.Module, features: int) -> torch.nn.Module:
     """A copy of ``net`` (an LRRefiner) with ``features`` channels, weights sliced from it."""
     from medsr.nets import build_network
 
+    if features > net.config["features"]:
+        raise ValueError(f"cannot widen {net.config['features']} features to {features}")
     config = {**net.config, "features": features}
     small = build_network(name=net.name, **config)
     w = {k: v.detach() for k, v in net.state_dict().items()}
@@ -75,26 +71,3 @@ def narrow(net: torch.nn.Module, features: int) -> torch.nn.Module:
         raise ValueError(f"not an lrrefiner this script knows: {sorted(missing)}")
     small.load_state_dict(out)
     return small
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--features", type=int, required=True)
-    args = parser.parse_args()
-    from medsr.checkpoint import load_model, save_model
-    from medsr.nets import network_config
-
-    net, card = load_model(args.model, "cpu")[:2]
-    small = narrow(net, args.features)
-    card = copy.deepcopy(card)
-    card["network"] = network_config(small)
-    card["narrowed_from"] = str(args.model)
-    save_model(small, args.out, card)
-    print(f"{args.model} ({net.config['features']} features) -> {args.out} "
-          f"({args.features} features)")
-
-
-if __name__ == "__main__":
-    main()
