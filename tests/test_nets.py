@@ -288,3 +288,14 @@ def test_narrowing_a_model_keeps_what_it_learnt():
     with torch.no_grad():
         for f in (2, 3, 5, 8):
             assert torch.allclose(small(x, factor=f), net(x, factor=f), atol=1e-5), f
+
+
+def test_narrowing_refuses_what_it_cannot_do():
+    from medsr.nets.narrow import narrow
+
+    with pytest.raises(ValueError, match="only an lrrefiner"):
+        narrow(build_network("edsr", spatial_dims=2, scale=[1, 2], features=16, num_blocks=2), 8)
+    wide = build_network("lrrefiner", spatial_dims=2, scale=[1, 2], factors=[2, 3], features=8,
+                         num_blocks=1)
+    with pytest.raises(ValueError, match="cannot widen"):
+        narrow(wide, 16)

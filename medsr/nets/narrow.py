@@ -25,6 +25,8 @@ def narrow(net: torch.nn.Module, features: int) -> torch.nn.Module:
     """A copy of ``net`` (an LRRefiner) with ``features`` channels, weights sliced from it."""
     from medsr.nets import build_network
 
+    if getattr(net, "name", "") != "lrrefiner":
+        raise ValueError(f"only an lrrefiner can be narrowed, not {getattr(net, 'name', net)!r}")
     if features > net.config["features"]:
         raise ValueError(f"cannot widen {net.config['features']} features to {features}")
     config = {**net.config, "features": features}

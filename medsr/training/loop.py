@@ -202,7 +202,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if cfg.network.init_narrow:
             from medsr.nets.narrow import narrow
 
-            start = narrow(start, int(model.config.get("features", 0)))
+            try:
+                start = narrow(start, int(model.config.get("features", 0)))
+            except ValueError as err:
+                raise MedsrError(f"network.init_narrow: {err}") from None
         if cfg.network.init_strict:
             if network_config(start) != network_config(model):
                 raise MedsrError(f"network.init {cfg.network.init} has another architecture "
