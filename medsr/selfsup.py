@@ -171,7 +171,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                     seed=seed)
     check = HeldOut([(a, np.take(scaling.forward(v), held, axis=axis)) for a, _, v in views],
                     axis, factor, profile, net_input, interpolation, dev, top_up)
-    initial = copy.deepcopy(net.state_dict()) if init_path is not None else None
+    alpha = 1.0 if init_path is None else float(
+        WEIGHT_AVERAGE.get(modality.upper(), 1.0) if weight_average is None else weight_average)
+    initial = copy.deepcopy(net.state_dict()) if alpha < 1.0 else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     stepper = Stepper(net, optimizer, None, dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -203,17 +205,13 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     seconds = time.perf_counter() - start
     if rule is not None:
         rule.restore(net)
-    alpha = 1.0 if initial is None else float(
-        WEIGHT_AVERAGE.get(modality.upper(), 1.0) if weight_average is None else weight_average)
-    fitted_psnr = None
-    if alpha < 1.0:
-        fitted_psnr = rule.best if rule is not None and rule.history else check.psnr(net)
+    psnr = fitted_psnr = rule.best if rule is not None and rule.history else check.psnr(net)
+    if initial is not None:
         average_weights(net, initial, alpha)
+        psnr = check.psnr(net)
     best_step = rule.best_step if rule is not None else step
-    psnr = (rule.best if rule is not None and rule.history and fitted_psnr is None
-            else check.psnr(net))
     report = {"steps": step, "best_step": best_step, "stopped": stopped,
-              "weight_average": alpha, **({} if fitted_psnr is None else {
+              "weight_average": alpha, **({} if initial is None else {
                   "held_out_psnr_fitted": round(fitted_psnr, 3)}),
               "seconds": round(seconds, 1), "held_out_slices": [int(i) for i in held],
               "held_out_psnr": round(psnr, 3), "held_out_psnr_bspline":

@@ -70,6 +70,6 @@ def narrow(net: torch.nn.Module, features: int) -> torch.nn.Module:
         out[f"{last}.bias"] = w[f"{last}.bias"]
     missing = set(small.state_dict()) - set(out)
     if missing:
-        raise ValueError(f"not an lrrefiner this script knows: {sorted(missing)}")
+        raise ValueError(f"an lrrefiner with layers narrow() does not know: {sorted(missing)}")
     small.load_state_dict(out)
     return small
