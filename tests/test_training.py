@@ -209,6 +209,32 @@ def test_scale_augmentation_shows_the_anatomy_on_a_coarser_grid(tmp_path, data_d
         load_config(path, {"patch.zoom": [0.5, 1.0]})
 
 
+def test_fine_blur_smooths_the_fine_axis_of_input_and_target_alike(tmp_path, data_dir):
+    """``patch.fine_blur``: the target is blurred along its fine axis only (the degraded axis
+    keeps its edges), and the input is made from that blurred target."""
+    from medsr.training.data import PairSampler, Volume
+    from medsr.transforms.degrade import slice_profile
+
+    a = torch.rand(64, generator=torch.Generator().manual_seed(0))  # a[i] + a[j] + a[k]:
+    volume = Volume("sum", (a[:, None, None] + a[None, :, None] + a[None, None, :] + 0.5)
+                    .contiguous(), (0, 1, 2))  # steps along one axis are that axis' alone
+    path = tiny_config(tmp_path, data_dir)
+    roughness = {}
+    for blur in (0.0, 3.0):
+        cfg = load_config(path, {"patch.fine_blur": [blur, blur],
+                                 "patch.fine_blur_probability": 1.0,
+                                 "patch.size": [32, 32], "degradation.thickness": [1.0, 1.0],
+                                 "degradation.profiles": ["box"]})
+        lr, hr = PairSampler([volume], cfg).batch(0, size=8)
+        roughness[blur] = [float(torch.diff(hr, dim=d).abs().mean()) for d in (2, 3)]
+        expected = torch.stack([slice_profile(p, 1, 2, 2.0, "box") for p in hr])
+        torch.testing.assert_close(lr, expected)
+    assert roughness[3.0][0] < 0.5 * roughness[0.0][0]  # fine axis smoothed
+    assert roughness[3.0][1] == pytest.approx(roughness[0.0][1], rel=1e-4)  # degraded axis kept
+    with pytest.raises(MedsrError, match="patch.fine_blur"):
+        load_config(path, {"patch.fine_blur": [2.0, 1.0]})
+
+
 def test_contrast_augmentation_keeps_background_dark_and_can_swap_tissues():
     """``patch.contrast_probability``: a random curve keeps the background at 0 and the
     range in [0, 1], and some draws reverse the order of two tissues (a T2-like look)."""

@@ -45,6 +45,12 @@ class PatchConfig:
     # piecewise-linear curve (background kept dark), so an MR model trained on T1 meets other
     # contrasts (T2*, EPI, FLAIR) with their tissue order changed
     contrast_probability: float = 0.0
+    # anisotropic-resolution augmentation: a share of patches is blurred along the axes that
+    # are not degraded (a Gaussian of ``fine_blur`` [lo, hi] FWHM voxels), input and target
+    # alike, so the network does not take the fine axis's sharpness as the measure of the
+    # degraded one's (an EPI's phase axis is blurrier than its readout axis)
+    fine_blur: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    fine_blur_probability: float = 0.0
 
 
 @dataclass
@@ -178,6 +184,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("patch.zoom_probability must be between 0 and 1")
     if not 0.0 <= p.contrast_probability <= 1.0:
         raise MedsrError("patch.contrast_probability must be between 0 and 1")
+    if len(p.fine_blur) != 2 or not 0.0 <= p.fine_blur[0] <= p.fine_blur[1]:
+        raise MedsrError("patch.fine_blur must be a range [lo, hi] of FWHM voxels, 0 <= lo <= hi")
+    if not 0.0 <= p.fine_blur_probability <= 1.0:
+        raise MedsrError("patch.fine_blur_probability must be between 0 and 1")
     if not 0.0 <= d.noise_probability <= 1.0:
         raise MedsrError("degradation.noise_probability must be between 0 and 1")
     lo, hi = factor_range(d)
