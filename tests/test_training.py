@@ -235,6 +235,27 @@ def test_fine_blur_smooths_the_fine_axis_of_input_and_target_alike(tmp_path, dat
         load_config(path, {"patch.fine_blur": [2.0, 1.0]})
 
 
+def test_kspace_shrink_keeps_levels_and_rings_at_edges_as_mri_does(tmp_path, data_dir):
+    """``patch.zoom_kspace_probability``: a k-space shrink keeps a constant, shows a ramp on
+    the coarser grid, and rings at a step (Gibbs overshoot) where the bicubic one does not;
+    the patch's own borders do not ring (mirrored before the FFT)."""
+    from medsr.training.data import shrink, shrink_kspace
+
+    assert torch.allclose(shrink_kspace(torch.full((40, 60), 3.0), [20, 30]),
+                          torch.full((20, 30), 3.0), atol=1e-5)
+    ramp = shrink_kspace(torch.arange(40.0)[:, None].expand(40, 60).contiguous(), [20, 30])
+    assert torch.allclose(torch.diff(ramp[2:-2, 10]), torch.full((15,), 2.0), atol=0.1)
+    step = torch.zeros(64, 64)
+    step[:, 33:] = 1.0
+    sinc, cubic = shrink_kspace(step, [32, 32]), shrink(step, [32, 32])
+    far = slice(20, 26)  # 3-9 coarse pixels past the step: sinc still rings, bicubic is flat
+    assert float((sinc[:, far] - 1).abs().min()) > 0.005
+    assert torch.allclose(cubic[:, far], torch.ones(32, 6), atol=1e-4)
+    assert float(sinc[:, :5].abs().max()) < 0.05  # near the patch's border: no wrap-round
+    with pytest.raises(MedsrError, match="zoom_kspace_probability"):
+        load_config(tiny_config(tmp_path, data_dir), {"patch.zoom_kspace_probability": 2.0})
+
+
 def test_contrast_augmentation_keeps_background_dark_and_can_swap_tissues():
     """``patch.contrast_probability``: a random curve keeps the background at 0 and the
     range in [0, 1], and some draws reverse the order of two tissues (a T2-like look)."""

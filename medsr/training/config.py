@@ -41,6 +41,10 @@ class PatchConfig:
     # so the network also learns anatomy seen on coarser grids (a 2 mm EPI, a 1.5 mm T2)
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
     zoom_probability: float = 0.0
+    # share of the zoomed 2D patches shrunk by cropping k-space (a sinc point-spread function
+    # with its ringing, as an MR scanner's coarser grid measures) instead of the anti-aliased
+    # bicubic filter
+    zoom_kspace_probability: float = 0.0
     # contrast augmentation: a share of patches has its intensities remapped by a random
     # piecewise-linear curve (background kept dark), so an MR model trained on T1 meets other
     # contrasts (T2*, EPI, FLAIR) with their tissue order changed
@@ -182,6 +186,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("patch.zoom must be a range [lo, hi] with 1 <= lo <= hi")
     if not 0.0 <= p.zoom_probability <= 1.0:
         raise MedsrError("patch.zoom_probability must be between 0 and 1")
+    if not 0.0 <= p.zoom_kspace_probability <= 1.0:
+        raise MedsrError("patch.zoom_kspace_probability must be between 0 and 1")
+    if p.zoom_kspace_probability > 0 and n.spatial_dims != 2:
+        raise MedsrError("patch.zoom_kspace_probability needs a 2D network")
     if not 0.0 <= p.contrast_probability <= 1.0:
         raise MedsrError("patch.contrast_probability must be between 0 and 1")
     if len(p.fine_blur) != 2 or not 0.0 <= p.fine_blur[0] <= p.fine_blur[1]:

@@ -135,7 +135,9 @@ class PairSampler:
             if float(foreground) >= self.cfg.patch.min_foreground:
                 break
         if cut != size:
-            patch = shrink(patch, size)
+            p = self.cfg.patch
+            sinc = p.zoom_kspace_probability > 0 and rng.random() < p.zoom_kspace_probability
+            patch = shrink_kspace(patch, size) if sinc else shrink(patch, size)
         p = self.cfg.patch
         if p.contrast_probability > 0 and rng.random() < p.contrast_probability:
             patch = remap_contrast(patch, rng)
@@ -246,6 +248,20 @@ def shrink(patch: torch.Tensor, size: list[int]) -> torch.Tensor:
     else:  # 3D has no anti-aliased mode: area averaging
         x = torch.nn.functional.interpolate(x, size=size, mode="area")
     return x[0, 0].contiguous()
+
+
+def shrink_kspace(patch: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``patch`` (2D) resampled to ``size`` by keeping the central ``size`` of its k-space: a
+    sinc point-spread function, ringing included, as an MR scanner with a coarser grid
+    measures. The patch is mirrored to twice its size first, so its edges do not ring."""
+    n0, n1 = patch.shape
+    m0, m1 = size
+    big = torch.cat([patch, patch.flip(0)], 0)
+    big = torch.cat([big, big.flip(1)], 1)  # (2 n0, 2 n1), continuous when wrapped round
+    k = torch.fft.fftshift(torch.fft.fft2(big.double()))
+    c0, c1 = n0 - m0, n1 - m1  # start of the central (2 m0, 2 m1) block of the (2 n0, 2 n1)
+    small = torch.fft.ifft2(torch.fft.ifftshift(k[c0:c0 + 2 * m0, c1:c1 + 2 * m1])).real
+    return (small[:m0, :m1] * (m0 * m1) / (n0 * n1)).float().contiguous()
 
 
 def remap_contrast(patch: torch.Tensor, rng: np.random.Generator, knots: int = 6
