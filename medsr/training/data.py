@@ -134,11 +134,10 @@ class PairSampler:
             foreground = (patch > self.cfg.patch.foreground_threshold).float().mean()
             if float(foreground) >= self.cfg.patch.min_foreground:
                 break
+        p = self.cfg.patch
         if cut != size:
-            p = self.cfg.patch
             sinc = p.zoom_kspace_probability > 0 and rng.random() < p.zoom_kspace_probability
             patch = shrink_kspace(patch, size) if sinc else shrink(patch, size)
-        p = self.cfg.patch
         if p.contrast_probability > 0 and rng.random() < p.contrast_probability:
             patch = remap_contrast(patch, rng)
         if self.cfg.degradation.axes == 1 and p.fine_blur_probability > 0 \
