@@ -103,11 +103,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any, info: dict) -> None:
-    """Everything needed to continue exactly: weights, optimiser, scheduler, RNG, step."""
+                        scheduler: Any, info: dict, ema: nn.Module | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimiser, scheduler, RNG, step, and
+    the moving average of the weights (``ema``) when there is one."""
     tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     for key, value in model.state_dict().items():
         tensors[f"model.{key}"] = value.detach().cpu().contiguous()
+    for key, value in (ema.state_dict() if ema is not None else {}).items():
+        tensors[f"ema.{key}"] = value.detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -119,11 +122,17 @@ def save_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
 
 
 def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any) -> dict:
-    """Restore what :func:`save_training_state` wrote; returns its ``info`` dict."""
+                        scheduler: Any, ema: nn.Module | None = None) -> dict:
+    """Restore what :func:`save_training_state` wrote; returns its ``info`` dict. An ``ema``
+    whose average was not saved (a run started without one) starts from the weights."""
     tensors = load_file(str(folder / STATE), device="cpu")
     meta = json.loads((folder / STATE_JSON).read_text())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if ema is not None and averaged:
+        ema.load_state_dict(averaged)
+    elif ema is not None:
+        ema.module.load_state_dict(model.state_dict())
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta.pop("optimizer")))
     sched = meta.pop("scheduler")
     if scheduler is not None and sched is not None:

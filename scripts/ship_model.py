@@ -80,11 +80,13 @@ def _card_from_config(run: Path) -> dict:
 
 
 def _write_last_weights(run: Path, dest: Path, card: dict) -> None:
-    """The model weights of the run's training state (its latest checkpoint)."""
+    """The model weights of the run's training state (its latest checkpoint): their moving
+    average when the run keeps one (``optim.ema``)."""
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(run / "state.safetensors"))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in tensors) else "model."
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     save_file(weights, str(dest))
     state = json.loads((run / "state.json").read_text())
     card["steps"] = state["step"]

@@ -67,8 +67,9 @@ def test_loss_falls_on_a_synthetic_volume(tmp_path, data_dir):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
-    cfg = load_config(tiny_config(tmp_path, data_dir))
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir, ema):
+    cfg = load_config(tiny_config(tmp_path, data_dir), {"optim.ema": ema})
     train(cfg, tmp_path / "full", device="cpu", progress=False)
     train(cfg, tmp_path / "cut", device="cpu", progress=False, stop_after=6)  # "killed"
     with pytest.raises(MedsrError, match="--resume"):
@@ -78,9 +79,37 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
     cut = load_file(str(tmp_path / "cut" / "state.safetensors"))
     assert full.keys() == cut.keys()
     for key in full:
-        if key.startswith(("model.", "optim.")):
+        if key.startswith(("model.", "optim.", "ema.")):
             torch.testing.assert_close(cut[key], full[key], rtol=1e-5, atol=1e-6)
+    assert any(k.startswith("ema.") for k in full) == (ema > 0)
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["step"] == 12
+
+
+def test_moving_average_is_what_is_saved_and_shipped(tmp_path, data_dir):
+    """``optim.ema``: the run's weights and ``ship_model.py --last`` are the average of the
+    weights over the steps (torch's AveragedModel), not the last step's weights."""
+    cfg = load_config(tiny_config(tmp_path, data_dir), {"optim.ema": 0.5,
+                                                        "data.val_fraction": 0.0})
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    state = load_file(str(tmp_path / "run" / "state.safetensors"))
+    saved = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    key = next(k for k in saved if k.endswith("weight"))
+    torch.testing.assert_close(saved[key], state[f"ema.module.{key}"])
+    assert not torch.allclose(saved[key], state[f"model.{key}"])
+    assert json.loads((tmp_path / "run" / "card.json").read_text())["weights"].startswith(
+        "moving average")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "ship_model.py"),
+                    str(tmp_path / "run"), str(tmp_path / "shipped"), "--last"], check=True,
+                   capture_output=True)
+    shipped = load_file(str(tmp_path / "shipped" / "weights.safetensors"))
+    torch.testing.assert_close(shipped[key], state[f"ema.module.{key}"])
+    cfg = load_config(tiny_config(tmp_path, data_dir), {"optim.ema": 1e-6,
+                                                        "data.val_fraction": 0.0})
+    train(cfg, tmp_path / "short", device="cpu", progress=False)  # an average of ~1 step
+    state = load_file(str(tmp_path / "short" / "state.safetensors"))
+    torch.testing.assert_close(state[f"ema.module.{key}"], state[f"model.{key}"])
+    with pytest.raises(MedsrError, match="optim.ema"):
+        load_config(tiny_config(tmp_path, data_dir), {"optim.ema": 1.0})
 
 
 def test_ddp_with_two_gloo_processes_on_cpu(tmp_path, data_dir):

@@ -110,6 +110,10 @@ class OptimConfig:
     max_steps: int = 2000
     warmup_steps: int = 50
     val_every: int = 100
+    # decay of an exponential moving average of the weights per step (0: off; e.g. 0.999
+    # averages about the last 1,000 steps). With it, validation, the saved weights and
+    # ``ship_model.py --last`` use the average, which moves less from one step to the next
+    ema: float = 0.0
     checkpoint_every: int = 100
     patience: int = 0  # validations without improvement before stopping; 0 = never
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
@@ -211,6 +215,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("data.modality must be MR or CT")
     if o.max_steps < 1 or p.batch_size < 1:
         raise MedsrError("optim.max_steps and patch.batch_size must be positive")
+    if not 0.0 <= o.ema < 1.0:
+        raise MedsrError("optim.ema must be a decay in [0, 1) (0: no weight averaging)")
     if o.loss not in ("l1", "l2"):
         raise MedsrError("optim.loss must be l1 or l2")
     return cfg

@@ -221,9 +221,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    ema = None
+    if cfg.optim.ema > 0:  # torch's own averaging; its buffers (none here) are averaged too
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema),
+                            use_buffers=True)
+    shipped = ema.module if ema is not None else model  # what is validated and saved
     step, best, stale, history = 0, None, 0, []
     if resume:
-        info = load_training_state(run_dir, model, optimizer, scheduler)
+        info = load_training_state(run_dir, model, optimizer, scheduler, ema)
         step, best, stale, history = info["step"], info["best_psnr"], info["stale"], info["history"]
     net = model
     if world > 1:
@@ -245,13 +252,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 "training_data": [str(p) for p in train_paths],
                 "validation_data": [str(p) for p in val_paths],
                 "validation": metrics, "steps": step, "world_size": world,
-                "experiment": cfg.name, "seed": cfg.seed}
+                "experiment": cfg.name, "seed": cfg.seed,
+                **({"weights": f"moving average, decay {cfg.optim.ema:g}"} if ema else {})}
 
     def checkpoint() -> None:
         if rank == 0:
             save_training_state(run_dir, model, optimizer, scheduler,
                                 {"step": step, "best_psnr": best, "stale": stale,
-                                 "history": history})
+                                 "history": history}, ema)
 
     baseline = (None, None)
     if val_batch is not None:
@@ -266,6 +274,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if stop_after is not None and step - first >= stop_after:
             break
         loss = stepper.step(*sampler.batch(step))
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -276,12 +286,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         validate_now = val_batch is not None and (step % cfg.optim.val_every == 0
                                                   or step == cfg.optim.max_steps)
         if validate_now and rank == 0:
-            psnr, ssim = evaluate_batch(model, val_batch, dev, use_amp, amp_dtype)
+            psnr, ssim = evaluate_batch(shipped, val_batch, dev, use_amp, amp_dtype)
             history.append({"step": step, "psnr": psnr, "ssim": ssim})
             log.log(step, val_psnr=psnr, val_ssim=ssim)
             if best is None or psnr > best:
                 best, stale = psnr, 0
-                save_model(model, run_dir, card({"psnr": psnr, "ssim": ssim, "step": step,
+                save_model(shipped, run_dir, card({"psnr": psnr, "ssim": ssim, "step": step,
                                                  "interpolation_psnr": baseline[0],
                                                  "interpolation_ssim": baseline[1]}))
             else:
@@ -300,7 +310,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             break
     bar.close()
     if rank == 0 and (best is None or val_batch is None):
-        save_model(model, run_dir, card(None))  # no validation: keep the latest weights
+        save_model(shipped, run_dir, card(None))  # no validation: keep the latest weights
     log.close()
     if world > 1:
         torch.distributed.barrier()
