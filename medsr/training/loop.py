@@ -253,7 +253,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 "validation_data": [str(p) for p in val_paths],
                 "validation": metrics, "steps": step, "world_size": world,
                 "experiment": cfg.name, "seed": cfg.seed,
-                **({"weights": f"moving average, decay {cfg.optim.ema:g}"} if ema else {})}
+                **({"weights": f"moving average, decay {cfg.optim.ema:g}"}
+                   if ema is not None else {})}
 
     def checkpoint() -> None:
         if rank == 0:
