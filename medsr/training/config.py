@@ -188,20 +188,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError(f"degradation.profiles must be among {', '.join(known)}")
     if len(p.zoom) != 2 or not 1.0 <= p.zoom[0] <= p.zoom[1]:
         raise MedsrError("patch.zoom must be a range [lo, hi] with 1 <= lo <= hi")
-    if not 0.0 <= p.zoom_probability <= 1.0:
-        raise MedsrError("patch.zoom_probability must be between 0 and 1")
-    if not 0.0 <= p.zoom_kspace_probability <= 1.0:
-        raise MedsrError("patch.zoom_kspace_probability must be between 0 and 1")
+    for name, share in (("patch.zoom_probability", p.zoom_probability),
+                        ("patch.zoom_kspace_probability", p.zoom_kspace_probability),
+                        ("patch.contrast_probability", p.contrast_probability),
+                        ("patch.fine_blur_probability", p.fine_blur_probability),
+                        ("degradation.noise_probability", d.noise_probability)):
+        if not 0.0 <= share <= 1.0:
+            raise MedsrError(f"{name} must be between 0 and 1")
     if p.zoom_kspace_probability > 0 and n.spatial_dims != 2:
         raise MedsrError("patch.zoom_kspace_probability needs a 2D network")
-    if not 0.0 <= p.contrast_probability <= 1.0:
-        raise MedsrError("patch.contrast_probability must be between 0 and 1")
     if len(p.fine_blur) != 2 or not 0.0 <= p.fine_blur[0] <= p.fine_blur[1]:
         raise MedsrError("patch.fine_blur must be a range [lo, hi] of FWHM voxels, 0 <= lo <= hi")
-    if not 0.0 <= p.fine_blur_probability <= 1.0:
-        raise MedsrError("patch.fine_blur_probability must be between 0 and 1")
-    if not 0.0 <= d.noise_probability <= 1.0:
-        raise MedsrError("degradation.noise_probability must be between 0 and 1")
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")
