@@ -262,6 +262,8 @@ def test_fine_blur_smooths_the_fine_axis_of_input_and_target_alike(tmp_path, dat
     assert roughness[3.0][1] == pytest.approx(roughness[0.0][1], rel=1e-4)  # degraded axis kept
     with pytest.raises(MedsrError, match="patch.fine_blur"):
         load_config(path, {"patch.fine_blur": [2.0, 1.0]})
+    with pytest.raises(MedsrError, match="needs a fine axis"):  # in-plane SR has none
+        load_config(path, {"patch.fine_blur_probability": 0.5, "degradation.axes": 2})
 
 
 def test_kspace_shrink_keeps_levels_and_rings_at_edges_as_mri_does(tmp_path, data_dir):

@@ -199,6 +199,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("patch.zoom_kspace_probability needs a 2D network")
     if len(p.fine_blur) != 2 or not 0.0 <= p.fine_blur[0] <= p.fine_blur[1]:
         raise MedsrError("patch.fine_blur must be a range [lo, hi] of FWHM voxels, 0 <= lo <= hi")
+    if p.fine_blur_probability > 0 and d.axes == 2:
+        raise MedsrError("patch.fine_blur_probability needs a fine axis (degradation.axes: 1)")
     lo, hi = factor_range(d)
     if lo < 1 or hi < lo:
         raise MedsrError("degradation.factor must be a positive integer or a range [lo, hi]")

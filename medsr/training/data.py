@@ -140,8 +140,7 @@ class PairSampler:
             patch = shrink_kspace(patch, size) if sinc else shrink(patch, size)
         if p.contrast_probability > 0 and rng.random() < p.contrast_probability:
             patch = remap_contrast(patch, rng)
-        if self.cfg.degradation.axes == 1 and p.fine_blur_probability > 0 \
-                and rng.random() < p.fine_blur_probability:
+        if p.fine_blur_probability > 0 and rng.random() < p.fine_blur_probability:
             fwhm = float(rng.uniform(*p.fine_blur))
             patch = gaussian_psf(patch[None], [fwhm] * (patch.ndim - 1) + [0.0])[0]
         if rng.random() < 0.5:  # flips along the axes that are not degraded
