@@ -96,7 +96,8 @@ def main() -> None:
                                         args)
                 assert all(r["status"] == "ok" for r in rows), rows
                 per = statistics.median(float(r["seconds"]) for r in rows)
-                print(f"| {n} × {threads} | {start:.1f} | {busy:.1f} | {60 * len(rows) / busy:.0f} | "
+                print(f"| {n} × {threads} | {start:.1f} | {busy:.1f} | "
+                      f"{60 * len(rows) / busy:.0f} | "
                       f"{60 * len(rows) / (start + busy):.0f} | {per:.2f} | "
                       f"{os.getloadavg()[0]:.2f} |", flush=True)
 

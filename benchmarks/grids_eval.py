@@ -133,7 +133,8 @@ def case(name: str, path: Path, modality: str, factors, methods, out: list,
         out.append(row)
         if method in ("bspline", "default", "self-supervised"):
             shown[row["ran"]] = pred[0].numpy()
-        print(f"{path.name[:14]:<14} {name:<28} {method:<16} {row['ran']:<28} PSNR {r.psnr:6.2f}  SSIM "
+        print(f"{path.name[:14]:<14} {name:<28} {method:<16} {row['ran']:<28} "
+              f"PSNR {r.psnr:6.2f}  SSIM "
               f"{r.ssim:.4f}  MAE {r.mae:7.2f}  {seconds:5.1f} s"
               + (f"  cover {row['coverage_2sd']:.3f}" if sd is not None else ""), flush=True)
     if figures is not None and spacing is None and shown:

@@ -6,7 +6,8 @@ inside the body are reported, with figures (slices and error maps) written under
 Usage::
 
     scripts/get_data.sh data
-    python benchmarks/heldout_eval.py data/holdout/brain2_image.nrrd data/holdout/lung2_image.nrrd \\
+    python benchmarks/heldout_eval.py data/holdout/brain2_image.nrrd \\
+        data/holdout/lung2_image.nrrd \\
         --factors 3,5 --methods linear,bspline,default[,self-supervised] --out docs/heldout
 
 The two scans above have 6.5 mm (MR) and 5 mm (CT) slices, so the thin truth is in-plane:

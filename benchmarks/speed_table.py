@@ -14,8 +14,10 @@ timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B
 
 Usage::
 
-    python benchmarks/speed_table.py --thin ct36=/work/data/holdout_extra/invesalius_ct_head.nii.gz \\
-        [--scan LABEL=PATH ...] [--factor 3] [--repeats 3] [--methods bspline,default,self-supervised] \\
+    python benchmarks/speed_table.py \\
+        --thin ct36=/work/data/holdout_extra/invesalius_ct_head.nii.gz \\
+        [--scan LABEL=PATH ...] [--factor 3] [--repeats 3] \\
+        [--methods bspline,default,self-supervised] \\
         [--code DIR] [--name cpu] [--out benchmarks/results]
 
 ``--code DIR`` runs another checkout's medsr (its folder goes first on ``PYTHONPATH``), to
@@ -81,7 +83,8 @@ def timed_runs(command: list[str], repeats: int, env: dict, cwd: Path) -> dict:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
         last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    return {"wall_s": round(statistics.median(walls), 3), "cpu_s": round(statistics.median(cpus), 3),
+    return {"wall_s": round(statistics.median(walls), 3),
+            "cpu_s": round(statistics.median(cpus), 3),
             "runs_wall_s": [round(w, 3) for w in walls], "load_1min": loads, "last_line": last}
 
 

@@ -62,8 +62,8 @@ def receptive_radius(model: nn.Module) -> int:
     reach = 0
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
-            k = max(layer.kernel_size) if isinstance(layer.kernel_size, tuple) else layer.kernel_size
-            d = max(layer.dilation) if isinstance(layer.dilation, tuple) else layer.dilation
+            k, d = (max(v) if isinstance(v, tuple) else v
+                    for v in (layer.kernel_size, layer.dilation))
             reach += (k - 1) // 2 * d
     return reach
 

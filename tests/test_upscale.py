@@ -1,4 +1,4 @@
-"""medsr.upscale: physical positions keep their meaning, and the interpolation is the textbook one."""
+"""medsr.upscale: physical positions keep their meaning; the interpolation is the textbook one."""
 
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ def test_bspline_equals_scipy_cubic_spline_zoom():
 def test_linear_equals_torch_trilinear():
     data = phantom((16, 14, 6))
     out = medsr.upscale(volume(data, AFFINES["flipped"]), (3, 1, 5), method="linear")
-    ref = torch.nn.functional.interpolate(torch.from_numpy(data)[None, None], scale_factor=(3, 1, 5),
-                                          mode="trilinear", align_corners=False)[0, 0]
+    ref = torch.nn.functional.interpolate(torch.from_numpy(data)[None, None],
+                                          scale_factor=(3, 1, 5), mode="trilinear",
+                                          align_corners=False)[0, 0]
     np.testing.assert_allclose(out[0].numpy(), ref.numpy(), atol=1e-3)
 
 

@@ -177,7 +177,8 @@ def _connect(client, scheduler: str | None, workers: int | None, options: dict) 
         yield client
         return
     if scheduler is not None:
-        kw = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {"address": scheduler}
+        kw = ({"scheduler_file": scheduler} if scheduler.endswith(".json")
+              else {"address": scheduler})
         try:
             own = Client(timeout="30s", **kw)
         except (OSError, TimeoutError, ValueError) as err:

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Self
 
-COLUMNS = ("input", "series_uid", "output", "uncertainty", "status", "method", "seconds", "shape_in",
-           "spacing_in", "shape_out", "spacing_out", "error")
+COLUMNS = ("input", "series_uid", "output", "uncertainty", "status", "method", "seconds",
+           "shape_in", "spacing_in", "shape_out", "spacing_out", "error")
 #: what a skipped input keeps from the row of the run that produced its output
 KEPT_ON_SKIP = ("uncertainty", "method", "shape_in", "spacing_in", "shape_out", "spacing_out")
 

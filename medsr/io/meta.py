@@ -4,7 +4,8 @@ A volume is a MONAI ``MetaTensor`` of shape ``(1, X, Y, Z)`` (channel first, flo
 ``meta["affine"]`` maps stored voxel indices ``(i, j, k)`` to RAS+ millimetres, as nibabel and
 MONAI do. A 4D input (fMRI time points, DWI b-values, echoes, ...) is ``(T, X, Y, Z)``: the
 channel is the volume index and all ``T`` volumes share the affine; per-volume labels, when
-known, are in ``SourceInfo.extra["frames"]`` (one small dict per volume). Arrays are never reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
+known, are in ``SourceInfo.extra["frames"]`` (one small dict per volume). Arrays are never
+reoriented: axis ``n`` of the tensor is axis ``n`` of the file.
 ``meta["medsr_source"]`` is a :class:`SourceInfo` carrying what a writer needs to keep the rest
 of the source header (NIfTI header, DICOM template dataset, ITK metadata) and its dtype.
 
