@@ -69,16 +69,39 @@ def test_nifti_header_codes_and_fields_are_kept(tmp_path):
     np.testing.assert_allclose(hdr.get_zooms(), (0.8, 0.8, 1.0), atol=1e-6)
 
 
-def test_sheared_sform_survives(tmp_path):
-    """A tilted acquisition (slice axis not orthogonal to the plane) keeps its exact sform."""
+@pytest.mark.parametrize("source_qform", [0, 1])
+def test_sheared_sform_survives(tmp_path, source_qform):
+    """A tilted acquisition (slice axis not orthogonal to the plane) keeps its exact sform, and
+    gets no second, rigid geometry: a qform cannot hold a shear, so the source's own (a rigid
+    approximation) is carried through the same index map when it had one, else none is
+    written, and readers that prefer the qform (ITK) place output and input alike."""
     affine = AFFINES["anisotropic"].copy()
     affine[1, 2] = 1.2  # gantry tilt
     src = write_nifti(tmp_path / "in.nii.gz", phantom((8, 8, 4)), affine)
+    if not source_qform:
+        img = nib.load(str(src))
+        img.set_qform(None, code=0)
+        img.to_filename(str(src))
     out = medsr.save_volume(medsr.upscale(src, (1, 1, 2)), tmp_path / "out.nii")
-    expected = affine.copy()
-    expected[:3, 2] /= 2
-    expected[:3, 3] -= affine[:3, 2] / 4
-    np.testing.assert_allclose(nib.load(str(out)).header.get_sform(), expected, atol=1e-5)
+    index_map = np.diag([1.0, 1.0, 0.5, 1.0])
+    index_map[2, 3] = -0.25  # output voxel k is input voxel k / 2 - 1 / 4
+    hdr, source = nib.load(str(out)).header, nib.load(str(src)).header
+    np.testing.assert_allclose(hdr.get_sform(), affine @ index_map, atol=1e-5)
+    assert int(hdr["qform_code"]) == source_qform
+    if source_qform:
+        assert np.abs(source.get_qform() - affine).max() > 0.1  # the source's is rigid
+        np.testing.assert_allclose(hdr.get_qform(), source.get_qform() @ index_map, atol=1e-5)
+
+
+def test_sheared_volume_from_another_format_gets_no_rigid_qform(tmp_path):
+    """A tilted grid read from DICOM or NRRD (no NIfTI header) is written with its exact sform
+    and no qform, not with the nearest rigid grid as a second geometry."""
+    affine = AFFINES["oblique"].copy()
+    affine[:3, 2] += 0.3 * affine[:3, 1]  # the slice axis leans towards the column axis
+    vol = make_volume(phantom((8, 8, 4)), affine, SourceInfo("dicom", "", "int16"))
+    hdr = nib.load(str(medsr.save_volume(vol, tmp_path / "o.nii.gz"))).header
+    assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (0, 1)
+    np.testing.assert_allclose(hdr.get_sform(), affine, atol=1e-5)
 
 
 def test_int16_output_is_rounded_and_clipped(tmp_path):

@@ -86,7 +86,7 @@ def _image(data: np.ndarray, target: np.dtype, affine: np.ndarray, source: Sourc
     if q_code == 0 and s_code == 0:
         q_code = s_code = 1  # "scanner": the affine must be stored, not the pixdim fallback
     img.set_sform(affine, code=s_code or q_code)
-    img.set_qform(affine, code=q_code or s_code)
+    img.set_qform(*_qform(affine, header, q_code or s_code, data.shape[:3]))
     if data.ndim == 4:
         _time_axis(img.header, header, source)
     note = processing_note(volume)
@@ -95,6 +95,28 @@ def _image(data: np.ndarray, target: np.dtype, affine: np.ndarray, source: Sourc
             img.header["descrip"] = note.encode("ascii", "replace")[:79]
         img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", note.encode()))
     return img
+
+
+def _qform(affine: np.ndarray, source: nib.Nifti1Header | None, code: int,
+           shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
+    """The qform to write beside the exact sform, and its code.
+
+    A qform holds only a rotation, zooms and a shift. A sheared affine (gantry tilt, some
+    resampled data) cannot be one, and nibabel would store the nearest rigid grid, which puts
+    the volume elsewhere (by 15 mm on dipy's tilted b0 EPI) in readers that prefer the qform,
+    as ITK does. Then the source's own qform is carried through the same index map when it
+    had one, and otherwise none is written (code 0), as in the source.
+    """
+    trial = nib.Nifti1Header()
+    trial.set_qform(affine, code=1)
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    if np.abs((trial.get_qform() - affine) @ corners).max() <= 1e-3:  # mm
+        return affine, code
+    if source is not None and int(source["qform_code"]) > 0:
+        index_map = np.linalg.solve(source.get_best_affine(), affine)
+        return source.get_qform() @ index_map, int(source["qform_code"])
+    return None, 0
 
 
 def _stream(img: nib.Nifti1Image, array: np.ndarray, target: np.dtype, path: Path) -> None:
