@@ -104,9 +104,8 @@ def _qform(affine: np.ndarray, source: nib.Nifti1Header | None, code: int,
     A qform holds only a rotation, zooms and a shift. A sheared affine (gantry tilt, some
     resampled data) cannot be one, and nibabel would store the nearest rigid grid, which puts
     the volume elsewhere (113 mm off at the centre of dipy's tilted b0 EPI) in readers that
-    prefer the qform,
-    as ITK does. Then the source's own qform is carried through the same index map when it
-    had one, and otherwise none is written (code 0), as in the source.
+    prefer the qform, as ITK does. Then the source's own qform is carried through the same
+    index map when it had one, and otherwise none is written (code 0), as in the source.
     """
     trial = nib.Nifti1Header()
     trial.set_qform(affine, code=1)
