@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import AFFINES, phantom
+from conftest import AFFINES, make_affine, phantom
 
 import medsr
 from medsr.errors import MedsrError
@@ -91,6 +91,24 @@ def test_sheared_sform_survives(tmp_path, source_qform):
     if source_qform:
         assert np.abs(source.get_qform() - affine).max() > 0.1  # the source's is rigid
         np.testing.assert_allclose(hdr.get_qform(), source.get_qform() @ index_map, atol=1e-5)
+
+
+def test_registered_file_keeps_its_scanner_qform(tmp_path):
+    """A file whose qform (the scanner's grid) and sform (a registration's) differ, as FSL
+    and SPM write them, keeps both, each through the same index map as the data."""
+    scanner = AFFINES["oblique"]
+    registered = make_affine(np.eye(3), (0.8, 0.8, 4.0), (-90.0, -126.0, -72.0))
+    img = nib.Nifti1Image(phantom((8, 8, 4)).astype(np.int16), registered)
+    img.set_qform(scanner, code=1)
+    img.set_sform(registered, code=4)  # MNI
+    img.to_filename(str(tmp_path / "in.nii.gz"))
+    up = medsr.upscale(tmp_path / "in.nii.gz", (1, 1, 2))
+    hdr = nib.load(str(medsr.save_volume(up, tmp_path / "out.nii.gz"))).header
+    index_map = np.diag([1.0, 1.0, 0.5, 1.0])
+    index_map[2, 3] = -0.25
+    assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(hdr.get_qform(), scanner @ index_map, atol=1e-5)
+    np.testing.assert_allclose(hdr.get_sform(), registered @ index_map, atol=1e-5)
 
 
 def test_sheared_volume_from_another_format_gets_no_rigid_qform(tmp_path):

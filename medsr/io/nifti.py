@@ -51,7 +51,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Frames | None]:
 
 
 def write_nifti(volume: Frames | MetaTensor, path: Path, dtype: str | None = None) -> None:
-    """Write a volume as NIfTI with consistent sform and qform.
+    """Write a volume as NIfTI, its sform the volume's affine and its qform the source's
+    carried to the new grid (see :func:`_qform`).
 
     A NIfTI source's header is kept (codes, descrip, intent, units, ...); only the shape,
     datatype, pixdim and the two transforms change. Integer output is rounded and clipped,
@@ -99,24 +100,35 @@ def _image(data: np.ndarray, target: np.dtype, affine: np.ndarray, source: Sourc
 
 def _qform(affine: np.ndarray, source: nib.Nifti1Header | None, code: int,
            shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
-    """The qform to write beside the exact sform, and its code.
+    """The qform to write beside the sform (the new affine), and its code.
 
-    A qform holds only a rotation, zooms and a shift. A sheared affine (gantry tilt, some
-    resampled data) cannot be one, and nibabel would store the nearest rigid grid, which puts
-    the volume elsewhere (113 mm off at the centre of dipy's tilted b0 EPI) in readers that
-    prefer the qform, as ITK does. Then the source's own qform is carried through the same
-    index map when it had one, and otherwise none is written (code 0), as in the source.
+    A source's own qform goes through the same index map as its affine, so a file whose two
+    transforms differ (the scanner's grid and a registration's, as FSL and SPM write them)
+    keeps both. Without one, the qform is the affine itself, unless that is sheared (gantry
+    tilt, some resampled data): a qform holds only a rotation, zooms and a shift, and nibabel
+    would store the nearest rigid grid, which puts the volume elsewhere (113 mm off at the
+    centre of dipy's tilted b0 EPI) in readers that prefer the qform, as ITK does; then none
+    is written (code 0).
     """
+    if source is not None and int(source["qform_code"]) > 0:
+        try:
+            mapped = source.get_qform() @ np.linalg.solve(source.get_best_affine(), affine)
+        except np.linalg.LinAlgError:  # a degenerate source grid: its qform cannot be mapped
+            mapped = np.full((4, 4), np.nan)
+        if _rigid(mapped, shape):
+            return mapped, int(source["qform_code"])
+    return (affine, code) if _rigid(affine, shape) else (None, 0)
+
+
+def _rigid(affine: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether a qform holds ``affine`` to 1e-3 mm at every corner of the grid."""
+    if not np.all(np.isfinite(affine)):
+        return False
     trial = nib.Nifti1Header()
     trial.set_qform(affine, code=1)
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
                         for k in (0, shape[2] - 1)]).T
-    if np.abs((trial.get_qform() - affine) @ corners).max() <= 1e-3:  # mm
-        return affine, code
-    if source is not None and int(source["qform_code"]) > 0:
-        index_map = np.linalg.solve(source.get_best_affine(), affine)
-        return source.get_qform() @ index_map, int(source["qform_code"])
-    return None, 0
+    return bool(np.abs((trial.get_qform() - affine) @ corners).max() <= 1e-3)
 
 
 def _stream(img: nib.Nifti1Image, array: np.ndarray, target: np.dtype, path: Path) -> None:
