@@ -419,7 +419,8 @@ def inplane_truth(array: np.ndarray, affine: np.ndarray, axis: int, factor: int
     if not all(d[a] <= 1.5 * min(d[b] for b in inplane) for a in inplane) \
             or max(d[a] for a in inplane) > 0.9 * d[axis]:
         raise MedsrError("self-supervised SR needs a high-resolution plane: the two axes other "
-                         f"than the thick axis {axis} have spacings {d[inplane].round(3)}")
+                         f"than the thick axis {axis} have spacings of "
+                         f"{' and '.join(f'{float(d[a]):.3g}' for a in inplane)} mm")
     target = float(d[axis]) / factor
     views = []
     for a in inplane:

@@ -54,6 +54,16 @@ def test_self_supervised_needs_one_thick_axis(thick):
                       self_supervised={"steps": 1, "init": None})
 
 
+def test_self_supervised_needs_a_fine_plane_and_says_which_spacings_it_saw():
+    """A scan thick along two axes (a few far-apart EPI slices made thick in-plane) has no
+    plane to learn from: one line names the other axes' spacings."""
+    affine = make_affine(np.eye(3), (3.0, 1.0, 7.5), (0.0, 0.0, 0.0))
+    few = make_volume(phantom((12, 36, 6), seed=2), affine, SourceInfo("nifti", "", "int16"))
+    with pytest.raises(MedsrError, match="spacings of 1 and 7.5 mm"):
+        medsr.upscale(few, (3, 1, 1), method="self-supervised",
+                      self_supervised={"steps": 1, "init": None})
+
+
 def test_cli_self_supervised_with_budget(thick, tmp_path):
     path = tmp_path / "thick.nii.gz"
     medsr.save_volume(thick, path)
