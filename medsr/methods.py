@@ -438,6 +438,10 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         raise MedsrError("give either --scale or --spacing, not both")
     factors = (spacing_factors(affine, spacing) if spacing is not None
                else requested_factors(affine, scale))
+    if method == "auto" and model is None and max(factors) == 1:  # no torch for a copy
+        logger.warning("method auto: nothing to upscale (no axis is a whole factor coarser "
+                       "than the finest; give --scale or --spacing), so using B-spline")
+        return interpolation("bspline")
     from medsr.device import resolve_device  # torch: not for interpolation
 
     dev = resolve_device(device)
@@ -448,7 +452,7 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         if up is None:
             if method != "auto":
                 raise MedsrError(f"--method {method}: {why}")
-            logger.info("using B-spline: %s", why)
+            logger.warning("method auto: %s, so using B-spline", why)
             return interpolation("bspline")
     else:
         from medsr.inference import factor_range, plane_axes

@@ -192,6 +192,23 @@ def test_help_info_and_interpolation_load_no_torch_or_monai(scan, tmp_path):
     assert (tmp_path / "o.nii.gz").exists()
 
 
+def test_auto_with_nothing_to_upscale_says_so_and_loads_no_torch(tmp_path):
+    """An isotropic scan and no --scale: method auto writes it unchanged with B-spline, says
+    why on stderr, and loads no torch for a copy."""
+    from conftest import make_affine, rotation
+
+    path = write_phantom_nifti(tmp_path / "iso.nii.gz",
+                               make_affine(rotation((1, 2, 3), 27.0), (1.5, 1.5, 1.5),
+                                           (3.0, -4.0, 5.0)))
+    assert _modules_after("upscale", path, "-o", tmp_path / "a.nii.gz") == set()
+    result = run("upscale", path, "-o", tmp_path / "b.nii.gz")
+    assert result.exit_code == 0 and "(bspline)" in result.stdout
+    assert "nothing to upscale" in result.stderr and "--scale" in result.stderr
+    back, source = nib.load(str(tmp_path / "b.nii.gz")), nib.load(str(path))
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), np.asanyarray(source.dataobj))
+    np.testing.assert_allclose(back.affine, source.affine, atol=1e-6)
+
+
 def test_default_model_runs_without_monai(scan, tmp_path):
     """A learned upscale loads torch and ONNX Runtime but not MONAI (whose ``__init__``
     imports every subpackage: seconds on each run)."""

@@ -12,9 +12,12 @@ the network output back to the scan's units (HU for CT).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 CT_WINDOW = {"kind": "window", "lo": -1024.0, "hi": 3071.0}
 MR_PERCENTILE = {"kind": "percentile", "lower": 0.5, "upper": 99.5}
@@ -44,7 +47,7 @@ def fit_scaling(array: np.ndarray | torch.Tensor, spec: dict) -> Scaling:
     if spec["kind"] == "window":
         lo, hi = float(spec["lo"]), float(spec["hi"])
     elif spec["kind"] == "percentile":
-        data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+        data = array.detach().cpu().numpy() if hasattr(array, "detach") else array  # a tensor
         flat = np.asarray(data, dtype=np.float32).ravel()
         if flat.size > 2_000_000:  # percentiles of a strided subsample: same to ~1e-3
             flat = flat[:: flat.size // 1_000_000]
