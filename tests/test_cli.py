@@ -248,3 +248,26 @@ def test_openmp_threads_sleep_only_on_a_busy_machine(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_undecodable_dicom_pixels_give_one_line_without_library_tracebacks():
+    """pydicom's decoders log each failure with a traceback; a user sees one line that names
+    every decoder's reason (here: 12-bit JPEG Extended, which no installed decoder reads)."""
+    import logging
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPEG-lossy.dcm")
+    logging.getLogger("pydicom").disabled = True
+    try:
+        pydicom.dcmread(path).pixel_array
+    except Exception:  # noqa: BLE001 - whichever decoder error: the case under test
+        pass
+    else:
+        pytest.skip("an installed decoder reads 12-bit JPEG Extended")
+    finally:
+        logging.getLogger("pydicom").disabled = False
+    result = run("info", path)
+    assert_one_line_error(result, "12-bit")
+    assert not result.stderr.strip().endswith(":")  # the reasons follow, on the same line

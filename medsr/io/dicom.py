@@ -170,8 +170,12 @@ def _check_same_grid(path: Path, volumes: list[Volume],
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """One line: the message's first, with the lines it introduces (pydicom lists each
+    decoder's reason under "...all available plugins:") joined onto it."""
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    return text[0] + (" " + "; ".join(text[1:]) if text[0].endswith(":") else "")
 
 
 @contextmanager
