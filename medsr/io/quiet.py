@@ -1,7 +1,7 @@
 """Keep library warnings (pydicom, nibabel, SimpleITK wrappers) off the terminal.
 
-While an input is read, Python warnings raised by the libraries (and pydicom's own warning
-and error records, which its decoders write with a traceback) are captured and sent to the
+While an input is read, Python warnings raised by the libraries (and pydicom's error records,
+which its decoders write with a traceback) are captured and sent to the
 ``medsr.io`` logger at INFO (each distinct message once), followed by a one-line summary such
 as ``"scan/: 3 tags longer than the standard allows"``. ``medsr.logs.setup_logging`` decides
 what reaches the terminal.
@@ -46,16 +46,16 @@ def summarize(messages: list[str]) -> str:
     return ", ".join(parts)
 
 
-class _Collect(logging.Handler):
-    """Keeps the first line of each record, without its traceback."""
+class _Errors(logging.Handler):
+    """Keeps error records' messages (not their tracebacks) in ``messages``; lower records
+    repeat the Python warnings already captured, and are dropped."""
 
     def __init__(self, messages: list[str]) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(logging.ERROR)
         self.messages = messages
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING:
-            self.messages.append(record.getMessage().strip())
+        self.messages.append(record.getMessage().strip())
 
 
 @contextmanager
@@ -67,15 +67,15 @@ def quiet_libraries(path: str | Path) -> Iterator[list[str]]:
     """
     messages: list[str] = []
     pydicom_log = logging.getLogger("pydicom")  # its decoders log each failure with a traceback
-    handler, propagate = _Collect(messages), pydicom_log.propagate
-    pydicom_log.addHandler(handler)
+    errors, propagate = _Errors(messages), pydicom_log.propagate
+    pydicom_log.addHandler(errors)
     pydicom_log.propagate = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield messages
         finally:
-            pydicom_log.removeHandler(handler)
+            pydicom_log.removeHandler(errors)
             pydicom_log.propagate = propagate
             messages.extend(str(w.message).strip() for w in caught)
             seen = set()
