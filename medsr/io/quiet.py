@@ -46,16 +46,21 @@ def summarize(messages: list[str]) -> str:
     return ", ".join(parts)
 
 
-class _Errors(logging.Handler):
-    """Keeps error records' messages (not their tracebacks) in ``messages``; lower records
-    repeat the Python warnings already captured, and are dropped."""
+class _Records(logging.Handler):
+    """A library logger's records while ``path`` is read: errors' messages (not their
+    tracebacks) join ``messages``; the rest go to the ``medsr.io`` log at INFO, unsummarised
+    (pydicom's warnings mostly repeat the Python warnings already captured)."""
 
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(logging.ERROR)
-        self.messages = messages
+    def __init__(self, messages: list[str], path: str | Path) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages, self.path = messages, path
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage().strip())
+        text = record.getMessage().strip()
+        if record.levelno >= logging.ERROR:
+            self.messages.append(text)
+        elif record.levelno >= logging.WARNING:
+            log.info("%s: %s", self.path, text.splitlines()[0] if text else "")
 
 
 @contextmanager
@@ -67,15 +72,15 @@ def quiet_libraries(path: str | Path) -> Iterator[list[str]]:
     """
     messages: list[str] = []
     pydicom_log = logging.getLogger("pydicom")  # its decoders log each failure with a traceback
-    errors, propagate = _Errors(messages), pydicom_log.propagate
-    pydicom_log.addHandler(errors)
+    records, propagate = _Records(messages, path), pydicom_log.propagate
+    pydicom_log.addHandler(records)
     pydicom_log.propagate = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield messages
         finally:
-            pydicom_log.removeHandler(errors)
+            pydicom_log.removeHandler(records)
             pydicom_log.propagate = propagate
             messages.extend(str(w.message).strip() for w in caught)
             seen = set()
