@@ -10,15 +10,19 @@
 #   DIR/extra_ct  TotalSegmentator test CT angiography of the chest (1.5 mm iso)
 #   DIR/holdout_extra  Colin27 on a 0.5 mm grid (ch2better; same subject as holdout/colin27,
 #                 so evaluation only) and the InVesalius head CT (GPL-2 data: evaluation only,
-#                 never train a shipped model on it)
+#                 never train a shipped model on it), dipy's b0 EPI (128x128 at 2 mm, 10 tilted
+#                 slices; a second real EPI besides nibabel's example4d)
+#   DIR/epi_train the same b0 EPI, for configs/experiment_mr_epi.yaml only (an experiment that
+#                 trains on it and holds nibabel's EPI out; no shipped model learnt from it)
 # See docs/training_data.md for shapes, spacings, licences and what each is good for.
 set -euo pipefail
 out="${1:-data}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out/train_mr" "$out/train_ct" "$out/val_ct" "$out/holdout" \
-  "$out/extra_mr" "$out/extra_ct" "$out/holdout_extra"
+  "$out/extra_mr" "$out/extra_ct" "$out/holdout_extra" "$out/epi_train"
 pip download -q --no-deps --only-binary :all: -d "$tmp" nilearn pydeface totalsegmentator
+pip download -q --no-deps --only-binary :all: -d "$tmp" dipy==1.12.1
 # the pyradiomics sdist needs numpy and versioneer to prepare its metadata
 python -m pip install -q numpy versioneer setuptools wheel nibabel
 pip download -q --no-deps --no-build-isolation -d "$tmp" pyradiomics==3.0.1
@@ -32,6 +36,7 @@ cd "$tmp"
 unzip -q -o -j nilearn-*.whl "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" -d mr
 unzip -q -o -j pydeface-*.whl "pydeface/data/mean_reg2mean.nii.gz" -d mr
 unzip -q -o -j totalsegmentator-*.whl "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz" -d ct
+unzip -q -o -j dipy-*.whl "dipy/data/files/S0_10slices.nii.gz" -d epi
 tar xzf pyradiomics-3.0.1.tar.gz pyradiomics-3.0.1/data
 dpkg-deb -x mricron-data_*.deb mricron
 tar xzf sdist/totalsegmentator-2.18.0.tar.gz \
@@ -51,6 +56,18 @@ cp "$tmp/pyradiomics-3.0.1/data/breast1_image.nrrd" "$out/extra_mr/"
 cp "$tmp/totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz" \
   "$out/extra_ct/totalseg_cta_chest_1p5mm.nii.gz"
 cp "$tpl/ch2better.nii.gz" "$out/holdout_extra/colin27_t1_0p5mm.nii.gz"
+# dipy's b0 (BSD-3): its single volume as a 3D image, the header (tilted sform) kept
+python - "$tmp/epi/S0_10slices.nii.gz" "$out/holdout_extra/dipy_s0_epi_2mm.nii.gz" <<'PY'
+import sys
+import nibabel as nib
+import numpy as np
+img = nib.load(sys.argv[1])
+data = np.asarray(img.dataobj)[..., 0]
+out = nib.Nifti1Image(data, img.affine, img.header)
+out.header.set_data_shape(data.shape)
+nib.save(out, sys.argv[2])
+PY
+cp "$out/holdout_extra/dipy_s0_epi_2mm.nii.gz" "$out/epi_train/"
 # InVesalius project (.inv3): a raw int16 matrix (slices, rows, cols) plus a plist with spacing
 python - "$tmp"/inv3/*/main.plist "$out/holdout_extra/invesalius_ct_head.nii.gz" <<'PY'
 import os, plistlib, sys
