@@ -438,9 +438,12 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         raise MedsrError("give either --scale or --spacing, not both")
     factors = (spacing_factors(affine, spacing) if spacing is not None
                else requested_factors(affine, scale))
-    if method == "auto" and model is None and max(factors) == 1:  # no torch for a copy
-        logger.warning("method auto: nothing to upscale (no axis is a whole factor coarser "
-                       "than the finest; give --scale or --spacing), so using B-spline")
+    if method == "auto" and model is None and max(factors) == 1:  # no torch for interpolation
+        if spacing is None:
+            logger.warning("method auto: nothing to upscale (no axis is a whole factor coarser "
+                           "than the finest; give --scale or --spacing), so using B-spline")
+        else:  # a spacing no finer than the scan's: resampling, which is B-spline's job
+            logger.info("method auto: no axis gets finer, so B-spline resamples to the spacing")
         return interpolation("bspline")
     from medsr.device import resolve_device  # torch: not for interpolation
 

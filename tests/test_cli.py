@@ -207,6 +207,9 @@ def test_auto_with_nothing_to_upscale_says_so_and_loads_no_torch(tmp_path):
     back, source = nib.load(str(tmp_path / "b.nii.gz")), nib.load(str(path))
     np.testing.assert_array_equal(np.asanyarray(back.dataobj), np.asanyarray(source.dataobj))
     np.testing.assert_allclose(back.affine, source.affine, atol=1e-6)
+    coarser = run("upscale", path, "--spacing", 2, 2, 2, "-o", tmp_path / "c.nii.gz")
+    assert coarser.exit_code == 0 and "nothing to upscale" not in coarser.stderr  # resampled
+    assert nib.load(str(tmp_path / "c.nii.gz")).header.get_zooms() == pytest.approx((2, 2, 2))
 
 
 def test_default_model_runs_without_monai(scan, tmp_path):
