@@ -332,7 +332,8 @@ def split_factors(affine: np.ndarray, factors: Sequence[int]
     and the one thick axis a through-plane network serves; ``why`` when neither fits."""
     up = [a for a in range(3) if factors[a] > 1]
     if not up:
-        return None, None, "nothing to upscale"
+        return None, None, ("nothing to upscale (no axis is a whole factor coarser than the "
+                            "finest; give --scale or --spacing)")
     if len(up) == 1:
         return None, up[0], None
     d = voxel_size(affine)
@@ -353,15 +354,20 @@ def _in_range(card: dict, f: int) -> bool:
     return lo <= f <= hi
 
 
-def _default_stages(shape, affine, factors, scale, modality, dev, profile, selfsup
+def _default_stages(shape, affine, factors, scale, modality, device, profile, selfsup
                     ) -> tuple[Upscaler | None, str | None]:
     """The learned upscaler for ``factors``: the shipped in-plane model on the plane, the
     shipped through-plane model (or self-supervised SR, ``selfsup`` options) on the thick
-    axis, chained when both apply; or ``(None, why)``."""
+    axis, chained when both apply; or ``(None, why)``, without loading torch when the
+    request's factors alone rule the models out and no device was named."""
+    plane, thick, why = split_factors(affine, factors)
+    if why and str(device) in ("auto", "cpu"):  # no model to run, no device to check: no torch
+        return None, why
+    from medsr.device import resolve_device
     from medsr.inference import factor_range
     from medsr.models import default_model
 
-    plane, thick, why = split_factors(affine, factors)
+    dev = resolve_device(device)  # an explicit device is checked even when no model serves
     if why:
         return None, why
     stages: list[Upscaler] = []
@@ -438,28 +444,24 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         raise MedsrError("give either --scale or --spacing, not both")
     factors = (spacing_factors(affine, spacing) if spacing is not None
                else requested_factors(affine, scale))
-    if method == "auto" and model is None and max(factors) == 1:  # no torch for interpolation
-        if spacing is None:
-            logger.warning("method auto: nothing to upscale (no axis is a whole factor coarser "
-                           "than the finest; give --scale or --spacing), so using B-spline")
-        else:  # a spacing no finer than the scan's: resampling, which is B-spline's job
-            logger.info("method auto: no axis gets finer, so B-spline resamples to the spacing")
-        return interpolation("bspline")
-    from medsr.device import resolve_device  # torch: not for interpolation
-
-    dev = resolve_device(device)
     if model is None:
         selfsup = dict(self_supervised or {}) if method == "self-supervised" else None
         up, why = _default_stages(shape, affine, factors, scale if spacing is None else factors,
-                                  modality, dev, profile, selfsup)
+                                  modality, device, profile, selfsup)
         if up is None:
             if method != "auto":
                 raise MedsrError(f"--method {method}: {why}")
-            logger.warning("method auto: %s, so using B-spline", why)
+            if spacing is not None and max(factors) == 1:  # resampling: B-spline's job
+                logger.info("method auto: no axis gets finer, so B-spline resamples to the "
+                            "spacing")
+            else:
+                logger.warning("method auto: %s, so using B-spline", why)
             return interpolation("bspline")
     else:
+        from medsr.device import resolve_device  # torch
         from medsr.inference import factor_range, plane_axes
 
+        dev = resolve_device(device)
         net, card = load_cached(model, dev)
         name = f"model {model}"
         if plane_axes(card) == 2:
