@@ -102,15 +102,31 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``state``'s tensors under ``prefix``, on the CPU and contiguous, for one state file."""
+    return {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix``, the prefix removed."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def latest_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The network's weights in a run's training state (its latest checkpoint): their moving
+    average when the run keeps one (``optim.ema``)."""
+    tensors = load_file(str(Path(folder) / STATE), device="cpu")
+    return _unprefixed(tensors, "ema.module.") or _unprefixed(tensors, "model.")
+
+
 def save_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, info: dict, ema: nn.Module | None = None) -> None:
     """Everything needed to continue exactly: weights, optimiser, scheduler, RNG, step, and
     the moving average of the weights (``ema``) when there is one."""
     tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
-    for key, value in model.state_dict().items():
-        tensors[f"model.{key}"] = value.detach().cpu().contiguous()
-    for key, value in (ema.state_dict() if ema is not None else {}).items():
-        tensors[f"ema.{key}"] = value.detach().cpu().contiguous()
+    tensors.update(_prefixed(model.state_dict(), "model."))
+    if ema is not None:
+        tensors.update(_prefixed(ema.state_dict(), "ema."))
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -127,8 +143,8 @@ def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
     whose average was not saved (a run started without one) starts from the weights."""
     tensors = load_file(str(folder / STATE), device="cpu")
     meta = json.loads((folder / STATE_JSON).read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    model.load_state_dict(_unprefixed(tensors, "model."))
+    averaged = _unprefixed(tensors, "ema.")
     if ema is not None and averaged:
         ema.load_state_dict(averaged)
     elif ema is not None:

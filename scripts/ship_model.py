@@ -82,12 +82,11 @@ def _card_from_config(run: Path) -> dict:
 def _write_last_weights(run: Path, dest: Path, card: dict) -> None:
     """The model weights of the run's training state (its latest checkpoint): their moving
     average when the run keeps one (``optim.ema``)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    tensors = load_file(str(run / "state.safetensors"))
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in tensors) else "model."
-    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    save_file(weights, str(dest))
+    from medsr.checkpoint import latest_weights
+
+    save_file(latest_weights(run), str(dest))
     state = json.loads((run / "state.json").read_text())
     card["steps"] = state["step"]
     card["validation"] = {"selection": "latest weights (--last)", "history": state["history"]}
