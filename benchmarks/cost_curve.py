@@ -24,11 +24,13 @@ back to back on the 512×512×120 → ×5 case (fair on a shared machine).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,6 +195,8 @@ def main() -> None:
     extra = shlex.split(args.cli_args)
     sizes = [float(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="medsr_cost_"))
+    if not args.workdir:  # a scratch folder of several GB: removed at exit, pass or fail
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "processor": platform.processor() or platform.machine(),

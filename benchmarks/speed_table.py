@@ -27,10 +27,12 @@ measure before and after on the same machine.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,6 +149,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(args.code.resolve()), os.environ.get("PYTHONPATH", "")])}
     work = Path(tempfile.mkdtemp(prefix="medsr_speed_"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # scans and outputs: ~0.2 GB
     scans, truths = [], {}
     for item in args.thin:
         label, path = item.split("=", 1)
