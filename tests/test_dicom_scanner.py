@@ -347,6 +347,39 @@ def test_library_warnings_are_logged_not_printed(tmp_path, capfd, caplog):
     assert all(r.levelno < logging.WARNING for r in caplog.records if r.name.startswith("medsr"))
 
 
+def test_library_records_stay_with_the_thread_that_reads(caplog):
+    """A decoder's error during a read joins that read's messages, off the terminal; what a
+    library logs from another thread meanwhile reaches the user's handlers as usual."""
+    import threading
+
+    from medsr.io.quiet import quiet_libraries
+
+    inside, done = threading.Event(), threading.Event()
+    result = {}
+
+    def read():
+        with quiet_libraries("a.dcm") as messages:
+            logging.getLogger("pydicom.pixels.decoders.base").error("decoder A failed")
+            inside.set()
+            done.wait(10)
+        result["messages"] = messages
+
+    with caplog.at_level(logging.INFO):
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert inside.wait(10)
+        logging.getLogger("pydicom").warning("logged elsewhere")
+        done.set()
+        reader.join(10)
+    assert result["messages"] == ["decoder A failed"]
+    library = [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("pydicom")]
+    assert library == [("pydicom", "logged elsewhere")]
+    # after the read, the library logs as it did before
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("pydicom.pixels.decoders.base").error("after")
+    assert caplog.records[-1].getMessage() == "after"
+
+
 # ----------------------------------------------------------------------------------- dcm2niix
 @pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix not installed")
 def test_mosaic_matches_dcm2niix(tmp_path):
