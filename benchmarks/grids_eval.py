@@ -163,11 +163,12 @@ def main() -> None:
                         help="folder for a figure per case (truth, low resolution, B-spline, "
                              "learned, error maps)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     methods = args.methods.split(",")
     h, x = args.data / "holdout", args.data / "holdout_extra"
     cases = []
-    for f in (2, 3):
+    for f in (2, 3, 4):
         cases += [(f"MR in-plane x{f} (k-space)", h / "colin27_t1.nii.gz", "MR", (f, f, 1), None),
                   (f"MR in-plane x{f} (k-space)", h / "brain2_image.nrrd", "MR", (f, f, 1), None),
                   (f"CT in-plane x{f} (box)", h / "lung2_image.nrrd", "CT", (f, f, 1), None),
@@ -175,6 +176,10 @@ def main() -> None:
                    None)]
     cases += [("MR all axes x2", h / "colin27_t1.nii.gz", "MR", (2, 2, 2), None),
               ("CT all axes x2", x / "invesalius_ct_head.nii.gz", "CT", (2, 2, 2), None),
+              ("MR all axes x3", h / "colin27_t1.nii.gz", "MR", (3, 3, 3), None),
+              ("CT all axes x3", x / "invesalius_ct_head.nii.gz", "CT", (3, 3, 3), None),
+              ("MR 2x2x3 mm -> 1 mm", h / "colin27_t1.nii.gz", "MR", (2, 2, 3), None),
+              ("CT 2x2x3 -> pixel and 5 mm", h / "lung2_image.nrrd", "CT", (2, 2, 3), None),
               ("MR 2x2x4 mm -> 1 mm", h / "colin27_t1.nii.gz", "MR", (2, 2, 4), None),
               ("MR 3.5 mm -> spacing 1x1x1", x / "colin27_t1_0p5mm.nii.gz", "MR", (2, 2, 7),
                (1.0, 1.0, 1.0))]

@@ -326,6 +326,38 @@ def spacing_factors(affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, 
     return int(f[0]), int(f[1]), int(f[2])
 
 
+def one_slice_request(shape: Sequence[int], affine: np.ndarray,
+                      scale: Sequence[float] | None, spacing: Sequence[float] | None
+                      ) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    """``(scale, spacing)`` for a single slice (one voxel along an axis): in-plane only.
+
+    With neither given, the slice's own plane is brought to its finest pixel (the slice
+    thickness is not a spacing to undo). Volumes pass unchanged.
+
+    Raises:
+        MedsrError: a factor or a spacing change along the slice's one-voxel axis.
+    """
+    flat = [a for a in range(3) if int(shape[a]) == 1]
+    if not flat:
+        return scale, spacing
+    axis = flat[0]
+    example = " ".join("1" if a == axis else "2" for a in range(3))
+    if scale is None and spacing is None:
+        d = np.delete(voxel_size(affine), axis)
+        f = [int(v) for v in np.maximum(1, np.round(d / d.min()))]
+        f.insert(axis, 1)
+        return tuple(f), None
+    if scale is not None and parse_factors(scale)[axis] != 1:
+        raise MedsrError(f"a single slice (one voxel along axis {axis}) is upscaled in its "
+                         f"plane only: give a factor of 1 along that axis, e.g. --scale {example}")
+    if spacing is not None:
+        have = float(voxel_size(affine)[axis])
+        if abs(float(parse_spacing(spacing)[axis]) - have) > 1e-3 * have:
+            raise MedsrError(f"a single slice (one voxel along axis {axis}) keeps its "
+                             f"{have:g} mm along that axis: give --spacing with {have:g} there")
+    return scale, spacing
+
+
 def split_factors(affine: np.ndarray, factors: Sequence[int]
                   ) -> tuple[tuple[int, int] | None, int | None, str | None]:
     """``(plane, thick axis, why)``: the two axes an in-plane network serves (equal factors)
@@ -431,6 +463,7 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
     """
     shape = tuple(int(s) for s in shape)
     profile = profile or SliceProfile()
+    scale, spacing = one_slice_request(shape, affine, scale, spacing)
 
     def interpolation(name: str) -> Upscaler:
         factors = None if spacing is not None else requested_factors(affine, scale)

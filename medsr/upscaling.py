@@ -34,6 +34,7 @@ from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
 from medsr.methods import Progress, Upscaler, mean_members
 from medsr.noise import projection_gain, scan_noise
+from medsr.padding import fill_padding, padding_mask, restore_padding
 from medsr.resample import INTERPOLATORS
 from medsr.scratch import release, scratch_dir, scratch_frames
 from medsr.selfcheck import SelfCheck, try_self_check
@@ -394,7 +395,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         thick.profile = _profile(frames, affine, thick.axis, thickness, slice_profile)
     plan = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
-    out, sd, report = run(frames, up, consistency=consistency, uncertainty=uncertainty,
+    padding = padding_mask(frames, kind) if up.learned else None  # CT outside its circle
+    out, sd, report = run(frames if padding is None else fill_padding(frames, padding), up,
+                          consistency=consistency, uncertainty=uncertainty,
                           progress=progress, slab_voxels=plan.slab_voxels,
                           scratch=scratch_dir(scratch) if plan.on_disk else None,
                           fallback=method == "auto" and model is None and not uncertainty)
@@ -407,9 +410,12 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         plan = _plan(frames, up, source, False, max_memory_gb, save_format)
         out, sd, report = run(frames, up, progress=progress, slab_voxels=plan.slab_voxels,
                               scratch=scratch_dir(scratch) if plan.on_disk else None)
-    elif check is not None and not check.passed:
-        logger.warning("%s; the %s output is kept as asked (method auto would use B-spline)",
-                       check.describe(up.name), up.name)
+    else:
+        if check is not None and not check.passed:
+            logger.warning("%s; the %s output is kept as asked (method auto would use "
+                           "B-spline)", check.describe(up.name), up.name)
+        if padding is not None:
+            restore_padding(out, frames, padding, sd)
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
     out_affine = up.out_affine

@@ -71,7 +71,7 @@ def build_study(root):
     good = (root / "sub-01/anat/sub-01_T1w.nii.gz").read_bytes()
     (root / "broken").mkdir()
     (root / "broken/truncated.nii.gz").write_bytes(good[: len(good) // 2])
-    write_nifti(root / "broken/flat.nii.gz", t1[:, :, :1], AFFINES["oblique"])  # 2D
+    write_nifti(root / "broken/flat.nii.gz", t1[:, :, :1], AFFINES["oblique"])  # 1 slice
     (root / "participants.tsv").write_text("participant_id\nsub-01\n")
     (root / "README.txt").write_text("a study")
     (root / ".hidden.nii.gz").write_bytes(good)
@@ -178,7 +178,7 @@ def test_manifest_outputs_and_grids(study):
         bad = rows_by[name, ""]
         assert bad["status"] == "error" and bad["error"] and "\n" not in bad["error"]
         assert not (out / bad["output"]).exists()
-    assert "2D" in rows_by["broken/flat.nii.gz", ""]["error"]
+    assert "single slice" in rows_by["broken/flat.nii.gz", ""]["error"]  # ×3 along it
     assert not list(out.rglob(".*partial*"))
 
 

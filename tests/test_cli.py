@@ -94,9 +94,14 @@ def test_bad_input_gets_one_line(scan, tmp_path):
                           "does not exist")
     assert_one_line_error(run("upscale", scan, "-o", "/proc/o.nii.gz"), "/proc")
     assert_one_line_error(run("upscale", scan, "--dtype", "complex64"), "unsupported --dtype")
-    flat = tmp_path / "flat.nii.gz"
-    nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), np.eye(4)).to_filename(str(flat))
-    assert_one_line_error(run("upscale", flat), "2D image")
+    line = tmp_path / "line.nii.gz"
+    nib.Nifti1Image(np.zeros((8, 1, 1), np.float32), np.eye(4)).to_filename(str(line))
+    assert_one_line_error(run("upscale", line), "a line")
+    line.unlink()
+    flat = tmp_path / "flat.nii.gz"  # one slice: in-plane only
+    nib.Nifti1Image(phantom((8, 8, 1)), np.diag([1.0, 1.0, 5.0, 1.0])).to_filename(str(flat))
+    assert_one_line_error(run("upscale", flat, "--scale", 2, 2, 2), "--scale 2 2 1")
+    assert_one_line_error(run("upscale", flat, "--isotropic", 1), "keeps its 5 mm")
     flat.unlink()
     assert_one_line_error(run("upscale", scan, "-o", tmp_path / "o.nrrd", "--format", "nifti"),
                           "does not match")

@@ -445,6 +445,18 @@ def test_truncated_file(tmp_path, keep):
     assert files[1].name in _one_line_error(files[1], ".")
 
 
-def test_single_slice_file(tmp_path):
-    files = write_series(tmp_path, stored_values(), GEOMETRIES["anisotropic"])
-    _one_line_error(files[0], "is a single 2D slice")
+def test_single_slice_file_is_a_volume_of_one_slice(tmp_path):
+    """One file of a series reads as that slice, placed where the series places it."""
+    import medsr
+
+    values = stored_values()
+    files = write_series(tmp_path, values, GEOMETRIES["oblique"])
+    series, one = medsr.load_volume(tmp_path), medsr.load_volume(files[0])
+    assert tuple(one.shape) == (1, *values.shape[:2], 1)
+    k = next(z for z in range(values.shape[2])
+             if np.array_equal(series[0, ..., z].numpy(), one[0, ..., 0].numpy()))
+    a, b = series.affine.numpy(), one.affine.numpy()
+    assert np.allclose(b[:3, :2], a[:3, :2], atol=1e-4)  # rows and columns
+    assert np.allclose(b[:3, 3], (a @ [0, 0, k, 1])[:3], atol=1e-3)  # where the slice lies
+    normal = a[:3, 2] / np.linalg.norm(a[:3, 2])
+    assert np.allclose(b[:3, 2] / np.linalg.norm(b[:3, 2]), normal, atol=1e-4)

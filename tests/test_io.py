@@ -146,8 +146,8 @@ def test_dtype_override_and_scaled_nifti(tmp_path):
     assert f32.get_data_dtype() == np.float32
 
 
-@pytest.mark.parametrize("shape,word", [((16, 16), "2D"), ((8, 8, 4, 3, 2), "5D")])
-def test_2d_and_5d_images_are_refused(tmp_path, shape, word):
+@pytest.mark.parametrize("shape,word", [((16,), "1D"), ((8, 8, 4, 3, 2), "5D")])
+def test_1d_and_5d_images_are_refused(tmp_path, shape, word):
     path = tmp_path / "img.nii.gz"
     nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_filename(str(path))
     with pytest.raises(MedsrError, match=word):

@@ -90,14 +90,15 @@ def read_frames(path: str | Path, series_uid: str | None = None,
         array, result = _read(path, series_uid, volume)
     if result is None:
         shape = tuple(int(s) for s in np.shape(array))
-        if len(shape) < 3:
-            raise MedsrError(f"{path} is a {len(shape)}D image {shape}; medsr needs a 3D volume")
-        raise MedsrError(f"{path} is {len(shape)}D {shape}; medsr reads 3D and 4D images only: "
-                         "split it first")
+        if len(shape) < 2:
+            raise MedsrError(f"{path} is a {len(shape)}D image {shape}; medsr reads slices "
+                             "and volumes")
+        raise MedsrError(f"{path} is {len(shape)}D {shape}; medsr reads 2D, 3D and 4D images "
+                         "only: split it first")
     shape = tuple(int(s) for s in result.shape[1:])
-    if min(shape) < 2:
-        raise MedsrError(f"{path} has a single voxel along an axis {shape}: a 2D image; "
-                         "medsr needs a 3D volume")
+    if sorted(shape)[1] < 2:
+        raise MedsrError(f"{path} has a single voxel along two axes {shape}: a line, not a "
+                         "slice or a volume")
     if volume is not None and result.source.extra.get("volume_index") != volume:
         result = select_volume(result, int(volume), str(path))
     return result

@@ -119,9 +119,6 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         uid = str(frames[0].dataset.get("SeriesInstanceUID", ""))
         if series_uid is not None and series_uid != uid:
             raise MedsrError(f"{path} belongs to series {uid}, not {series_uid}")
-        if len(frames) == 1:
-            raise MedsrError(f"{path} is a single 2D slice; upscaling needs a volume "
-                             "(give the folder of the series or a multi-frame file)")
     volumes = split_volumes(frames)
     labels = [v.labels for v in volumes]
     if volume is not None:

@@ -59,6 +59,8 @@ def read_itk(path: str | Path) -> tuple[np.ndarray, Frames | None]:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"has {image.GetNumberOfComponentsPerPixel()} components per voxel "
                          "(vector or colour images are not supported)")
+    if image.GetDimension() == 2:  # one slice, 1 mm thick at z 0 (what ITK gives it)
+        image = sitk.JoinSeries([image])
     array = sitk.GetArrayFromImage(image)
     array = array.transpose(tuple(range(array.ndim))[::-1])
     if image.GetDimension() == 4 and array.shape[3] == 1:

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, Frames | None]:
-    """Read a NIfTI file; returns the raw array (any rank) and, for 3D or 4D, the volume.
+    """Read a NIfTI file; returns the raw array (any rank) and, for 2D to 4D, the volume.
 
-    Trailing axes of length 1 are dropped (a 4D file with one time point is 3D). The array is
-    returned so the caller can reject 2D or 5D images with a clear message.
+    Trailing axes of length 1 are dropped (a 4D file with one time point is 3D); a 2D image is
+    a volume of one slice. The array is returned so the caller can reject 1D or 5D images
+    with a clear message.
     """
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter
@@ -43,6 +44,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Frames | None]:
     )
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.ndim == 2:  # one slice: its affine is 3D already
+        data = data[..., None]
     if data.ndim == 4:
         return data, make_frames(np.moveaxis(data, -1, 0), img.affine, source)
     if data.ndim != 3:

@@ -324,7 +324,9 @@ def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[
     in_name = info.input_name or Path(source_in.path).name or "input"
     out_name = info.output_name or ("output (not saved yet)" if source_out.path in (
         "", source_in.path) else Path(source_out.path).name)
-    shown = views(affine_out)
+    every = views(affine_out)  # a single slice shows its own plane only, not edge-on strips
+    shown = {name: v for name, v in every.items()
+             if min(scan.out.shape[v.across], scan.out.shape[v.down]) > 1} or every
     centre = {name: scan.out.shape[v.fixed] // 2 for name, v in shown.items()}
     lo, hi = images.window(*(v.plane(scan.out, centre[n]) for n, v in shown.items()))
     views_html = _views_html(scan, shown, lo, hi)
@@ -344,9 +346,9 @@ def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[
             + f"<h2>Facts</h2>{facts.html()}"
             + f"<footer>Made by medsr {esc(medsr.__version__)} on {made}. Self-contained: "
               "the images are embedded.</footer>")
-    axial = shown["axial"]
-    thumbnail = images.thumbnail_png(axial.plane(scan.out, centre["axial"]), lo, hi,
-                                     axial.pixel)
+    first = "axial" if "axial" in shown else next(iter(shown))
+    thumbnail = images.thumbnail_png(shown[first].plane(scan.out, centre[first]), lo, hi,
+                                     shown[first].pixel)
     summary = {**numbers, "shape_in": _text(scan.frame_in.shape),
                "shape_out": _text(scan.out.shape), "seconds": info.seconds,
                "thumbnail": data_uri(thumbnail)}
