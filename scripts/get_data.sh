@@ -14,15 +14,19 @@
 #                 slices; a second real EPI besides nibabel's example4d)
 #   DIR/epi_train the same b0 EPI, for configs/experiment_mr_epi.yaml only (an experiment that
 #                 trains on it and holds nibabel's EPI out; no shipped model learnt from it)
+#   DIR/slices    single 2D DICOM slices of pydicom-data (MIT): MR 1024² and CT 512², each as
+#                 stored (*_UNCR) and decoded from lossy JPEG 2000 (693_UNCI): evaluation only
 # See docs/training_data.md for shapes, spacings, licences and what each is good for.
 set -euo pipefail
-out="${1:-data}"
+mkdir -p "${1:-data}"
+out="$(cd "${1:-data}" && pwd)"  # absolute: the steps below run inside a scratch folder
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out/train_mr" "$out/train_ct" "$out/val_ct" "$out/holdout" \
-  "$out/extra_mr" "$out/extra_ct" "$out/holdout_extra" "$out/epi_train"
+  "$out/extra_mr" "$out/extra_ct" "$out/holdout_extra" "$out/epi_train" "$out/slices"
 pip download -q --no-deps --only-binary :all: -d "$tmp" nilearn pydeface totalsegmentator
 pip download -q --no-deps --only-binary :all: -d "$tmp" dipy==1.12.1
+pip download -q --no-deps --only-binary :all: -d "$tmp" pydicom-data==1.0.0
 # the pyradiomics sdist needs numpy and versioneer to prepare its metadata
 python -m pip install -q numpy versioneer setuptools wheel nibabel
 pip download -q --no-deps --no-build-isolation -d "$tmp" pyradiomics==3.0.1
@@ -37,6 +41,9 @@ unzip -q -o -j nilearn-*.whl "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_
 unzip -q -o -j pydeface-*.whl "pydeface/data/mean_reg2mean.nii.gz" -d mr
 unzip -q -o -j totalsegmentator-*.whl "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz" -d ct
 unzip -q -o -j dipy-*.whl "dipy/data/files/S0_10slices.nii.gz" -d epi
+for f in MR2_UNCR 693_UNCR 693_UNCI; do
+  unzip -q -o -j pydicom_data-*.whl "data_store/data/$f.dcm" -d "$out/slices"
+done
 tar xzf pyradiomics-3.0.1.tar.gz pyradiomics-3.0.1/data
 dpkg-deb -x mricron-data_*.deb mricron
 tar xzf sdist/totalsegmentator-2.18.0.tar.gz \
