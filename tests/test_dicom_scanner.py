@@ -380,6 +380,34 @@ def test_library_records_stay_with_the_thread_that_reads(caplog):
     assert caplog.records[-1].getMessage() == "after"
 
 
+def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path, caplog):
+    """LossyImageCompression "01": its ratio and method are named in one warning, since the
+    models learnt from no compression artefacts (and the self-check may miss them)."""
+    from conftest import phantom
+    from test_dicom import write_series
+
+    from medsr.upscaling import lossy_compression
+
+    values = np.rint(phantom((16, 14, 5)) + 100).astype(np.uint16)
+    files = write_series(tmp_path / "s", values, GEOMETRIES["anisotropic"])
+    for file in files:
+        ds = pydicom.dcmread(file)
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionRatio = ["10.2", "2.5"]
+        ds.LossyImageCompressionMethod = ["ISO_10918_1", "ISO_15444_1"]
+        ds.save_as(file)
+    vol = medsr.load_volume(tmp_path / "s")
+    assert lossy_compression(volume_parts(vol)[2]) == "ratio 10:1, 2:1, ISO_10918_1, ISO_15444_1"
+    with caplog.at_level(logging.WARNING, logger="medsr"):
+        medsr.upscale(vol, (1, 1, 2), method="bspline")
+        assert not caplog.records  # interpolation: nothing to say
+        medsr.upscale(vol, (1, 1, 2), method="default", modality="MR", device="cpu")
+    warned = [r.getMessage() for r in caplog.records if "lossily" in r.getMessage()]
+    assert len(warned) == 1 and "ratio 10:1" in warned[0] and "--method bspline" in warned[0]
+    write_series(tmp_path / "p", values, GEOMETRIES["anisotropic"])  # no tag: no note
+    assert lossy_compression(volume_parts(medsr.load_volume(tmp_path / "p"))[2]) is None
+
+
 # ----------------------------------------------------------------------------------- dcm2niix
 @pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix not installed")
 def test_mosaic_matches_dcm2niix(tmp_path):
