@@ -5,6 +5,7 @@ A CT slice is reconstructed inside a circle; the corners outside it hold a paddi
 trained on air at -1024 HU meet a cliff there and ring along the circle. For learned methods
 medsr reads such voxels as air, upscales, and puts each output voxel whose input voxel was
 padding back to that padding value, so the output's corners are what the input's were.
+Padding is what lies below any tissue, air or noise (-1200 HU) and reaches the volume's faces.
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ AIR_HU = -1024.0
 
 
 def padding_mask(frames: np.ndarray, modality: str) -> np.ndarray | None:
-    """``frames < PADDING_BELOW_HU`` for CT when any voxel is padding, else ``None``."""
-    if modality != "CT":
+    """The padding of CT ``frames`` ``(T, X, Y, Z)``, or ``None`` when there is none: voxels
+    below ``PADDING_BELOW_HU`` connected to the volume's faces. The outside of the
+    reconstruction circle reaches the image's edges; a dark streak inside the body (metal)
+    does not, and is left to the network."""
+    if modality != "CT" or not np.any(frames < PADDING_BELOW_HU):
         return None
-    mask = frames < PADDING_BELOW_HU
+    import SimpleITK as sitk  # a flood fill from a frame put around the volume
+
+    mask = np.zeros(frames.shape, dtype=bool)
+    for t, frame in enumerate(frames):
+        framed = np.pad(np.asarray(frame, dtype=np.float32), 1,
+                        constant_values=PADDING_BELOW_HU - 1.0)
+        region = sitk.ConnectedThreshold(sitk.GetImageFromArray(framed), seedList=[(0, 0, 0)],
+                                         lower=float(framed.min()), upper=PADDING_BELOW_HU)
+        mask[t] = sitk.GetArrayViewFromImage(region)[1:-1, 1:-1, 1:-1] > 0
     return mask if mask.any() else None
 
 

@@ -107,11 +107,13 @@ def _padded_ct(shape=(32, 32, 6), pad=-3024.0):
 
 def test_padding_is_found_on_ct_only_and_restored_voxel_by_voxel():
     ct, outside = _padded_ct()
+    ct[14:18, 14:18, 2:4] = -2500.0  # a dark metal streak inside the body: not padding
     frames = ct[None]
     assert padding_mask(frames, "MR") is None
     assert padding_mask(frames + 3000.0, "CT") is None  # nothing below air: no padding
     mask = padding_mask(frames, "CT")
     assert np.array_equal(mask[0], np.broadcast_to(outside[..., None], ct.shape))
+    ct[14:18, 14:18, 2:4] = 0.0
     filled = fill_padding(frames, mask)
     assert np.all(filled[mask] == AIR_HU) and np.array_equal(filled[~mask], frames[~mask])
     assert np.all(frames[mask] == -3024.0)  # the input itself is left alone
