@@ -48,7 +48,8 @@ class SelfCheck:
                 "passed": self.passed}
 
     def describe(self, name: str) -> str:
-        return (f"self-check on {self.planes} in-plane slices of the scan: {name} "
+        return (f"self-check on {self.planes} in-plane slice{'' if self.planes == 1 else 's'} "
+                f"of the scan: {name} "
                 f"{self.learned_psnr:.2f} dB, B-spline {self.bspline_psnr:.2f} dB")
 
 

@@ -402,6 +402,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     plan = _plan(frames, up, source, uncertainty, max_memory_gb, save_format)
     logger.info("upscaling %s -> %s with %s", frames.shape[1:], up.out_shape, up.name)
     padding = padding_mask(frames, kind) if up.learned else None  # CT outside its circle
+    padded = None
     out, sd, report = run(frames if padding is None else fill_padding(frames, padding), up,
                           consistency=consistency, uncertainty=uncertainty,
                           progress=progress, slab_voxels=plan.slab_voxels,
@@ -420,8 +421,10 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         if check is not None and not check.passed:
             logger.warning("%s; the %s output is kept as asked (method auto would use "
                            "B-spline)", check.describe(up.name), up.name)
-        if padding is not None:
-            restore_padding(out, frames, padding, sd)
+        if padding is not None and restore_padding(out, frames, padding, sd):
+            values = frames[padding]
+            padded = {"voxels": int(values.size), "share": round(float(padding.mean()), 4),
+                      "range_hu": [float(values.min()), float(values.max())]}
     if up.learned:
         logger.info("%s: %s", up.name, report.describe())
     out_affine = up.out_affine
@@ -431,6 +434,10 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     result.meta["medsr_method"] = up.name
     if check is not None:
         result.meta["medsr_selfcheck"] = {**check.as_dict(), "method": checked}
+    if padded is not None:
+        result.meta["medsr_padding"] = padded
+    if lossy is not None:
+        result.meta["medsr_input_lossy"] = lossy
     if thick is not None and "self-supervised" in up.name:  # steps, stopping, held-out PSNR
         result.meta["medsr_self_supervised"] = selfsup_summary(thick.card)
     ops = up.operators()

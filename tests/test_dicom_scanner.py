@@ -401,7 +401,11 @@ def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path
     with caplog.at_level(logging.WARNING, logger="medsr"):
         medsr.upscale(vol, (1, 1, 2), method="bspline")
         assert not caplog.records  # interpolation: nothing to say
-        medsr.upscale(vol, (1, 1, 2), method="default", modality="MR", device="cpu")
+        out = medsr.upscale(vol, (1, 1, 2), method="default", modality="MR", device="cpu")
+    assert out.meta["medsr_input_lossy"] == "ratio 10:1, 2:1, ISO_10918_1, ISO_15444_1"
+    from medsr.report import build_report
+
+    assert "ratio 10:1" in build_report(vol, out)[0]  # the report's facts say so too
     warned = [r.getMessage() for r in caplog.records if "lossily" in r.getMessage()]
     assert len(warned) == 1 and "ratio 10:1" in warned[0] and "--method bspline" in warned[0]
     write_series(tmp_path / "p", values, GEOMETRIES["anisotropic"])  # no tag: no note

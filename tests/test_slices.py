@@ -4,6 +4,7 @@ the reconstruction circle, which learned methods read as air and put back in pla
 
 from __future__ import annotations
 
+import re
 import nibabel as nib
 import numpy as np
 import pytest
@@ -132,7 +133,8 @@ def test_learned_outputs_keep_the_padding_of_the_input(method, scale):
     ct, outside = _padded_ct()
     affine = make_affine(np.eye(3), (0.8, 0.8, 4.0 if scale[2] > 1 else 0.8), (0, 0, 0))
     vol = MetaTensor(torch.from_numpy(ct)[None], affine=torch.as_tensor(affine))
-    out = medsr.upscale(vol, scale, method=method, modality="CT", device="cpu")[0].numpy()
+    result = medsr.upscale(vol, scale, method=method, modality="CT", device="cpu")
+    out = result[0].numpy()
     up = outside
     for axis in (0, 1):
         up = np.repeat(up, scale[axis], axis=axis)
@@ -143,3 +145,10 @@ def test_learned_outputs_keep_the_padding_of_the_input(method, scale):
     assert np.all(out[corners] == -3024.0)  # exactly the input's padding, as many voxels
     inside = out[~corners]
     assert inside.min() > -1300.0  # the circle's edge read as air: no cliff, no ringing
+    padded = result.meta["medsr_padding"]
+    assert padded["voxels"] == int(outside.sum()) * ct.shape[2]
+    assert padded["range_hu"] == [-3024.0, -3024.0]
+    facts = Page(build_report(vol, result)[0]).facts  # what happened, on the page
+    assert "at -3024 HU: read as air" in facts["padding"]["text"]
+    assert re.search(r"B-spline [\d.]+ dB on \d+ in-plane slices? of the scan: (kept|not better)",
+                     facts["selfcheck"]["text"])

@@ -252,6 +252,27 @@ def _facts(scan: _Scan, info: RunInfo, in_name: str, out_name: str) -> tuple[_Fa
     if prof:
         facts.add("slice_profile", "slice profile",
                   f"{prof['kind']}, {prof['width']:.2f}× the slice spacing")
+    check = meta.get("medsr_selfcheck")
+    if check:
+        verdict = ("kept" if check.get("passed") else
+                   "kept as asked" if check.get("method") == method else "not better: B-spline")
+        facts.add("selfcheck", "self-check against B-spline",
+                  f"{check.get('method', method)} {check['learned_psnr']:.2f} dB, B-spline "
+                  f"{check['bspline_psnr']:.2f} dB on {check['planes']} in-plane "
+                  f"slice{'' if check['planes'] == 1 else 's'} of the scan: {verdict}",
+                  check.get("passed"))
+    padded = meta.get("medsr_padding")
+    if padded:
+        lo, hi = padded["range_hu"]
+        values = f"{lo:g} HU" if lo == hi else f"{lo:g} to {hi:g} HU"
+        facts.add("padding", "CT padding (outside the reconstruction circle)",
+                  f"{padded['voxels']:,} input voxels ({100 * padded['share']:.1f} %) at "
+                  f"{values}: read as air by the network, put back exactly in the output",
+                  padded["voxels"])
+    if meta.get("medsr_input_lossy"):
+        facts.add("lossy", "input compression",
+                  f"lossy before ({meta['medsr_input_lossy']}): its finest detail is partly "
+                  "compression artefacts; compare with B-spline", meta["medsr_input_lossy"])
     consistency = meta.get("medsr_consistency_psnr")
     grid = subdivision(scan.frame_in.shape, scan.affine_in, out.shape, scan.affine_out)
     label = "re-degraded output vs input"
