@@ -318,6 +318,9 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
     _, affine, source = volume_frames(volume)
     typer.echo(f"{path}: {_describe(volume)}, {source.format}, dtype {source.dtype}, "
                f"modality {source.modality or 'unknown'}")
+    lossy = source.lossy_compression()
+    if lossy is not None:
+        typer.echo(f"lossily compressed before ({lossy})")
     labels = source.extra.get("frames")
     count = int(volume.shape[0])
     if isinstance(labels, list) and len(labels) == count:  # pydicom loads only then

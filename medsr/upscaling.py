@@ -387,7 +387,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     if uncertainty and not up.learned:
         raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
                          "(use --method default, --self-supervised or --model)")
-    lossy = lossy_compression(source) if up.learned else None
+    lossy = source.lossy_compression() if up.learned else None
     if lossy is not None:
         logger.warning("%s was lossily compressed before (%s): its finest detail is partly "
                        "compression artefacts, which the models did not learn from and the "
@@ -561,26 +561,6 @@ def plan_memory(frames_shape: Sequence[int], up: Upscaler, *, in_dtype: str = "f
     while up.slab_axes and estimate(on_disk, slab) > budget and slab > MIN_SLAB_VOXELS:
         slab = max(MIN_SLAB_VOXELS, slab // 2)
     return MemoryPlan(on_disk, slab, estimate(on_disk, slab))
-
-
-def lossy_compression(source: SourceInfo) -> str | None:
-    """How a DICOM input says it was lossily compressed (LossyImageCompression "01"), e.g.
-    ``"ratio 339:1, ISO_15444_1"``; ``None`` when it does not say so."""
-    header = source.header if source.format == "dicom" else None
-    if header is None or str(header.get("LossyImageCompression", "") or "").strip() != "01":
-        return None
-
-    def values(keyword: str) -> list[str]:
-        value = header.get(keyword)
-        if value is None or value == "":
-            return []
-        items = [value] if isinstance(value, str | int | float) else list(value)  # MultiValue
-        return [str(v).strip() for v in items if str(v).strip()]
-
-    ratios = values("LossyImageCompressionRatio")
-    parts = ([f"ratio {':1, '.join(f'{float(r):.0f}' for r in ratios)}:1"] if ratios else []) \
-        + values("LossyImageCompressionMethod")
-    return ", ".join(parts) or "no ratio given"
 
 
 def _plan(frames: np.ndarray, up: Upscaler, source: SourceInfo, uncertainty: bool,

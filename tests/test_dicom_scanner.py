@@ -386,8 +386,6 @@ def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path
     from conftest import phantom
     from test_dicom import write_series
 
-    from medsr.upscaling import lossy_compression
-
     values = np.rint(phantom((16, 14, 5)) + 100).astype(np.uint16)
     files = write_series(tmp_path / "s", values, GEOMETRIES["anisotropic"])
     for file in files:
@@ -397,7 +395,7 @@ def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path
         ds.LossyImageCompressionMethod = ["ISO_10918_1", "ISO_15444_1"]
         ds.save_as(file)
     vol = medsr.load_volume(tmp_path / "s")
-    assert lossy_compression(volume_parts(vol)[2]) == "ratio 10:1, 2:1, ISO_10918_1, ISO_15444_1"
+    assert volume_parts(vol)[2].lossy_compression() == "ratio 10:1, 2:1, ISO_10918_1, ISO_15444_1"
     with caplog.at_level(logging.WARNING, logger="medsr"):
         medsr.upscale(vol, (1, 1, 2), method="bspline")
         assert not caplog.records  # interpolation: nothing to say
@@ -408,8 +406,14 @@ def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path
     assert "ratio 10:1" in build_report(vol, out)[0]  # the report's facts say so too
     warned = [r.getMessage() for r in caplog.records if "lossily" in r.getMessage()]
     assert len(warned) == 1 and "ratio 10:1" in warned[0] and "--method bspline" in warned[0]
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "s")])
+    assert shown.exit_code == 0 and "lossily compressed before (ratio 10:1" in shown.output
     write_series(tmp_path / "p", values, GEOMETRIES["anisotropic"])  # no tag: no note
-    assert lossy_compression(volume_parts(medsr.load_volume(tmp_path / "p"))[2]) is None
+    assert volume_parts(medsr.load_volume(tmp_path / "p"))[2].lossy_compression() is None
 
 
 # ----------------------------------------------------------------------------------- dcm2niix

@@ -53,6 +53,25 @@ class SourceInfo:
     header: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def lossy_compression(self) -> str | None:
+        """How a DICOM source says it was lossily compressed before (LossyImageCompression
+        "01"), e.g. ``"ratio 339:1, ISO_15444_1"``; ``None`` when it does not say so."""
+        header = self.header if self.format == "dicom" else None
+        if header is None or str(header.get("LossyImageCompression", "") or "").strip() != "01":
+            return None
+
+        def values(keyword: str) -> list[str]:
+            value = header.get(keyword)
+            if value is None or value == "":
+                return []
+            items = [value] if isinstance(value, str | int | float) else list(value)
+            return [str(v).strip() for v in items if str(v).strip()]
+
+        ratios = values("LossyImageCompressionRatio")
+        parts = ([f"ratio {':1, '.join(f'{float(r):.0f}' for r in ratios)}:1"] if ratios
+                 else []) + values("LossyImageCompressionMethod")
+        return ", ".join(parts) or "no ratio given"
+
     def __deepcopy__(self, memo: dict) -> SourceInfo:
         # Headers are treated as immutable by medsr: share them instead of copying per op.
         return SourceInfo(self.format, self.path, self.dtype, self.modality, self.header,
