@@ -129,7 +129,7 @@ def test_padding_is_found_on_ct_only_and_restored_voxel_by_voxel():
 
 @pytest.mark.parametrize("method, scale", [("default", (1, 1, 3)), ("default", (2, 2, 1)),
                                            ("bspline", (2, 2, 1))])
-def test_learned_outputs_keep_the_padding_of_the_input(method, scale):
+def test_learned_outputs_keep_the_padding_of_the_input(method, scale, tmp_path):
     ct, outside = _padded_ct()
     affine = make_affine(np.eye(3), (0.8, 0.8, 4.0 if scale[2] > 1 else 0.8), (0, 0, 0))
     vol = MetaTensor(torch.from_numpy(ct)[None], affine=torch.as_tensor(affine))
@@ -148,6 +148,12 @@ def test_learned_outputs_keep_the_padding_of_the_input(method, scale):
     padded = result.meta["medsr_padding"]
     assert padded["voxels"] == int(outside.sum()) * ct.shape[2]
     assert padded["range_hu"] == [-3024.0, -3024.0]
+    if scale == (1, 1, 3):  # a DICOM output marks the padding as the scanner did
+        import pydicom
+
+        files = medsr.save_volume(result, tmp_path / "dicom", fmt="dicom", dtype="int16")
+        first = pydicom.dcmread(sorted(files.iterdir())[0])
+        assert first.PixelPaddingValue == -3024 and first.PixelRepresentation == 1
     facts = Page(build_report(vol, result)[0]).facts  # what happened, on the page
     assert "at -3024 HU: read as air" in facts["padding"]["text"]
     assert re.search(r"B-spline [\d.]+ dB on \d+ in-plane slices? of the scan: (kept|not better)",

@@ -460,6 +460,9 @@ def write_dicom(volume: Frames | MetaTensor, folder: Path, dtype: str | None = N
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = int(store.dtype.kind == "i")
     ds.RescaleSlope, ds.RescaleIntercept = store.slope, store.intercept
+    padded = (getattr(volume, "meta", None) or {}).get("medsr_padding")  # put back exactly
+    if padded and padded["range_hu"][0] == padded["range_hu"][1] and not store.rescale:
+        ds.PixelPaddingValue = int(store(np.array([padded["range_hu"][0]]))[0])
     normal = np.cross(row, col)
     labels = source.extra.get("frames")
     labels = labels if isinstance(labels, list) and len(labels) == count else [{}] * count
