@@ -7,7 +7,9 @@ default, with the right ``slice_thickness``/``slice_profile`` hint too):
 - ``gaussian``: a Gaussian profile whose FWHM is the spacing;
 - ``gaps``: slices two thirds of the spacing thick (2 mm every 3 mm at ×3 of 1 mm);
 - ``noise``: ``clean`` plus noise on the thick slices: Rician σ = 3 % of the maximum for MR,
-  Gaussian σ = 20 HU for CT.
+  Gaussian σ = 20 HU for CT;
+- ``jpeg2000-R`` (asked for by name): ``clean`` with every thick slice through lossy JPEG 2000
+  at R:1, as an archive keeps a lossily compressed series.
 
 PSNR over the volume against the thin truth (data range of the truth), SSIM over slices, MAE
 inside the body (:func:`medsr.evaluation.evaluate`); the consistency residual against the
@@ -39,11 +41,32 @@ import numpy as np
 ACQUISITIONS = ("clean", "gaussian", "gaps", "noise")
 
 
+def jpeg2000(low: np.ndarray, ratio: float, offset: float) -> np.ndarray:
+    """A 2D slice (scan units) through lossy JPEG 2000 at ``ratio``:1 of its own bit depth, as
+    an archive keeps it (OpenJPEG, the library of the ``medsr[dicom]`` decoder)."""
+    import openjpeg
+
+    stored = np.clip(np.rint(low + offset), 0, 65535).astype(np.uint16)
+    decoded = openjpeg.decode(openjpeg.encode(stored, compression_ratios=[float(ratio)]))
+    return decoded.astype(np.float32) - offset
+
+
 def degrade(truth, axis: int, factor: int, acquisition: str, modality: str, seed: int = 0):
     """The thick-slice copy of ``truth`` and the hint that describes it (or ``None``)."""
     import torch
 
     from medsr.transforms.degrade import add_noise, simulate_thick_slices
+
+    if acquisition.startswith("jpeg2000-"):  # contiguous slices, each compressed
+        low = simulate_thick_slices(truth, axis, factor)
+        array = low[0].numpy()
+        offset = 4096.0 if modality == "CT" else 0.0
+        for k in range(array.shape[axis]):
+            where = (slice(None),) * axis + (k,)
+            array[where] = jpeg2000(np.ascontiguousarray(array[where]),
+                                    float(acquisition.split("-", 1)[1]), offset)
+        low[0] = torch.from_numpy(array)
+        return low, None
 
     if acquisition == "gaussian":
         return simulate_thick_slices(truth, axis, factor, factor, "gaussian"), \

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from acquisitions import jpeg2000  # benchmarks/ is the script's folder
 
 
 def one_slice(spec: str):
@@ -56,13 +57,12 @@ def one_slice(spec: str):
     return vol, modality
 
 
-def run(spec: str, factors: list[int], methods: list[str]) -> list[dict]:
+def run(spec: str, factors: list[int], methods: list[str],
+        ratios: list[float | None] = (None,)) -> list[dict]:
     import torch
     from monai.data import MetaTensor
 
-    import medsr
     from medsr.consistency import SliceProfile, degrade_axes
-    from medsr.evaluation import evaluate
     from medsr.geometry import resampled_affine
     from medsr.metrics import body_mask
     from medsr.padding import AIR_HU, PADDING_BELOW_HU
@@ -80,40 +80,56 @@ def run(spec: str, factors: list[int], methods: list[str]) -> list[dict]:
         low_pad = degrade_axes(pad.astype(np.float32), [(0, f, prof), (1, f, prof)]) > 0.5
         if pad.any():
             low[low_pad] = float(np.median(truth[pad]))
-        low_vol = MetaTensor(torch.from_numpy(np.ascontiguousarray(low, np.float32))[None],
-                             affine=torch.as_tensor(resampled_affine(affine, [f, f, 1])))
         gt = MetaTensor(torch.from_numpy(truth)[None], affine=torch.as_tensor(affine))
         mask = body_mask(truth, modality)[0] & ~pad  # PSNR, MAE: inside the circle
         lo = -1024.0 if modality == "CT" else 0.0
         hi = 3071.0 if modality == "CT" else float(np.percentile(truth, 99.5))
-        base = None
-        for method in ["bspline", *methods]:
-            t0 = time.perf_counter()
-            pred = medsr.upscale(low_vol, (f, f, 1), method=method, modality=modality)
-            seconds = time.perf_counter() - t0
-            r = evaluate(pred, gt, mask=mask, data_range=(lo, hi), axis=2)
-            base = base or r
-            row = {"slice": spec, "modality": modality, "shape": list(truth.shape[:2]),
-                   "factor": f, "method": method, "ran": pred.meta.get("medsr_method"),
-                   "psnr": r.psnr, "gain_db": r.psnr - base.psnr, "psnr_body": r.psnr_mask,
-                   "gain_body_db": r.psnr_mask - base.psnr_mask, "ssim": r.ssim,
-                   "ssim_gain": r.ssim - base.ssim, "mae": r.mae,
-                   "selfcheck": pred.meta.get("medsr_selfcheck"),
-                   "seconds": round(seconds, 2)}
-            rows.append(row)
-            print(f"{Path(spec).name:<28} x{f} {method:<8} -> {row['ran']:<18} "
-                  f"PSNR {r.psnr:6.2f} ({row['gain_db']:+.2f}) body {r.psnr_mask:6.2f} "
-                  f"({row['gain_body_db']:+.2f}) SSIM {r.ssim:.4f} "
-                  f"({row['ssim_gain']:+.4f}) MAE {r.mae:8.2f} {seconds:5.1f} s", flush=True)
+        for ratio in ratios:
+            lossy = low if ratio is None else \
+                jpeg2000(low[..., 0], ratio, 4096.0 if lo < 0 else 0.0)[..., None]
+            low_vol = MetaTensor(torch.from_numpy(np.ascontiguousarray(lossy, np.float32))[None],
+                                 affine=torch.as_tensor(resampled_affine(affine, [f, f, 1])))
+            rows += _methods(spec, modality, f, ratio, low_vol, gt, mask, (lo, hi), methods)
+    return rows
+
+
+def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods) -> list[dict]:
+    """Every method on one low-resolution slice, scored against its truth."""
+    import medsr
+    from medsr.evaluation import evaluate
+
+    truth, rows, base = gt[0].numpy(), [], None
+    for method in ["bspline", *methods]:
+        t0 = time.perf_counter()
+        pred = medsr.upscale(low_vol, (f, f, 1), method=method, modality=modality)
+        seconds = time.perf_counter() - t0
+        r = evaluate(pred, gt, mask=mask, data_range=window, axis=2)
+        base = base or r
+        row = {"slice": spec, "modality": modality, "shape": list(truth.shape[:2]),
+               "factor": f, "jpeg2000_ratio": ratio, "method": method,
+               "ran": pred.meta.get("medsr_method"),
+               "psnr": r.psnr, "gain_db": r.psnr - base.psnr, "psnr_body": r.psnr_mask,
+               "gain_body_db": r.psnr_mask - base.psnr_mask, "ssim": r.ssim,
+               "ssim_gain": r.ssim - base.ssim, "mae": r.mae,
+               "selfcheck": pred.meta.get("medsr_selfcheck"),
+               "seconds": round(seconds, 2)}
+        rows.append(row)
+        print(f"{Path(spec).name:<28} x{f} {f'j2k {ratio:g}:1' if ratio else '':<10} "
+              f"{method:<8} -> {row['ran']:<18} "
+              f"PSNR {r.psnr:6.2f} ({row['gain_db']:+.2f}) body {r.psnr_mask:6.2f} "
+              f"({row['gain_body_db']:+.2f}) SSIM {r.ssim:.4f} "
+              f"({row['ssim_gain']:+.4f}) MAE {r.mae:8.2f} {seconds:5.1f} s", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| slice | modality | size | ×f | method (ran) | PSNR (Δ B-spline) | "
-             "PSNR body (Δ) | SSIM (Δ) | MAE body | s |", "| --- " * 10 + "|"]
+    lines = ["| slice | modality | size | ×f | JPEG 2000 | method (ran) | PSNR (Δ B-spline) | "
+             "PSNR body (Δ) | SSIM (Δ) | MAE body | s |", "| --- " * 11 + "|"]
     for r in rows:
+        ratio = r.get("jpeg2000_ratio")
         lines.append(f"| {Path(r['slice']).name} | {r['modality']} | "
-                     f"{r['shape'][0]}×{r['shape'][1]} | {r['factor']} | {r['method']} "
+                     f"{r['shape'][0]}×{r['shape'][1]} | {r['factor']} | "
+                     f"{f'{ratio:g}:1' if ratio else '–'} | {r['method']} "
                      f"({r['ran']}) | {r['psnr']:.2f} ({r['gain_db']:+.2f}) | "
                      f"{r['psnr_body']:.2f} ({r['gain_body_db']:+.2f}) | "
                      f"{r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | {r['mae']:.2f} | "
@@ -126,13 +142,18 @@ def main() -> None:
     parser.add_argument("slices", nargs="+", help="FILE (one slice) or VOLUME:AXIS")
     parser.add_argument("--factors", default="2,3,4")
     parser.add_argument("--methods", default="auto")
+    parser.add_argument("--jpeg2000", default="",
+                        help="comma-separated compression ratios: the low-resolution slice also "
+                             "through lossy JPEG 2000 at each (as an archive keeps it)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="slices")
     args = parser.parse_args()
     load = os.getloadavg()
     rows = []
     for spec in args.slices:
-        rows += run(spec, [int(f) for f in args.factors.split(",")], args.methods.split(","))
+        ratios = [None] + [float(r) for r in args.jpeg2000.split(",") if r]
+        rows += run(spec, [int(f) for f in args.factors.split(",")], args.methods.split(","),
+                    ratios)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": load, "load_after": os.getloadavg()}, "rows": rows}

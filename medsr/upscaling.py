@@ -32,7 +32,7 @@ from medsr.geometry import spacing as voxel_size
 from medsr.io import Frames, as_metatensor, make_frames, read_frames, volume_frames
 from medsr.io.meta import SourceInfo
 from medsr.io.values import DTYPES
-from medsr.methods import Progress, Upscaler, mean_members
+from medsr.methods import PlaneUpscaler, Progress, Upscaler, mean_members
 from medsr.noise import projection_gain, scan_noise
 from medsr.padding import fill_padding, padding_mask, restore_padding
 from medsr.resample import INTERPOLATORS
@@ -47,6 +47,12 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("auto", "default", "self-supervised", *INTERPOLATORS)
 PROFILES = ("auto", "box", "gaussian")
+
+#: JPEG 2000 beyond this ratio left the in-plane networks nothing to gain over B-spline on
+#: held-out slices (-0.24 to +0.09 dB at 25-100:1; docs/results.md), so ``--method auto``
+#: interpolates in-plane requests of such inputs. Through-plane requests keep the network
+#: (+1.06 dB at 20:1 and +0.11 at 50:1 on Colin27 compressed slice by slice).
+LOSSY_RATIO_LIMIT = 20.0
 
 #: output voxels per slab (160 MiB per float32 copy; fewer slabs, less halo recomputed)
 SLAB_VOXELS = 40_000_000
@@ -388,7 +394,15 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
         raise MedsrError(f"an uncertainty map needs a learned method, not {up.name} "
                          "(use --method default, --self-supervised or --model)")
     lossy = source.lossy_compression() if up.learned else None
-    if lossy is not None:
+    ratio = source.lossy_ratio() if lossy is not None else None
+    auto = method == "auto" and model is None and not uncertainty
+    if auto and ratio is not None and ratio > LOSSY_RATIO_LIMIT and isinstance(up, PlaneUpscaler):
+        logger.warning("method auto: %s was lossily compressed %g:1, over %g:1, where the "
+                       "in-plane networks gain nothing over B-spline, so using B-spline",
+                       source.path or "the input", ratio, LOSSY_RATIO_LIMIT)
+        up = make_upscaler(frames.shape[1:], affine, method="bspline", scale=scale,
+                           spacing=spacing)
+    elif lossy is not None:
         logger.warning("%s was lossily compressed before (%s): its finest detail is partly "
                        "compression artefacts, which the models did not learn from and the "
                        "self-check may not see; compare with --method bspline",
@@ -407,7 +421,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                           consistency=consistency, uncertainty=uncertainty,
                           progress=progress, slab_voxels=plan.slab_voxels,
                           scratch=scratch_dir(scratch) if plan.on_disk else None,
-                          fallback=method == "auto" and model is None and not uncertainty)
+                          fallback=auto)
     check, checked = report.selfcheck, up.name
     if out is None:  # --method auto and the network lost to B-spline on this scan
         logger.warning("method auto: %s: not better, so using B-spline", check.describe(up.name))

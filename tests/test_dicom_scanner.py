@@ -416,6 +416,34 @@ def test_lossily_compressed_input_is_named_before_a_learned_method_runs(tmp_path
     assert volume_parts(medsr.load_volume(tmp_path / "p"))[2].lossy_compression() is None
 
 
+@pytest.mark.parametrize("ratio, scale, method, uncertainty, ran", [
+    ("339", (2, 2, 1), "auto", False, "bspline"),  # in-plane beyond 20:1: interpolated
+    ("12.5", (2, 2, 1), "auto", False, "default in-plane"),  # below it: the network
+    ("339", (2, 2, 1), "default", False, "default in-plane"),  # asked for: kept
+    ("339", (2, 2, 1), "auto", True, "default in-plane"),  # an uncertainty map needs it
+    ("339", (1, 1, 2), "auto", False, "default"),  # through-plane still gains: kept
+])
+def test_auto_interpolates_inplane_requests_compressed_beyond_20_to_1(
+        tmp_path, caplog, ratio, scale, method, uncertainty, ran):
+    from conftest import phantom
+    from test_dicom import write_series
+
+    values = np.rint(phantom((16, 14, 2)) + 100).astype(np.uint16)
+    files = write_series(tmp_path / "s", values, GEOMETRIES["anisotropic"])
+    for file in files:
+        ds = pydicom.dcmread(file)
+        ds.LossyImageCompression, ds.LossyImageCompressionRatio = "01", ratio
+        ds.save_as(file)
+    with caplog.at_level(logging.WARNING, logger="medsr"):
+        out = medsr.upscale(tmp_path / "s", scale, method=method, modality="MR",
+                            device="cpu", uncertainty=uncertainty)
+    out = out[0] if uncertainty else out
+    assert out.meta["medsr_method"] == ran
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert ("over 20:1" in said) == (ran == "bspline")
+    assert ("lossily compressed before" in said) == (ran != "bspline")
+
+
 # ----------------------------------------------------------------------------------- dcm2niix
 @pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix not installed")
 def test_mosaic_matches_dcm2niix(tmp_path):

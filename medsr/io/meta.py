@@ -56,21 +56,36 @@ class SourceInfo:
     def lossy_compression(self) -> str | None:
         """How a DICOM source says it was lossily compressed before (LossyImageCompression
         "01"), e.g. ``"ratio 339:1, ISO_15444_1"``; ``None`` when it does not say so."""
-        header = self.header if self.format == "dicom" else None
-        if header is None or str(header.get("LossyImageCompression", "") or "").strip() != "01":
+        if not self._lossy():
             return None
-
-        def values(keyword: str) -> list[str]:
-            value = header.get(keyword)
-            if value is None or value == "":
-                return []
-            items = [value] if isinstance(value, str | int | float) else list(value)
-            return [str(v).strip() for v in items if str(v).strip()]
-
-        ratios = values("LossyImageCompressionRatio")
+        ratios = self._header_values("LossyImageCompressionRatio")
         parts = ([f"ratio {':1, '.join(f'{float(r):.0f}' for r in ratios)}:1"] if ratios
-                 else []) + values("LossyImageCompressionMethod")
+                 else []) + self._header_values("LossyImageCompressionMethod")
         return ", ".join(parts) or "no ratio given"
+
+    def lossy_ratio(self) -> float | None:
+        """The largest LossyImageCompressionRatio of a lossily compressed DICOM source (one per
+        compression step); ``None`` when it says no ratio or no lossy compression."""
+        if not self._lossy():
+            return None
+        ratios = []
+        for value in self._header_values("LossyImageCompressionRatio"):
+            try:
+                ratios.append(float(value))
+            except ValueError:  # a malformed DS: no ratio known
+                continue
+        return max(ratios) if ratios else None
+
+    def _lossy(self) -> bool:
+        return self.format == "dicom" and self.header is not None and str(
+            self.header.get("LossyImageCompression", "") or "").strip() == "01"
+
+    def _header_values(self, keyword: str) -> list[str]:
+        value = self.header.get(keyword)
+        if value is None or value == "":
+            return []
+        items = [value] if isinstance(value, str | int | float) else list(value)  # MultiValue
+        return [str(v).strip() for v in items if str(v).strip()]
 
     def __deepcopy__(self, memo: dict) -> SourceInfo:
         # Headers are treated as immutable by medsr: share them instead of copying per op.
