@@ -340,6 +340,9 @@ def one_slice_request(shape: Sequence[int], affine: np.ndarray,
     flat = [a for a in range(3) if int(shape[a]) == 1]
     if not flat:
         return scale, spacing
+    if len(flat) > 1:
+        raise MedsrError(f"a single voxel along two axes {tuple(shape)}: a line, not a slice "
+                         "or a volume")
     axis = flat[0]
     example = " ".join("1" if a == axis else "2" for a in range(3))
     if scale is None and spacing is None:

@@ -77,6 +77,9 @@ def test_a_slice_is_upscaled_in_plane_by_the_inplane_network(modality):
         medsr.upscale(square, method="default", modality=modality)
     with pytest.raises(medsr.MedsrError, match="in its plane only"):
         medsr.upscale(vol, (2, 2, 2), method="bspline")
+    line = MetaTensor(torch.zeros(1, 24, 1, 1), affine=torch.as_tensor(affine))
+    with pytest.raises(medsr.MedsrError, match="a line"):
+        medsr.upscale(line, (2, 1, 1), method="bspline")
 
 
 def test_the_default_scale_of_a_slice_ignores_its_thickness():
