@@ -321,6 +321,10 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
     lossy = source.lossy_compression()
     if lossy is not None:
         typer.echo(f"lossily compressed before ({lossy})")
+    flat = [a for a, n in enumerate(volume.shape[1:]) if n == 1]
+    if flat:
+        example = " ".join("1" if a == flat[0] else "F" for a in range(3))
+        typer.echo(f"a single slice: upscaled in its plane only (--scale {example})")
     labels = source.extra.get("frames")
     count = int(volume.shape[0])
     if isinstance(labels, list) and len(labels) == count:  # pydicom loads only then

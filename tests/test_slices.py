@@ -44,6 +44,17 @@ def test_a_slice_round_trips_through_every_writer(name, fmt, tmp_path):
     assert np.allclose(back[0].numpy(), np.rint(vol[0].numpy()), atol=0.51)
 
 
+def test_info_says_a_slice_is_upscaled_in_its_plane(tmp_path):
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+
+    nib.Nifti1Image(phantom((12, 10, 3))[..., 1], np.eye(4)).to_filename(str(tmp_path / "s.nii"))
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "s.nii")])
+    assert shown.exit_code == 0 and "12×10×1" in shown.output
+    assert "a single slice: upscaled in its plane only (--scale F F 1)" in shown.output
+
+
 def test_2d_files_read_as_one_slice(tmp_path):
     image = phantom((12, 10, 3))[..., 1]
     affine = np.diag([0.5, 0.7, 3.0, 1.0])
