@@ -58,7 +58,7 @@ def one_slice(spec: str):
 
 
 def run(spec: str, factors: list[int], methods: list[str],
-        ratios: list[float | None] = (None,)) -> list[dict]:
+        ratios: list[float | None] = (None,), uncertainty: bool = False) -> list[dict]:
     import torch
     from monai.data import MetaTensor
 
@@ -89,11 +89,13 @@ def run(spec: str, factors: list[int], methods: list[str],
                 jpeg2000(low[..., 0], ratio, 4096.0 if lo < 0 else 0.0)[..., None]
             low_vol = MetaTensor(torch.from_numpy(np.ascontiguousarray(lossy, np.float32))[None],
                                  affine=torch.as_tensor(resampled_affine(affine, [f, f, 1])))
-            rows += _methods(spec, modality, f, ratio, low_vol, gt, mask, (lo, hi), methods)
+            rows += _methods(spec, modality, f, ratio, low_vol, gt, mask, (lo, hi), methods,
+                             uncertainty)
     return rows
 
 
-def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods) -> list[dict]:
+def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods,
+             uncertainty=False) -> list[dict]:
     """Every method on one low-resolution slice, scored against its truth."""
     import medsr
     from medsr.evaluation import evaluate
@@ -101,7 +103,12 @@ def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods) -> li
     truth, rows, base = gt[0].numpy(), [], None
     for method in ["bspline", *methods]:
         t0 = time.perf_counter()
-        pred = medsr.upscale(low_vol, (f, f, 1), method=method, modality=modality)
+        sd = None
+        if uncertainty and method != "bspline":
+            pred, sd = medsr.upscale(low_vol, (f, f, 1), method=method, modality=modality,
+                                     uncertainty=True)
+        else:
+            pred = medsr.upscale(low_vol, (f, f, 1), method=method, modality=modality)
         seconds = time.perf_counter() - t0
         r = evaluate(pred, gt, mask=mask, data_range=window, axis=2)
         base = base or r
@@ -113,6 +120,12 @@ def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods) -> li
                "ssim_gain": r.ssim - base.ssim, "mae": r.mae,
                "selfcheck": pred.meta.get("medsr_selfcheck"),
                "seconds": round(seconds, 2)}
+        if sd is not None:  # held out: the share of body pixels within 2 sd, and rank ρ
+            err = np.abs(pred[0].numpy() - truth)[mask]
+            spread = sd[0].numpy()[mask]
+            row["coverage_2sd"] = float(np.mean(err <= 2 * spread))
+            ranks = [np.argsort(np.argsort(v)) for v in (err, spread)]
+            row["rank_correlation"] = float(np.corrcoef(*ranks)[0, 1])
         rows.append(row)
         print(f"{Path(spec).name:<28} x{f} {f'j2k {ratio:g}:1' if ratio else '':<10} "
               f"{method:<8} -> {row['ran']:<18} "
@@ -124,7 +137,8 @@ def _methods(spec, modality, f, ratio, low_vol, gt, mask, window, methods) -> li
 
 def table(rows: list[dict]) -> str:
     lines = ["| slice | modality | size | ×f | JPEG 2000 | method (ran) | PSNR (Δ B-spline) | "
-             "PSNR body (Δ) | SSIM (Δ) | MAE body | s |", "| --- " * 11 + "|"]
+             "PSNR body (Δ) | SSIM (Δ) | MAE body | coverage 2 sd (ρ) | s |",
+             "| --- " * 12 + "|"]
     for r in rows:
         ratio = r.get("jpeg2000_ratio")
         lines.append(f"| {Path(r['slice']).name} | {r['modality']} | "
@@ -133,7 +147,9 @@ def table(rows: list[dict]) -> str:
                      f"({r['ran']}) | {r['psnr']:.2f} ({r['gain_db']:+.2f}) | "
                      f"{r['psnr_body']:.2f} ({r['gain_body_db']:+.2f}) | "
                      f"{r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | {r['mae']:.2f} | "
-                     f"{r['seconds']} |")
+                     + (f"{r['coverage_2sd']:.3f} ({r['rank_correlation']:.2f}) | "
+                        if "coverage_2sd" in r else "– | ")
+                     + f"{r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +158,9 @@ def main() -> None:
     parser.add_argument("slices", nargs="+", help="FILE (one slice) or VOLUME:AXIS")
     parser.add_argument("--factors", default="2,3,4")
     parser.add_argument("--methods", default="auto")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also the uncertainty map: its held-out coverage at 2 sd and rank "
+                             "correlation with the error, in the body")
     parser.add_argument("--jpeg2000", default="",
                         help="comma-separated compression ratios: the low-resolution slice also "
                              "through lossy JPEG 2000 at each (as an archive keeps it)")
@@ -153,7 +172,7 @@ def main() -> None:
     for spec in args.slices:
         ratios = [None] + [float(r) for r in args.jpeg2000.split(",") if r]
         rows += run(spec, [int(f) for f in args.factors.split(",")], args.methods.split(","),
-                    ratios)
+                    ratios, args.uncertainty)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": load, "load_after": os.getloadavg()}, "rows": rows}
