@@ -397,7 +397,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     ratio = source.lossy_ratio() if lossy is not None else None
     auto = method == "auto" and model is None and not uncertainty
     if auto and ratio is not None and ratio > LOSSY_RATIO_LIMIT and isinstance(up, PlaneUpscaler):
-        logger.warning("method auto: %s was lossily compressed %g:1, over %g:1, where the "
+        logger.warning("method auto: %s was lossily compressed %.0f:1, over %.0f:1, where the "
                        "in-plane networks gain nothing over B-spline, so using B-spline",
                        source.path or "the input", ratio, LOSSY_RATIO_LIMIT)
         up = make_upscaler(frames.shape[1:], affine, method="bspline", scale=scale,
