@@ -345,10 +345,11 @@ def one_slice_request(shape: Sequence[int], affine: np.ndarray,
                          "or a volume")
     axis = flat[0]
     example = " ".join("1" if a == axis else "2" for a in range(3))
-    if scale is None and spacing is None:
-        d = np.delete(voxel_size(affine), axis)
-        f = [int(v) for v in np.maximum(1, np.round(d / d.min()))]
-        f.insert(axis, 1)
+    if scale is None and spacing is None:  # the default factors of the plane alone
+        d = voxel_size(affine).copy()
+        d[axis] = np.delete(d, axis).min()
+        f = list(default_factors(d))
+        f[axis] = 1
         return tuple(f), None
     if scale is not None and parse_factors(scale)[axis] != 1:
         raise MedsrError(f"a single slice (one voxel along axis {axis}) is upscaled in its "

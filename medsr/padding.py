@@ -68,12 +68,8 @@ def restore_padding(out: np.ndarray, frames: np.ndarray, mask: np.ndarray,
             iz = np.arange(z0, min(z0 + chunk, int(out_shape[2]))) // f[2]
             where = np.ix_(ix, iy, iz)
             pad = mask[t][where]
-            if pad.any():
-                block = out[t, :, :, z0:z0 + len(iz)]
-                block[pad] = frames[t][where][pad]
-                out[t, :, :, z0:z0 + len(iz)] = block
+            if pad.any():  # basic slices are views: the assignments land in out and sd
+                out[t, :, :, z0:z0 + len(iz)][pad] = frames[t][where][pad]
                 if sd is not None:
-                    sd_block = sd[t, :, :, z0:z0 + len(iz)]
-                    sd_block[pad] = 0.0
-                    sd[t, :, :, z0:z0 + len(iz)] = sd_block
+                    sd[t, :, :, z0:z0 + len(iz)][pad] = 0.0
     return True

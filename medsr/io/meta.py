@@ -58,23 +58,26 @@ class SourceInfo:
         "01"), e.g. ``"ratio 339:1, ISO_15444_1"``; ``None`` when it does not say so."""
         if not self._lossy():
             return None
-        ratios = self._header_values("LossyImageCompressionRatio")
-        parts = ([f"ratio {':1, '.join(f'{float(r):.0f}' for r in ratios)}:1"] if ratios
-                 else []) + self._header_values("LossyImageCompressionMethod")
+        ratios = self._ratios()
+        parts = ([f"ratio {':1, '.join(f'{r:.0f}' for r in ratios)}:1"] if ratios else []) \
+            + self._header_values("LossyImageCompressionMethod")
         return ", ".join(parts) or "no ratio given"
 
     def lossy_ratio(self) -> float | None:
         """The largest LossyImageCompressionRatio of a lossily compressed DICOM source (one per
         compression step); ``None`` when it says no ratio or no lossy compression."""
-        if not self._lossy():
-            return None
+        ratios = self._ratios() if self._lossy() else []
+        return max(ratios) if ratios else None
+
+    def _ratios(self) -> list[float]:
+        """LossyImageCompressionRatio's values; a malformed one (not a number) is left out."""
         ratios = []
         for value in self._header_values("LossyImageCompressionRatio"):
             try:
                 ratios.append(float(value))
-            except ValueError:  # a malformed DS: no ratio known
+            except ValueError:
                 continue
-        return max(ratios) if ratios else None
+        return ratios
 
     def _lossy(self) -> bool:
         return self.format == "dicom" and self.header is not None and str(
