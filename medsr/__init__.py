@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from medsr.io import load_volume, save_volume
 
 __all__ = ["MedsrError", "__version__", "load_volume", "save_volume", "upscale"]
-__version__ = "0.2.0"
+__version__ = "0.7.0"
 
 _LAZY = {"upscale": "medsr.api", "load_volume": "medsr.io", "save_volume": "medsr.io"}
 

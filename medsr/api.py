@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from medsr.io import load_volume, save_volume
 from medsr.upscaling import METHODS, PROFILES, upscale_volume
 
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
 __all__ = ["METHODS", "PROFILES", "load_volume", "save_volume", "upscale"]
 
 
-def upscale(volume, scale=None, *, report: str | Path | None = None, **options):
+def upscale(volume: str | Path | MetaTensor, scale: Sequence[int] | None = None, *,
+            report: str | Path | None = None, **options: Any):
     """Upscale a volume; with ``report``, also write its visual QC page there.
 
     Every argument but ``report`` is :func:`medsr.upscaling.upscale_volume`'s (``method``,

@@ -51,7 +51,9 @@ def save_model(model: nn.Module, folder: Path, card: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(folder / WEIGHTS, lambda tmp: save_file(weights, tmp))
-    write_json(folder / CARD, {"format": CARD_FORMAT, **card})
+    from medsr import __version__
+
+    write_json(folder / CARD, {"format": CARD_FORMAT, "medsr_version": __version__, **card})
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:

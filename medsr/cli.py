@@ -28,7 +28,19 @@ app = typer.Typer(help="Super-resolution of medical volumes (MRI, CT) with exact
                   rich_markup_mode=None)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from medsr import __version__
 
+        typer.echo(f"medsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print medsr's version and exit.")] = False) -> None:
+    """Super-resolution of medical volumes (MRI, CT) with exact geometry."""
 
 
 def _describe(volume) -> str:
@@ -318,6 +330,9 @@ def info(path: Annotated[Path, typer.Argument(help="A volume or DICOM folder.")]
     _, affine, source = volume_frames(volume)
     typer.echo(f"{path}: {_describe(volume)}, {source.format}, dtype {source.dtype}, "
                f"modality {source.modality or 'unknown'}")
+    made_by = source.made_by()
+    if made_by is not None:
+        typer.echo(f"made by {made_by}")
     lossy = source.lossy_compression()
     if lossy is not None:
         typer.echo(f"lossily compressed before ({lossy})")

@@ -217,7 +217,9 @@ def _mask_array(mask, pred_shape, pred_affine, gt_grid, resampled: bool) -> np.n
     raise MedsrError("the mask is not on PRED's grid" + (" nor GT's" if resampled else ""))
 
 
-def evaluate(pred, gt, *, mask=None, data_range: tuple[float, float] | None = None,
+def evaluate(pred: str | Path | MetaTensor, gt: str | Path | MetaTensor, *,
+             mask: str | Path | MetaTensor | np.ndarray | None = None,
+             data_range: tuple[float, float] | None = None,
              axis: int | None = None, resample_gt: bool | str = False) -> EvaluationResult:
     """Compare a prediction with the ground truth on the same grid.
 
@@ -379,7 +381,7 @@ def default_benchmark_dir(path: str | Path) -> Path:
     return path.parent / f"{name}_benchmark"
 
 
-def benchmark(hr, factor: int, *, axis: int | None = None,
+def benchmark(hr: str | Path | MetaTensor, factor: int, *, axis: int | None = None,
               methods: tuple[str, ...] | list[str] = ("linear", "bspline"),
               profile: str = "box", out_dir: str | Path | None = None, force: bool = False,
               data_range: tuple[float, float] | None = None,

@@ -279,3 +279,23 @@ def test_undecodable_dicom_pixels_give_one_line_without_library_tracebacks():
     result = run("info", path)
     assert_one_line_error(result, "12-bit")
     assert not result.stderr.strip().endswith(":")  # the reasons follow, on the same line
+
+
+def test_version_is_the_package_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"medsr {medsr.__version__}"
+    from importlib.metadata import version  # the installed distribution's, from pyproject
+
+    assert version("medsr") == medsr.__version__
+
+
+@pytest.mark.parametrize("name", ["o.nii.gz", "o.nrrd", "dicom_out"])
+def test_every_output_names_the_medsr_that_made_it(scan, tmp_path, name):
+    out = tmp_path / name
+    extra = ["--format", "dicom"] if name == "dicom_out" else []
+    result = run("upscale", scan, "-o", out, "--scale", 1, 1, 2, "--method", "bspline", *extra)
+    assert result.exit_code == 0, result.output
+    result = run("info", out)
+    assert result.exit_code == 0, result.output
+    assert f"made by medsr {medsr.__version__} bspline" in result.stdout
+    assert "made by" not in run("info", scan).stdout  # the input was not made by medsr

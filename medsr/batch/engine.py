@@ -7,6 +7,10 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 from medsr.batch.discover import Item, discover
 from medsr.batch.manifest import KEPT_ON_SKIP, Manifest, key, read_manifest
@@ -21,9 +25,10 @@ REPORT = "report.html"
 def upscale_tree(root: str | Path, out: str | Path, *, fmt: str | None = None,
                  dtype: str | None = None, force: bool = False,
                  include: Sequence[str] = (), exclude: Sequence[str] = (),
-                 workers: int | None = None, scheduler: str | None = None, client=None,
+                 workers: int | None = None, scheduler: str | None = None,
+                 client: Client | None = None,
                  progress: bool = True, report: bool = False,
-                 **upscale_options) -> list[dict]:
+                 **upscale_options: Any) -> list[dict]:
     """Upscale every volume under ``root`` into a mirrored tree under ``out``.
 
     Inputs whose output exists are skipped (unless ``force``); failed and missing ones are

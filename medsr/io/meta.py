@@ -53,6 +53,27 @@ class SourceInfo:
     header: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def made_by(self) -> str | None:
+        """The note a medsr writer stored in this file (see :func:`processing_note`: version,
+        method, consistency), or ``None`` when medsr did not make it."""
+        header = self.header
+        if header is None:
+            return None
+        if self.format == "dicom":
+            note = str(header.get("DerivationDescription", "") or "")
+            note = note.removeprefix("super-resolved by ")
+        elif self.format == "itk":
+            note = str(header.get("medsr", "") or "")
+        elif self.format == "nifti":
+            texts = [bytes(header["descrip"].item()).decode("ascii", "replace")]
+            texts += [e.get_content().decode("utf-8", "replace") for e in header.extensions
+                      if e.get_code() == 6]  # comment extensions
+            note = next((t.strip("\x00 ") for t in reversed(texts)
+                         if t.startswith("medsr ")), "")
+        else:
+            return None
+        return note if note.startswith("medsr ") else None
+
     def lossy_compression(self) -> str | None:
         """How a DICOM source says it was lossily compressed before (LossyImageCompression
         "01"), e.g. ``"ratio 339:1, ISO_15444_1"``; ``None`` when it does not say so."""
@@ -221,7 +242,9 @@ def processing_note(volume: Frames | torch.Tensor) -> str | None:
     method = meta.get("medsr_method")
     if method is None:
         return None
-    parts = [f"medsr {method}"]
+    from medsr import __version__
+
+    parts = [f"medsr {__version__} {method}"]
     profile = meta.get("medsr_slice_profile")
     if profile:
         parts.append(f"{profile['kind']} {float(profile['width']):.2f}x")

@@ -18,8 +18,12 @@ import datetime
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 from medsr.report.html import data_uri, esc, page, write_text
 from medsr.report.orientation import obliquity_degrees, orientation_code, views
@@ -314,7 +318,8 @@ def _facts(scan: _Scan, info: RunInfo, in_name: str, out_name: str) -> tuple[_Fa
     return facts, {"method": method, "consistency_db": consistency, "mean_sd": mean_sd}
 
 
-def build_report(volume, output, sd=None, info: RunInfo | None = None) -> tuple[str, dict]:
+def build_report(volume: MetaTensor, output: MetaTensor, sd: MetaTensor | None = None,
+                 info: RunInfo | None = None) -> tuple[str, dict]:
     """The HTML page of one scan and a summary of it (for a study table).
 
     Args:
@@ -389,8 +394,8 @@ def report_path(volume: Path, folder: Path | None = None) -> Path:
     return (folder if folder is not None else volume.parent) / f"{name}.html"
 
 
-def write_report(path: str | Path, volume, output, sd=None, info: RunInfo | None = None
-                 ) -> dict:
+def write_report(path: str | Path, volume: MetaTensor, output: MetaTensor,
+                 sd: MetaTensor | None = None, info: RunInfo | None = None) -> dict:
     """Write the page of :func:`build_report` to ``path`` (atomically; an existing file is
     replaced); returns the summary."""
     text, summary = build_report(volume, output, sd, info)
