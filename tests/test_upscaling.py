@@ -208,7 +208,8 @@ def test_written_output_records_method_profile_and_consistency(tmp_path, name):
         note = reader.GetMetaData("medsr")
     else:
         note = pydicom.dcmread(next(path.iterdir())).DerivationDescription
-    assert "medsr default" in note and "box 1.00x" in note and "re-degraded" in note
+    assert f"medsr {medsr.__version__} default" in note  # which medsr made it, and how
+    assert "box 1.00x" in note and "re-degraded" in note
     psnr = float(note.split("re-degraded ")[1].split(" dB")[0])
     assert psnr == pytest.approx(out.meta["medsr_consistency_psnr"], abs=0.06)
 

@@ -28,28 +28,22 @@ def check_report_path(path: Path, force: bool) -> None:
 
 
 def recorded(volume) -> None:
-    """Fill ``medsr_method`` and ``medsr_slice_profile`` of a volume read from disk from the
-    note medsr stored in its header (NIfTI descrip/comment, NRRD/MHA key, DICOM
-    DerivationDescription)."""
+    """Fill ``medsr_method``, ``medsr_slice_profile`` and ``medsr_version`` of a volume read
+    from disk from the note medsr stored in its header (:meth:`~medsr.io.meta.SourceInfo.
+    made_by`: NIfTI descrip/comment, NRRD/MHA key, DICOM DerivationDescription)."""
     from medsr.io.meta import SOURCE_KEY
 
     source = volume.meta.get(SOURCE_KEY)
-    header = getattr(source, "header", None)
-    notes: list[str] = []
-    if isinstance(header, dict):
-        notes.append(str(header.get("medsr", "")))
-    elif hasattr(header, "extensions"):  # nibabel
-        notes += [bytes(e.get_content()).decode("utf-8", "replace")
-                  for e in header.extensions if e.get_code() == 6]
-        notes.append(bytes(header["descrip"].item()).decode("ascii", "replace"))
-    elif header is not None:  # pydicom
-        notes.append(str(getattr(header, "DerivationDescription", "")).removeprefix(
-            "super-resolved by "))
-    note = next((n.strip("\x00 ") for n in notes if n.startswith("medsr ")), None)
+    note = source.made_by() if source is not None else None
     if note is None:
         return
     parts = [p.strip() for p in note.removeprefix("medsr ").split(";")]
-    volume.meta["medsr_method"] = parts[0]
+    version, _, method = parts[0].partition(" ")
+    if method and version[:1].isdigit():  # "0.7.0 bspline"; notes before 0.7 have no version
+        volume.meta["medsr_version"] = version
+    else:
+        method = parts[0]
+    volume.meta["medsr_method"] = method
     for part in parts[1:]:
         words = part.split()
         if len(words) == 2 and words[0] in ("box", "gaussian") and words[1].endswith("x"):
