@@ -281,55 +281,6 @@ class ChainUpscaler(Upscaler):
         return self.stages[-1].predict(self._early(array), progress=progress)
 
 
-@dataclass
-class PlaneChain(ChainUpscaler):
-    """An in-plane request served by a through-plane network on each plane axis in turn
-    (x then y): an alternative to the in-plane network that ``--method auto`` weighs on the
-    scan's own slices. Each stage carries the in-plane operator (k-space or pixel box), not a
-    slice profile, so it has no thick axis for the request to set."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.plane = tuple(a for a in range(3) if self.factors[a] > 1)
-        self.halo = sum(stage.halo for stage in self.stages)  # reaches add up along the slab
-
-    @property
-    def slab_axes(self) -> list[int]:
-        return [3 - sum(self.plane)]
-
-    def through_plane(self) -> Upscaler | None:
-        return None
-
-    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
-        """One intensity scaling for both stages, fitted on the scan: the second sees the
-        same anatomy at the same intensities, finer along one axis (no whole-volume pass)."""
-        for stage in self.stages:
-            stage.prepare(reference)
-
-
-def plane_chain(plane_up: PlaneUpscaler, modality: str) -> PlaneChain | None:
-    """The through-plane default model along each axis of ``plane_up``'s plane, with the
-    same factor and operators; ``None`` when that model does not serve the factor."""
-    from medsr.models import default_model
-
-    folder = default_model(modality)
-    if folder is None:
-        return None
-    net, card = load_cached(folder, plane_up.device)
-    if not _in_range(card, plane_up.factor):
-        return None
-    stages: list[Upscaler] = []
-    shape, affine = plane_up.shape, plane_up.affine
-    for axis in plane_up.plane:
-        factors = tuple(plane_up.factor if a == axis else 1 for a in range(3))
-        stages.append(ModelUpscaler("default", shape, affine, factors=factors,
-                                    profile=plane_up.profile, net=net, card=card,
-                                    device=plane_up.device))
-        shape, affine = stages[-1].out_shape, stages[-1].out_affine
-    return PlaneChain("default along each in-plane axis", plane_up.shape, plane_up.affine,
-                      factors=plane_up.factors, stages=stages)
-
-
 def _key(array: np.ndarray) -> tuple:
     """What identifies an array's memory: the same frame seen again is the same key."""
     return array.__array_interface__["data"][0], array.shape, array.strides

@@ -237,23 +237,3 @@ def _self_similar_check(up, reference: np.ndarray, consistency: bool, max_planes
             for v in sums]
     kept = [a for a in range(3) if a not in {op[0] for op in up.operators()}]
     return SelfCheck(psnr[0], psnr[1], int(truth.shape[kept[0]]) if kept else 1, gain)
-
-
-def weigh(candidates: list, frames: np.ndarray, consistency: bool = True
-          ) -> tuple[object, list[tuple[str, SelfCheck | None]]]:
-    """The learned candidate that does best on the scan's own truth (:func:`self_check`), and
-    each candidate's check. Every candidate serves the same request with the same operators,
-    so they share one noise estimate; each is prepared on the scan (a later run reuses it).
-    A candidate that cannot be checked is kept only when none can."""
-    from medsr.noise import scan_noise
-
-    reference = frames[0] if frames.shape[0] == 1 else frames.mean(axis=0, dtype=np.float32)
-    noise = scan_noise(candidates[0], reference, frames=frames)
-    checks = []
-    for up in candidates:
-        up.noise_sd = noise
-        up.prepare(reference)
-        checks.append((up.name, try_self_check(up, reference, consistency)))
-    scored = [i for i, (_, check) in enumerate(checks) if check is not None]
-    best = max(scored, key=lambda i: checks[i][1].learned_psnr) if scored else 0
-    return candidates[best], checks
