@@ -205,6 +205,10 @@ def save_volume(volume: MetaTensor | Frames, path: str | Path, *, fmt: str | Non
         dtype: stored dtype; default the source's (int16 CT stays int16, rounded and clipped).
         force: replace an existing output.
         inputs: paths that must never be overwritten (the volume's own source is always one).
+
+    A NIfTI output of a DICOM source gets a JSON sidecar beside it (``out.json``: timing,
+    echo, scanner, as BIDS names them) and, for diffusion, ``out.bval``/``out.bvec`` with the
+    b-vectors in the output's own axes (:mod:`medsr.io.sidecar`).
     """
     path = Path(path)
     kind = output_format(path, fmt)
@@ -229,4 +233,9 @@ def save_volume(volume: MetaTensor | Frames, path: str | Path, *, fmt: str | Non
             from medsr.io.itk import write_itk
 
             write_itk(volume, tmp, dtype)
+    if kind == "nifti":
+        from medsr.io.sidecar import write_sidecars
+
+        frames, affine, source = volume_frames(volume)
+        write_sidecars(source, tuple(frames.shape), affine, path)
     return path

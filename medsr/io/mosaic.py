@@ -14,7 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medsr.errors import MedsrError
-from medsr.io.dicom_groups import Frame, classic_labels
+from medsr.io.dicom_groups import Frame, classic_labels, image_key
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,41 @@ def _reason(exc: BaseException) -> str:
 
 
 def siemens_diffusion(ds: Dataset, name: str) -> tuple[float | None, Any]:
-    """b-value and gradient direction from a Siemens CSA header (None when absent)."""
+    """b-value and gradient direction (patient LPS axes, the CSA header's
+    DiffusionGradientDirection) from a Siemens CSA header (None when absent)."""
     if "SIEMENS" not in str(ds.get("Manufacturer", "")).upper() or (0x0029, 0x1010) not in ds:
         return None, None
     try:
-        wrapper = _wrapper(ds, name)
-        b_value = wrapper.b_value
-        b_vector = wrapper.b_vector if b_value else None
+        return _csa_diffusion(_wrapper(ds, name))
     except Exception as exc:  # noqa: BLE001 - a damaged CSA header only loses the label
         log.debug("%s: no diffusion information in the CSA header (%s)", name, _reason(exc))
         return None, None
-    return b_value, b_vector
+
+
+def _csa_diffusion(wrapper: Any) -> tuple[float | None, Any]:
+    from nibabel.nicom import csareader
+
+    csa = wrapper.csa_header
+    if csa is None:
+        return None, None
+    b_value = csareader.get_b_value(csa)
+    vector = csareader.get_vector(csa, "DiffusionGradientDirection", 3) if b_value else None
+    if b_value and vector is None:
+        vector = (0.0, 0.0, 0.0)  # a b > 0 image without direction: a trace image
+    return b_value, vector
+
+
+def mosaic_times(ds: Dataset, name: str) -> list[float] | None:
+    """Acquisition time of each mosaic tile (ms from the start of the volume), from the CSA
+    header's MosaicRefAcqTimes; None when absent."""
+    try:
+        from nibabel.nicom import csareader
+
+        csa = _wrapper(ds, name).csa_header
+        items = csa["tags"]["MosaicRefAcqTimes"]["items"] if csa else None
+        return [float(v) for v in items] if items else None
+    except Exception:  # noqa: BLE001 - timing is optional
+        return None
 
 
 def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
@@ -69,7 +93,7 @@ def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
     try:
         data = np.asarray(wrapper.get_unscaled_data())  # (rows, columns, slices)
         affine = np.asarray(wrapper.affine, dtype=np.float64)  # LPS; (row, column, slice)
-        b_value, b_vector = wrapper.b_value, wrapper.b_vector
+        b_value, b_vector = _csa_diffusion(wrapper)
     except Exception as exc:  # noqa: BLE001 - unpacking errors vary by nibabel version
         raise MedsrError(f"cannot unpack Siemens mosaic {name}: {_reason(exc)}") from None
     if data.ndim != 3:
@@ -82,6 +106,12 @@ def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
     thickness = float(thickness) if thickness not in (None, "") else None
     labels = classic_labels(ds, b_value, b_vector if b_value else None)
     instance = float(ds.get("InstanceNumber") or 0)
+    times = mosaic_times(ds, name)
+    if times is not None and len(times) < data.shape[2]:
+        times = None
+    key = image_key(ds)
     return [Frame(f"{name} slice {k + 1}", (affine @ [0.0, 0.0, k, 1.0])[:3], orientation,
                   spacing, slope, intercept, thickness, data[:, :, k], ds, labels,
-                  (instance, float(k))) for k in range(data.shape[2])]
+                  (instance, float(k)), key,
+                  times[k] / 1000.0 if times is not None else None)
+            for k in range(data.shape[2])]
