@@ -201,6 +201,49 @@ def compare(ours: np.ndarray, affine: np.ndarray, nii: Path) -> dict:
     return result
 
 
+def _world_bvecs(bvec: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """FSL b-vectors ``(3, T)`` of an image with this RAS affine as world (LPS) vectors."""
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    vecs = np.array(bvec, dtype=np.float64)
+    if np.linalg.det(affine[:3, :3]) > 0:
+        vecs[0] = -vecs[0]
+    return ((axes @ vecs).T * [-1, -1, 1]).T
+
+
+def compare_tables(pick: dict, output: dict) -> dict:
+    """Diffusion directions (as world vectors, sign free) and slice times against
+    dcm2niix's .bvec and SliceTiming."""
+    import nibabel as nib
+
+    result: dict = {}
+    labels = pick.get("_labels") or []
+    bvec_path = output["path"].with_suffix(".bvec")
+    if bvec_path.is_file() and labels and len(labels) == len(output["bval"] or []):
+        theirs = _world_bvecs(np.loadtxt(bvec_path).reshape(3, -1),
+                              nib.load(str(output["path"])).affine)
+        worst = 1.0
+        for item, vec in zip(labels, theirs.T):
+            ours = np.asarray(item.get("DiffusionGradientOrientation") or (0, 0, 0), float)
+            if (item.get("DiffusionBValue") or 0) > 0 and np.linalg.norm(vec) > 0.5 \
+                    and np.linalg.norm(ours) > 0.5:
+                worst = min(worst, abs(float(ours @ vec)) / np.linalg.norm(ours) /
+                            np.linalg.norm(vec))
+        result["bvec_min_abs_cos"] = round(worst, 5)
+    timing = pick.get("_timing")
+    theirs_t = output["sidecar"].get("SliceTiming")
+    if timing and theirs_t and len(timing) == len(theirs_t):
+        array, affine = pick["_data"]
+        img = nib.load(str(output["path"]))
+        to_theirs = np.linalg.solve(img.affine, affine)
+        slices = [int(round((to_theirs @ [0, 0, k, 1])[2])) for k in range(len(timing))]
+        if sorted(slices) == list(range(len(timing))):
+            result["slice_timing_max_diff_s"] = round(max(
+                abs(timing[k] - theirs_t[j]) for k, j in enumerate(slices)), 4)
+    elif theirs_t:
+        result["slice_timing_max_diff_s"] = None  # dcm2niix has times, medsr none
+    return result
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -208,7 +251,8 @@ def _reason(exc: BaseException) -> str:
 
 _TYPES = {"P": "phase", "PHASE": "phase", "R": "real", "REAL": "real", "I": "imaginary",
           "IMAGINARY": "imaginary", "M": "magnitude", "MAGNITUDE": "magnitude",
-          "FIELD_MAP": "fieldmap", "B0": "fieldmap", "B0MAP": "fieldmap"}
+          "FIELD_MAP": "fieldmap", "B0": "fieldmap", "B0MAP": "fieldmap",
+          "FIELDMAPHZ": "fieldmap"}
 
 
 def _sidecar_kind(sidecar: dict, suffix: str) -> tuple[int | None, str | None]:
@@ -266,6 +310,8 @@ def run_repo(repo: str, out_root: Path, dcm2niix: bool = True) -> list[dict]:
                              bvals=[f.get("DiffusionBValue") for f in source.extra.get(
                                  "frames", [])] or None)
                 image["_data"] = (array, affine)
+                image["_labels"] = source.extra.get("frames")
+                image["_timing"] = source.extra.get("slice_timing")
             except Exception as exc:  # noqa: BLE001
                 image["refused"] = _reason(exc)
             row["images"].append(image)
@@ -282,13 +328,15 @@ def run_repo(repo: str, out_root: Path, dcm2niix: bool = True) -> list[dict]:
             elif pick is not None:
                 comp["medsr"] = pick["key"]
                 comp.update(compare(*pick["_data"], output["path"]))
+                comp.update(compare_tables(pick, output))
                 if output["bval"] is not None and pick.get("bvals"):
                     comp["bval_match"] = bool(len(output["bval"]) == len(pick["bvals"]) and all(
                         abs(float(x or 0) - y) <= max(1.0, 0.01 * y)
                         for x, y in zip(pick["bvals"], output["bval"])))
             row["comparisons"].append(comp)
         for image in row["images"]:
-            image.pop("_data", None)
+            for key in ("_data", "_labels", "_timing"):
+                image.pop(key, None)
         row["verdict"] = verdict(row)
         rows.append(row)
         print(f"{repo} {row['folder']} {uid[-12:]}: {row['verdict']}", flush=True)

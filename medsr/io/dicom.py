@@ -43,6 +43,9 @@ from medsr.io.dicom_groups import (
     Volume,
     classic_labels,
     describe_volumes,
+    GE_FIELD_MAP,
+    GE_FIELD_MAP_IMAGES,
+    _clock_seconds,
     drop_derived,
     frame_labels,
     image_key,
@@ -58,7 +61,13 @@ from medsr.io.meta import (
     processing_note,
     volume_frames,
 )
-from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
+from medsr.io.mosaic import (
+    is_mosaic,
+    is_uih_mosaic,
+    mosaic_frames,
+    siemens_diffusion,
+    uih_frames,
+)
 from medsr.io.values import cast_to
 from medsr.scratch import release
 
@@ -140,8 +149,10 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         uid_here = str(frames[0].dataset.get("SeriesInstanceUID", ""))
         if uid is not None and uid != uid_here:
             raise MedsrError(f"{path} belongs to series {uid_here}, not {uid}")
-    frames = _pick_image(frames, path, uid, image)
+    ge_map = image in GE_FIELD_MAP_IMAGES and all(f.image[2] == GE_FIELD_MAP for f in frames)
+    frames = _pick_image(frames, path, uid, "" if ge_map else image)
     volumes = drop_derived(split_volumes(frames), str(path))
+    volumes = _ge_field_map(volumes, frames, path, uid, image)
     labels = [v.labels for v in volumes]
     if volume is not None:
         if not 0 <= volume < len(volumes):
@@ -177,6 +188,22 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         header=_copy_without(ds0, _TEMPLATE_DROP), extra=extra,
     )
     return make_frames(values, flip_lps_ras(placed[0][1]), source)
+
+
+def _ge_field_map(volumes: list[Volume], frames: list[_Frame], path: Path, uid: str | None,
+                  image: str) -> list[Volume]:
+    """A GE B0 map series (map and magnitude, nothing else telling them apart): two images,
+    the first volume in acquisition order being the map (Hz), the second the magnitude."""
+    if len(volumes) != 2 or not all(f.image[2] == GE_FIELD_MAP for f in frames):
+        return volumes
+    images = dict(zip(GE_FIELD_MAP_IMAGES, volumes))
+    if image not in images:
+        series = uid or str(frames[0].dataset.get("SeriesInstanceUID", ""))
+        listing = "; ".join(f"{series}:{name} ({len(v.frames)} slices)"
+                            for name, v in images.items())
+        raise MedsrError(f"series {series} holds 2 images (a GE field map and its "
+                         f"magnitude): {listing}; pick one with --series {series}:fmap")
+    return [images[image]]
 
 
 def _pick_image(frames: list[_Frame], path: Path, uid: str | None,
@@ -221,13 +248,7 @@ def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
 
 def _clock(value: object) -> float | None:
     """DICOM TM (HHMMSS.FFFFFF) as seconds."""
-    text = str(value or "").strip()
-    if len(text) < 6 or not text[:6].isdigit():
-        return None
-    try:
-        return int(text[:2]) * 3600 + int(text[2:4]) * 60 + float(text[4:])
-    except ValueError:
-        return None
+    return _clock_seconds(value)
 
 
 def _check_same_grid(path: Path, volumes: list[Volume],
@@ -372,6 +393,10 @@ def series_images(folder: str | Path, series_uid: str | None = None) -> list[tup
                          f"{folder} holds {len(series)} DICOM series; name one")
     keys = [k for _, _, _, file_keys in series[uid] for k in file_keys]
     names = image_names(keys)
+    if len(names) == 1 and keys[0][2] == GE_FIELD_MAP and sum(n for _, _, n, _ in series[uid]) \
+            > 1:
+        return [(f"{uid}:{name}", {"echo": keys[0][0], "te": keys[0][1], "type": name})
+                for name in GE_FIELD_MAP_IMAGES]
     if len(names) <= 1:
         return [(uid, {})]
     return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag"})
@@ -436,6 +461,8 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
     except Exception as exc:
         raise MedsrError(f"cannot decode pixel data of {name}: {_reason(exc)}") from None
     count = int(ds.get("NumberOfFrames", 1) or 1)
+    if count == 1 and "ImagePositionPatient" not in ds and is_uih_mosaic(ds):
+        return uih_frames(ds, name, pixels.reshape(int(ds.Rows), int(ds.Columns)))
     pixels = pixels.reshape(count, int(ds.Rows), int(ds.Columns))
     slope, intercept = _num(ds, "RescaleSlope", 1.0), _num(ds, "RescaleIntercept", 0.0)
     thickness = _num(ds, "SliceThickness")

@@ -185,7 +185,18 @@ def _derived_diffusion(ds: Dataset, b_value: float | None, direction: Any) -> bo
     if tokens & set(_DERIVED_TYPES):
         return True
     philips = _private(ds, 0x2001, 0x1004)  # Philips diffusion direction label: I = isotropic
-    return bool(b_value) and str(philips or "").strip().upper() == "I"
+    return (b_value or 0) > B0_MAX and str(philips or "").strip().upper() == "I"
+
+
+def _clock_seconds(value: Any) -> float | None:
+    """DICOM TM (HHMMSS.FFFFFF) as seconds since midnight."""
+    text = str(value or "").strip()
+    if len(text) < 6 or not text[:6].isdigit():
+        return None
+    try:
+        return int(text[:2]) * 3600 + int(text[2:4]) * 60 + float(text[4:])
+    except ValueError:
+        return None
 
 
 # ----------------------------------------------------------------------------------- images
@@ -225,7 +236,23 @@ def image_key(ds: Dataset, group: Dataset | None = None) -> tuple:
                     kind = "fmap"
     if kind is None:
         kind = _kind_of(ds)
+    if kind in (None, "mag") and is_ge_field_map(ds):
+        kind = GE_FIELD_MAP
     return echo, (round(float(te), 2) if te is not None else None), kind
+
+
+#: the kind of every frame of a GE B0 map series: its field map (Hz) and magnitude share the
+#: places and all tags; the first volume in acquisition order is the map, the second the
+#: magnitude (as dcm2niix reads them: ``_fieldmaphz`` and the magnitude)
+GE_FIELD_MAP = "ge_b0map"
+GE_FIELD_MAP_IMAGES = ("fmap", "mag")
+
+
+def is_ge_field_map(ds: Dataset) -> bool:
+    """A GE B0 field map series (internal pulse sequence name (0019,109E) ``B0map``)."""
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    name = str(_private(ds, 0x0019, 0x109E) or "").strip().upper()
+    return maker.startswith("GE") and name == "B0MAP"
 
 
 def _kind_of(ds: Dataset) -> str | None:
@@ -417,6 +444,10 @@ def _by_acquisition_order(frames: list[Frame]) -> list[Volume] | None:
     return volumes
 
 
+#: b-values up to this are b=0 images (UIH stores 1.25 s/mm² for its b=0 volume)
+B0_MAX = 50.0
+
+
 def drop_derived(volumes: list[Volume], name: str) -> list[Volume]:
     """Leave out derived trace/ADC volumes of a DWI series (Philips' isotropic image, a
     TRACEW or ADC image type, or a b > 0 volume without a direction among directional ones),
@@ -426,7 +457,7 @@ def drop_derived(volumes: list[Volume], name: str) -> list[Volume]:
     directional = [v for v in volumes if _direction(v) not in (None, (0.0, 0.0, 0.0))]
     derived = [v for v in volumes
                if any(f.labels.get("DerivedDiffusion") for f in v.frames)
-               or (directional and (v.labels.get("DiffusionBValue") or 0) > 0
+               or (directional and (v.labels.get("DiffusionBValue") or 0) > B0_MAX
                    and _direction(v) in (None, (0.0, 0.0, 0.0)))]
     if not derived or len(derived) == len(volumes) or not directional:
         return volumes

@@ -115,3 +115,57 @@ def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
                   (instance, float(k)), key,
                   times[k] / 1000.0 if times is not None else None)
             for k in range(data.shape[2])]
+
+
+def is_uih_mosaic(ds: Dataset) -> bool:
+    """A UIH image saved as tiles ("VFRAME"): one file per volume, the slices tiled, each
+    tile's position in the private per-slice sequence (0065,1051)."""
+    image_type = ds.get("ImageType") or []
+    image_type = [image_type] if isinstance(image_type, str) else list(image_type)
+    return "VFRAME" in (str(v).upper() for v in image_type) and (0x0065, 0x1051) in ds
+
+
+def uih_frames(ds: Dataset, name: str, pixels: np.ndarray) -> list[Frame]:
+    """Unpack a UIH tiled image: tile size from (0065,1004) (``64*64``, rows by columns),
+    tiles row by row, each placed by its item of (0065,1051) (ImagePositionPatient, and the
+    AcquisitionTime that gives slice timing).
+
+    Raises:
+        MedsrError: the tile size or positions are missing or do not fit the image.
+    """
+    from medsr.io.dicom_groups import _clock_seconds
+
+    items = list(ds[0x0065, 0x1051].value)
+    size = str(ds.get((0x0065, 0x1004)).value if (0x0065, 0x1004) in ds else "")
+    try:
+        rows, cols = (int(v) for v in size.replace("x", "*").split("*"))
+    except ValueError:
+        raise MedsrError(f"{name} is a UIH tiled image without a tile size (0065,1004)"
+                         ) from None
+    per_row = int(ds.Columns) // cols
+    if not items or per_row < 1 or len(items) > per_row * (int(ds.Rows) // rows):
+        raise MedsrError(f"{name}: {len(items)} UIH slices do not fit its {ds.Rows}x"
+                         f"{ds.Columns} tiles of {rows}x{cols}")
+    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
+    spacing = np.asarray([float(v) for v in ds.PixelSpacing], dtype=np.float64)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    thickness = ds.get("SliceThickness")
+    thickness = float(thickness) if thickness not in (None, "") else None
+    labels = classic_labels(ds)
+    instance = float(ds.get("InstanceNumber") or 0)
+    key = image_key(ds)
+    frames = []
+    for k, item in enumerate(items):
+        position = item.get("ImagePositionPatient")
+        if position is None or len(position) != 3:
+            raise MedsrError(f"{name} slice {k + 1} has no valid ImagePositionPatient in the "
+                             "UIH per-slice sequence (0065,1051)")
+        i, j = divmod(k, per_row)
+        tile = pixels[i * rows:(i + 1) * rows, j * cols:(j + 1) * cols]
+        frames.append(Frame(f"{name} slice {k + 1}",
+                            np.asarray([float(v) for v in position], dtype=np.float64),
+                            orientation, spacing, slope, intercept, thickness, tile, ds, labels,
+                            (instance, float(k)), key,
+                            _clock_seconds(item.get("AcquisitionTime"))))
+    return frames
