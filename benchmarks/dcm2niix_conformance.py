@@ -135,16 +135,28 @@ def scan_series(repo: str) -> dict[str, dict]:
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True,
                                  specific_tags=["SeriesInstanceUID", "SeriesDescription",
-                                                "Manufacturer", "Rows", "SeriesNumber"])
+                                                "Manufacturer", "Rows", "SeriesNumber",
+                                                "SOPClassUID", "NumberOfFrames"])
         except Exception:  # noqa: BLE001 - not DICOM
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
             continue
-        entry = series.setdefault(uid, {"files": [], "description": str(
+        # classic and enhanced copies of one series (dcm_qa_canon_61: In/cl, In/enh) are
+        # read as a user would, each from its own folder; dcm2niix writes both (_a)
+        enhanced = int(ds.get("NumberOfFrames", 1) or 1) > 1 or "Enhanced" in str(
+            getattr(ds.get("SOPClassUID"), "name", ""))
+        key = f"{uid}#enhanced" if enhanced else uid
+        entry = series.setdefault(key, {"uid": uid, "files": [], "description": str(
             ds.get("SeriesDescription", "") or ""), "manufacturer": str(
             ds.get("Manufacturer", "") or ""), "number": str(ds.get("SeriesNumber", "") or "")})
         entry["files"].append(file)
+    for key in [k for k in series if k.endswith("#enhanced")]:
+        uid = series[key]["uid"]
+        if uid in series:
+            series[uid]["copies"] = series[key]["copies"] = True
+        else:
+            series[uid] = series.pop(key)
     for entry in series.values():
         parts = [f.parent.parts for f in entry["files"]]
         common = []
@@ -291,8 +303,9 @@ def run_repo(repo: str, out_root: Path, dcm2niix: bool = True) -> list[dict]:
         run_dcm2niix(repo, work / "dcm2niix")
     theirs = dcm2niix_outputs(work / "dcm2niix")
     rows = []
-    for uid, entry in scan_series(repo).items():
-        row = {"repo": repo, "uid": uid, "folder": str(entry["folder"].relative_to(DATA)),
+    for entry in scan_series(repo).values():
+        uid = entry["uid"]
+        row = {"repo": repo, "uid": uid, "copies": entry.get("copies", False), "folder": str(entry["folder"].relative_to(DATA)),
                "description": entry["description"], "manufacturer": entry["manufacturer"],
                "files": len(entry["files"]), "dcm2niix": [o["path"].name for o in theirs[uid]],
                "images": []}
@@ -372,6 +385,11 @@ def _match(candidates: list[dict], echo: int | None, kind: str | None,
     return best
 
 
+def _same(c: dict) -> bool:
+    return ("corner_mm" in c and c["corner_mm"] <= 0.1 and (c["r_min"] or 0) >= 0.99
+            and c["medsr_volumes"] == c["dcm2niix_volumes"])
+
+
 def verdict(row: dict) -> str:
     """One word for the row: match, refused, differs, medsr-only, dcm2niix-skips."""
     if not row["dcm2niix"]:
@@ -380,6 +398,8 @@ def verdict(row: dict) -> str:
     if "refused" in row or not row["images"] or all("refused" in im for im in row["images"]):
         return "refused"
     comps = [c for c in row["comparisons"] if not c.get("derived")]
+    if row.get("copies"):  # one of dcm2niix's outputs (classic or enhanced copy) is this one
+        return "match" if any(_same(c) for c in comps) else "differs"
     if comps and all("corner_mm" in c and c["corner_mm"] <= 0.1 and (c["r_min"] or 0) >= 0.99
            and c["medsr_volumes"] == c["dcm2niix_volumes"] for c in comps) and \
             len({c.get("medsr") for c in comps}) == len(comps) and len(comps) == sum(

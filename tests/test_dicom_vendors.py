@@ -97,7 +97,7 @@ def test_ge_slice_times_from_trigger_time(tmp_path):
     write_classic(folder, volumes, GEOMETRIES["anisotropic"], slice_order=order)
     for file in folder.iterdir():  # TriggerTime: the slice's time within its volume
         ds = pydicom.dcmread(file)
-        k = int(round((float(ds.ImagePositionPatient[2]) - 12.0) / 5.0))
+        k = round((float(ds.ImagePositionPatient[2]) - 12.0) / 5.0)
         ds.TriggerTime = times[k]
         ds.save_as(file, enforce_file_format=True)
     frames = medsr.io.read_frames(folder)

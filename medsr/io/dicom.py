@@ -38,14 +38,13 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
-from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.dicom_groups import (
-    Volume,
-    classic_labels,
-    describe_volumes,
     GE_FIELD_MAP,
     GE_FIELD_MAP_IMAGES,
-    _clock_seconds,
+    Volume,
+    classic_labels,
+    clock_seconds,
+    describe_volumes,
     drop_derived,
     frame_labels,
     image_key,
@@ -53,6 +52,7 @@ from medsr.io.dicom_groups import (
     split_images,
     split_volumes,
 )
+from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.meta import (
     Frames,
     SourceInfo,
@@ -248,7 +248,7 @@ def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
 
 def _clock(value: object) -> float | None:
     """DICOM TM (HHMMSS.FFFFFF) as seconds."""
-    return _clock_seconds(value)
+    return clock_seconds(value)
 
 
 def _check_same_grid(path: Path, volumes: list[Volume],

@@ -188,7 +188,7 @@ def _derived_diffusion(ds: Dataset, b_value: float | None, direction: Any) -> bo
     return (b_value or 0) > B0_MAX and str(philips or "").strip().upper() == "I"
 
 
-def _clock_seconds(value: Any) -> float | None:
+def clock_seconds(value: Any) -> float | None:
     """DICOM TM (HHMMSS.FFFFFF) as seconds since midnight."""
     text = str(value or "").strip()
     if len(text) < 6 or not text[:6].isdigit():

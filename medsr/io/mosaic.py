@@ -69,7 +69,6 @@ def mosaic_times(ds: Dataset, name: str) -> list[float] | None:
     """Acquisition time of each mosaic tile (ms from the start of the volume), from the CSA
     header's MosaicRefAcqTimes; None when absent."""
     try:
-        from nibabel.nicom import csareader
 
         csa = _wrapper(ds, name).csa_header
         items = csa["tags"]["MosaicRefAcqTimes"]["items"] if csa else None
@@ -133,7 +132,7 @@ def uih_frames(ds: Dataset, name: str, pixels: np.ndarray) -> list[Frame]:
     Raises:
         MedsrError: the tile size or positions are missing or do not fit the image.
     """
-    from medsr.io.dicom_groups import _clock_seconds
+    from medsr.io.dicom_groups import clock_seconds
 
     items = list(ds[0x0065, 0x1051].value)
     size = str(ds.get((0x0065, 0x1004)).value if (0x0065, 0x1004) in ds else "")
@@ -167,5 +166,5 @@ def uih_frames(ds: Dataset, name: str, pixels: np.ndarray) -> list[Frame]:
                             np.asarray([float(v) for v in position], dtype=np.float64),
                             orientation, spacing, slope, intercept, thickness, tile, ds, labels,
                             (instance, float(k)), key,
-                            _clock_seconds(item.get("AcquisitionTime"))))
+                            clock_seconds(item.get("AcquisitionTime"))))
     return frames
