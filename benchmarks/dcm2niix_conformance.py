@@ -104,7 +104,8 @@ def run_dcm2niix(repo: str, out: Path) -> float:
         old.unlink()
     start = time.perf_counter()
     log = subprocess.run(["dcm2niix", "-z", "n", "-b", "y", "-ba", "n", "-f", "%j_%s", "-o",
-                          str(out), str(DATA / repo)], capture_output=True, text=True)
+                          str(out), str(DATA / repo)], capture_output=True, text=True,
+                         check=False)
     (out.parent / "dcm2niix.log").write_text(log.stdout + log.stderr)
     return time.perf_counter() - start
 
@@ -137,7 +138,7 @@ def scan_series(repo: str) -> dict[str, dict]:
                                  specific_tags=["SeriesInstanceUID", "SeriesDescription",
                                                 "Manufacturer", "Rows", "SeriesNumber",
                                                 "SOPClassUID", "NumberOfFrames"])
-        except Exception:  # noqa: BLE001 - not DICOM
+        except Exception:  # noqa: BLE001, S112 - not DICOM
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
@@ -244,10 +245,10 @@ def compare_tables(pick: dict, output: dict) -> dict:
     timing = pick.get("_timing")
     theirs_t = output["sidecar"].get("SliceTiming")
     if timing and theirs_t and len(timing) == len(theirs_t):
-        array, affine = pick["_data"]
+        _, affine = pick["_data"]
         img = nib.load(str(output["path"]))
         to_theirs = np.linalg.solve(img.affine, affine)
-        slices = [int(round((to_theirs @ [0, 0, k, 1])[2])) for k in range(len(timing))]
+        slices = [round((to_theirs @ [0, 0, k, 1])[2]) for k in range(len(timing))]
         if sorted(slices) == list(range(len(timing))):
             result["slice_timing_max_diff_s"] = round(max(
                 abs(timing[k] - theirs_t[j]) for k, j in enumerate(slices)), 4)
@@ -411,8 +412,8 @@ def verdict(row: dict) -> str:
 # ------------------------------------------------------------------------------- report
 def table(rows: list[dict]) -> str:
     """The per-repository markdown table: series, matches, refusals, differences."""
-    lines = ["| repository | series | same as dcm2niix | refused (reason) | differs | "
-             "dcm2niix writes none |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [("| repository | series | same as dcm2niix | refused (reason) | differs | "
+              "dcm2niix writes none |"), "| --- | --- | --- | --- | --- | --- |"]
     by_repo: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_repo[row["repo"]].append(row)
@@ -431,6 +432,38 @@ def table(rows: list[dict]) -> str:
                      f"{count['dcm2niix-skips'] + count['both-skip']} |")
     lines.append(f"| **all** | {totals['series']} | {totals['match']} | {totals['refused']} | "
                  f"{totals['differs']} | {totals['dcm2niix-skips'] + totals['both-skip']} |")
+    return "\n".join(lines)
+
+
+def merged(paths: list[Path]) -> list[dict]:
+    """Rows of several results files; a later file's repositories replace an earlier one's."""
+    by_repo: dict[str, list[dict]] = {}
+    for path in paths:
+        rows = json.loads(path.read_text())["rows"]
+        for repo in {r["repo"] for r in rows}:
+            by_repo[repo] = [r for r in rows if r["repo"] == repo]
+    return [row for repo in REPOS for row in by_repo.get(repo, [])]
+
+
+def before_after(before: list[dict], after: list[dict]) -> str:
+    """Series matched / refused / differing per repository, before and after."""
+    lines = [("| repository | series | same before | same after | refused before | "
+              "refused after | differs before | differs after |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    totals = Counter()
+    for repo in REPOS:
+        b = Counter(r["verdict"] for r in before if r["repo"] == repo)
+        a = Counter(r["verdict"] for r in after if r["repo"] == repo)
+        n = sum(1 for r in after if r["repo"] == repo)
+        if not n:
+            continue
+        cells = [b["match"], a["match"], b["refused"], a["refused"], b["differs"],
+                 a["differs"]]
+        totals.update(dict(zip(("mb", "ma", "rb", "ra", "db", "da"), cells)))
+        totals["n"] += n
+        lines.append(f"| {repo} | {n} | " + " | ".join(map(str, cells)) + " |")
+    lines.append(f"| **all** | {totals['n']} | " + " | ".join(
+        str(totals[k]) for k in ("mb", "ma", "rb", "ra", "db", "da")) + " |")
     return "\n".join(lines)
 
 
@@ -456,8 +489,11 @@ def main(argv: list[str]) -> int:
     run.add_argument("--results", type=Path, default=DATA / "results.json")
     run.add_argument("--reuse-dcm2niix", action="store_true",
                      help="keep dcm2niix's outputs of an earlier run")
-    show = sub.add_parser("table")
-    show.add_argument("results", type=Path)
+    show = sub.add_parser("table", help="the table of results files (a later file's "
+                          "repositories replace an earlier one's)")
+    show.add_argument("results", type=Path, nargs="+")
+    show.add_argument("--before", type=Path, nargs="*", default=[],
+                      help="results of medsr before the change: a before/after count table")
     args = parser.parse_args(argv)
     if args.command == "extract":
         report = [extract(repo) for repo in REPOS]
@@ -468,12 +504,17 @@ def main(argv: list[str]) -> int:
                   ", ".join(a["path"] for a in item.get("absent", [])))
         return 0
     if args.command == "table":
-        print(table(json.loads(args.results.read_text())["rows"]))
+        rows = merged(args.results)
+        print(table(rows))
+        if args.before:
+            print()
+            print(before_after(merged(args.before), rows))
         return 0
     logging.basicConfig(level=logging.WARNING)
     import medsr
 
-    version = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True).stdout
+    version = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True,
+                             check=False).stdout
     rows = []
     start = time.perf_counter()
     for repo in args.repos or REPOS:

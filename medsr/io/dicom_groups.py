@@ -140,7 +140,8 @@ def vendor_diffusion(ds: Dataset) -> tuple[float | None, tuple[float, ...] | Non
     GE: (0043,1039) first value (less 10^9 where added), directions (0019,10bb/bc/bd) along
     the image's row, column and reversed slice normal (as dcm2niix reads them). Philips:
     (2001,1003) and (2005,10b0..b2), already LPS. Siemens (classic, non-mosaic):
-    (0019,100c) and (0019,100e), LPS. UIH: (0065,1009) and (0065,1037), LPS.
+    (0019,100c) and (0019,100e), LPS. UIH: (0065,1009) and (0065,1037) along the image's
+    row, column and slice normal (checked against dcm2niix on UIH's rotated DTI).
     """
     maker = str(ds.get("Manufacturer", "") or "").upper()
     if "GE" in maker.split() or maker.startswith("GE "):
@@ -170,7 +171,12 @@ def vendor_diffusion(ds: Dataset) -> tuple[float | None, tuple[float, ...] | Non
     if "UIH" in maker or "UNITED IMAGING" in maker:
         b = _floats(_private(ds, 0x0065, 0x1009), 1)
         vec = _floats(_private(ds, 0x0065, 0x1037), 3)
-        return (b[0] if b else None), (tuple(vec[:3]) if vec else None)
+        iop = _floats(ds.get("ImageOrientationPatient"), 6)
+        if vec is None or iop is None:
+            return (b[0] if b else None), (tuple(vec[:3]) if vec else None)
+        row, col = np.array(iop[:3]), np.array(iop[3:])
+        world = vec[0] * row + vec[1] * col + vec[2] * np.cross(row, col)
+        return (b[0] if b else None), tuple(world.tolist())
     return None, None
 
 
@@ -249,10 +255,11 @@ GE_FIELD_MAP_IMAGES = ("fmap", "mag")
 
 
 def is_ge_field_map(ds: Dataset) -> bool:
-    """A GE B0 field map series (internal pulse sequence name (0019,109E) ``B0map``)."""
+    """A GE B0 field map series: pulse sequence name (0019,109C) or internal name (0019,109E)
+    containing ``B0map`` (``3db0map``, ``B0map``)."""
     maker = str(ds.get("Manufacturer", "") or "").upper()
-    name = str(_private(ds, 0x0019, 0x109E) or "").strip().upper()
-    return maker.startswith("GE") and name == "B0MAP"
+    names = [str(_private(ds, 0x0019, e) or "").strip().upper() for e in (0x109C, 0x109E)]
+    return maker.startswith("GE") and any("B0MAP" in name for name in names)
 
 
 def _kind_of(ds: Dataset) -> str | None:
