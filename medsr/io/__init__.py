@@ -65,7 +65,10 @@ def load_volume(path: str | Path, series_uid: str | None = None,
     Args:
         path: a NIfTI file, a DICOM folder or file (classic, multi-frame, Siemens mosaic), or
             any SimpleITK-readable file (NRRD, MHA, MHD, ...).
-        series_uid: the SeriesInstanceUID to read when a DICOM folder holds several.
+        series_uid: the SeriesInstanceUID to read when a DICOM folder holds several; a series
+            of several images (echoes, magnitude and phase, a field map and its magnitude) is
+            read one image at a time, ``"UID:e2"``, ``"UID:ph"`` (listed by
+            :func:`medsr.io.dicom.series_images` and by the error that asks for one).
         volume: 0-based index of the one volume to read from a 4D input: ``(1, X, Y, Z)``.
 
     Raises:
