@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -409,12 +410,21 @@ def test_several_series(tmp_path):
     assert a in message and b in message
 
 
-def test_file_without_pixel_data(tmp_path):
-    files = write_series(tmp_path, stored_values(), GEOMETRIES["anisotropic"])
+def test_file_without_pixel_data(tmp_path, caplog):
+    """A non-image object carrying the series' UID (Philips keeps one in DWI folders) is
+    skipped with one line, as dcm2niix skips it; alone, it is refused."""
+    stored = stored_values()
+    files = write_series(tmp_path / "s", stored, GEOMETRIES["anisotropic"])
     ds = pydicom.dcmread(files[2])
     del ds.PixelData
-    ds.save_as(files[2], enforce_file_format=True)
-    assert files[2].name in _one_line_error(tmp_path, "has no pixel data")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "s" / "private.dcm", enforce_file_format=True)
+    with caplog.at_level(logging.WARNING, logger="medsr.io.dicom"):
+        array, _, _ = volume_parts(read_dicom(tmp_path / "s"))
+    np.testing.assert_array_equal(array, stored)
+    lines = [r.getMessage() for r in caplog.records if "without pixel data" in r.getMessage()]
+    assert len(lines) == 1 and "private.dcm" in lines[0]
+    assert "private.dcm" in _one_line_error(tmp_path / "s" / "private.dcm", "has no pixel data")
 
 
 def test_missing_slice(tmp_path):

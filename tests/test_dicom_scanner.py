@@ -92,7 +92,10 @@ def test_mosaics_of_one_series_give_a_4d_volume(tmp_path):
     np.testing.assert_allclose(affine, nibabel_affine(series / "aa_second.dcm"), atol=1e-4)
     labels = source.extra["frames"]
     assert [v["AcquisitionNumber"] for v in labels] == [1, 2]
-    assert labels[0]["DiffusionBValue"] == 0 and 990 < labels[1]["DiffusionBValue"] < 1000
+    assert labels[0]["DiffusionBValue"] == 0 and labels[1]["DiffusionBValue"] == 1000  # CSA
+    # the CSA header's DiffusionGradientDirection: patient (LPS) axes
+    np.testing.assert_allclose(labels[1]["DiffusionGradientOrientation"],
+                               [0.99997, 0.00505, -0.00505], atol=1e-4)
     one = medsr.load_volume(series, volume=1)
     np.testing.assert_array_equal(volume_parts(one)[0], b1000.transpose(1, 0, 2))
     with pytest.raises(MedsrError, match="out of range.*2 volumes"):
@@ -193,19 +196,36 @@ def test_dwi_volumes_by_b_value_and_direction_in_acquisition_order(tmp_path):
     assert labels[2]["DiffusionGradientOrientation"] == [0.0, 1.0, 0.0]
 
 
-def test_multi_echo_by_echo_numbers(tmp_path):
+def test_multi_echo_gives_one_image_per_echo(tmp_path):
+    """Echoes are separate images, picked like a series (``UID:e1``), never one 4D mix."""
     volumes = stack(2, seed=9)
     tags = [{"EchoNumbers": 2, "EchoTime": 20.0}, {"EchoNumbers": 1, "EchoTime": 10.0}]
     write_volumes(tmp_path / "me", volumes, tags, GEOMETRIES["anisotropic"])
-    frames, _, source = volume_frames(medsr.load_volume(tmp_path / "me"))
-    np.testing.assert_array_equal(frames[0], volumes[1])  # echo 1 first
-    assert [v["EchoNumbers"] for v in source.extra["frames"]] == [1, 2]
+    uid = str(pydicom.dcmread(next((tmp_path / "me").iterdir())).SeriesInstanceUID)
+    with pytest.raises(MedsrError, match=f"holds 2 images.*{uid}:e1 .*{uid}:e2 ") as err:
+        medsr.load_volume(tmp_path / "me")
+    assert "\n" not in str(err.value)
+    from medsr.io.dicom import series_images
+
+    assert [key for key, _ in series_images(tmp_path / "me")] == [f"{uid}:e1", f"{uid}:e2"]
+    for echo, expected in ((1, volumes[1]), (2, volumes[0])):
+        frames, _, _ = volume_frames(medsr.load_volume(tmp_path / "me",
+                                                       series_uid=f"{uid}:e{echo}"))
+        assert frames.shape[0] == 1
+        np.testing.assert_array_equal(frames[0], expected)
+    with pytest.raises(MedsrError, match="image 'e3' not found.*:e1 .*:e2 "):
+        medsr.load_volume(tmp_path / "me", series_uid=f"{uid}:e3")
 
 
 def test_truly_ambiguous_duplicates_are_refused(tmp_path):
+    """Copies at the same places with the same InstanceNumbers: nothing orders them."""
     volumes = stack(2, seed=4)
     write_volumes(tmp_path / "dup", volumes, [{"AcquisitionNumber": 1}] * 2,
-                  GEOMETRIES["anisotropic"])
+                  GEOMETRIES["anisotropic"], shuffle=False)
+    for file in (tmp_path / "dup").iterdir():
+        ds = pydicom.dcmread(file)
+        ds.InstanceNumber = (int(ds.InstanceNumber) - 1) % SHAPE[2] + 1
+        ds.save_as(file, enforce_file_format=True)
     with pytest.raises(MedsrError, match="duplicate slice position.*tells") as err:
         medsr.load_volume(tmp_path / "dup")
     assert "\n" not in str(err.value)
@@ -485,7 +505,8 @@ def test_info_lists_the_volumes_and_stays_quiet(tmp_path, cli):
     result = cli(series)
     assert result.exit_code == 0, result.output
     assert "128×128×48" in result.output
-    assert re.search(r"^2 volumes \(AcquisitionNumber 1, 2; DiffusionBValue 0, 992\.\d+\)$",
+    assert re.search(r"^2 volumes \(AcquisitionNumber 1, 2; DiffusionBValue 0, 1000; "
+                     r"DiffusionGradientOrientation \(0 0 0\), \(1 0\.0051 -0\.0051\)\)$",
                      result.output, re.MULTILINE), result.output
     assert "experimental" not in result.output
 

@@ -65,7 +65,10 @@ def load_volume(path: str | Path, series_uid: str | None = None,
     Args:
         path: a NIfTI file, a DICOM folder or file (classic, multi-frame, Siemens mosaic), or
             any SimpleITK-readable file (NRRD, MHA, MHD, ...).
-        series_uid: the SeriesInstanceUID to read when a DICOM folder holds several.
+        series_uid: the SeriesInstanceUID to read when a DICOM folder holds several; a series
+            of several images (echoes, magnitude and phase, a field map and its magnitude) is
+            read one image at a time, ``"UID:e2"``, ``"UID:ph"`` (listed by
+            :func:`medsr.io.dicom.series_images` and by the error that asks for one).
         volume: 0-based index of the one volume to read from a 4D input: ``(1, X, Y, Z)``.
 
     Raises:
@@ -205,6 +208,10 @@ def save_volume(volume: MetaTensor | Frames, path: str | Path, *, fmt: str | Non
         dtype: stored dtype; default the source's (int16 CT stays int16, rounded and clipped).
         force: replace an existing output.
         inputs: paths that must never be overwritten (the volume's own source is always one).
+
+    A NIfTI output of a DICOM source gets a JSON sidecar beside it (``out.json``: timing,
+    echo, scanner, as BIDS names them) and, for diffusion, ``out.bval``/``out.bvec`` with the
+    b-vectors in the output's own axes (:mod:`medsr.io.sidecar`).
     """
     path = Path(path)
     kind = output_format(path, fmt)
@@ -229,4 +236,9 @@ def save_volume(volume: MetaTensor | Frames, path: str | Path, *, fmt: str | Non
             from medsr.io.itk import write_itk
 
             write_itk(volume, tmp, dtype)
+    if kind == "nifti":
+        from medsr.io.sidecar import write_sidecars
+
+        frames, affine, source = volume_frames(volume)
+        write_sidecars(source, tuple(frames.shape), affine, path)
     return path

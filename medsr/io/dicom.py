@@ -38,14 +38,21 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
-from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.dicom_groups import (
+    GE_FIELD_MAP,
+    GE_FIELD_MAP_IMAGES,
     Volume,
     classic_labels,
+    clock_seconds,
     describe_volumes,
+    drop_derived,
     frame_labels,
+    image_key,
+    image_names,
+    split_images,
     split_volumes,
 )
+from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.meta import (
     Frames,
     SourceInfo,
@@ -54,7 +61,13 @@ from medsr.io.meta import (
     processing_note,
     volume_frames,
 )
-from medsr.io.mosaic import is_mosaic, mosaic_frames, siemens_diffusion
+from medsr.io.mosaic import (
+    is_mosaic,
+    is_uih_mosaic,
+    mosaic_frames,
+    siemens_diffusion,
+    uih_frames,
+)
 from medsr.io.values import cast_to
 from medsr.scratch import release
 
@@ -92,11 +105,15 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
 
     Classic series, (enhanced) multi-frame files and Siemens mosaics are read; a series whose
     frames repeat slice positions is split into volumes (see :mod:`medsr.io.dicom_groups`) and
-    read as ``(T, X, Y, Z)``, with the volumes' labels in ``source.extra["frames"]``.
+    read as ``(T, X, Y, Z)``, with the volumes' labels in ``source.extra["frames"]``. A series
+    of several images (echoes, magnitude and phase, ...) is picked like a series:
+    ``series_uid="UID:e2"`` (:func:`series_images` lists them). Files of the series without
+    pixel data are skipped, with one line.
 
     Args:
         path: a folder holding one or more series, or a single (multi-frame or mosaic) file.
-        series_uid: SeriesInstanceUID to read when the folder holds several series.
+        series_uid: SeriesInstanceUID to read when the folder holds several series, with
+            ``:NAME`` for one image of a series that holds several.
         volume: 0-based index of the one volume to read; needed when the volumes lie on
             different grids (stacks with different orientations).
 
@@ -108,18 +125,34 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
             regular volume (mixed orientations, duplicate or missing slices, ...).
     """
     path = Path(path)
+    uid, _, image = (series_uid or "").partition(":")
+    uid = uid or None
     if path.is_dir():
-        files = _series_files(path, series_uid)
+        files = _series_files(path, uid)
     elif path.is_file():
         files = [path]
     else:
         raise MedsrError(f"{path} does not exist")
-    frames = [frame for file in files for frame in _load(file)]
+    frames, empty = [], []
+    for file in files:
+        loaded = _load(file, skip_empty=len(files) > 1)
+        if loaded is None:
+            empty.append(file.name)
+        frames += loaded or []
+    if not frames:
+        raise MedsrError(f"{files[0].name} has no pixel data")
+    if empty:
+        log.warning("%s: skipped %d file%s without pixel data (not images: %s)", path,
+                    len(empty), "s" if len(empty) > 1 else "", ", ".join(empty[:3]) +
+                    (", ..." if len(empty) > 3 else ""))
     if path.is_file():
-        uid = str(frames[0].dataset.get("SeriesInstanceUID", ""))
-        if series_uid is not None and series_uid != uid:
-            raise MedsrError(f"{path} belongs to series {uid}, not {series_uid}")
-    volumes = split_volumes(frames)
+        uid_here = str(frames[0].dataset.get("SeriesInstanceUID", ""))
+        if uid is not None and uid != uid_here:
+            raise MedsrError(f"{path} belongs to series {uid_here}, not {uid}")
+    ge_map = image in GE_FIELD_MAP_IMAGES and all(f.image[2] == GE_FIELD_MAP for f in frames)
+    frames = _pick_image(frames, path, uid, "" if ge_map else image)
+    volumes = drop_derived(split_volumes(frames), str(path))
+    volumes = _ge_field_map(volumes, frames, path, uid, image)
     labels = [v.labels for v in volumes]
     if volume is not None:
         if not 0 <= volume < len(volumes):
@@ -142,6 +175,11 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         extra["frames"] = labels
     if volume is not None:
         extra["volume_index"] = volume
+    timing = _slice_timing(first, ds0)
+    if timing is not None:
+        extra["slice_timing"] = timing
+    if image:
+        extra["image"] = image
     if len(volumes) > 1:
         log.info("%s: %s", path, describe_volumes(labels))
     source = SourceInfo(
@@ -150,6 +188,67 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         header=_copy_without(ds0, _TEMPLATE_DROP), extra=extra,
     )
     return make_frames(values, flip_lps_ras(placed[0][1]), source)
+
+
+def _ge_field_map(volumes: list[Volume], frames: list[_Frame], path: Path, uid: str | None,
+                  image: str) -> list[Volume]:
+    """A GE B0 map series (map and magnitude, nothing else telling them apart): two images,
+    the first volume in acquisition order being the map (Hz), the second the magnitude."""
+    if len(volumes) != 2 or not all(f.image[2] == GE_FIELD_MAP for f in frames):
+        return volumes
+    images = dict(zip(GE_FIELD_MAP_IMAGES, volumes))
+    if image not in images:
+        series = uid or str(frames[0].dataset.get("SeriesInstanceUID", ""))
+        listing = "; ".join(f"{series}:{name} ({len(v.frames)} slices)"
+                            for name, v in images.items())
+        raise MedsrError(f"series {series} holds 2 images (a GE field map and its "
+                         f"magnitude): {listing}; pick one with --series {series}:fmap")
+    return [images[image]]
+
+
+def _pick_image(frames: list[_Frame], path: Path, uid: str | None,
+                image: str) -> list[_Frame]:
+    """The frames of one image of the series (echo, magnitude/phase, ...)."""
+    images = split_images(frames)
+    if image and image not in images and not (len(images) == 1 and image in ("e1", "mag")):
+        raise MedsrError(f"image {image!r} not found in series "
+                         f"{uid or 'of ' + str(path)}; it holds: {_images(images, uid)}")
+    if len(images) > 1 and not image:
+        series = uid or str(frames[0].dataset.get("SeriesInstanceUID", ""))
+        raise MedsrError(f"series {series} holds {len(images)} images (echoes or image "
+                         f"types): {_images(images, series)}; pick one with --series "
+                         f"{series}:{next(iter(images))}")
+    return images[image] if image in images else next(iter(images.values()))
+
+
+def _images(images: dict[str, list[_Frame]], uid: str | None) -> str:
+    return "; ".join(f"{uid or ''}:{name} ({len(fs)} slices)" for name, fs in images.items())
+
+
+def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
+    """Acquisition time of each slice of the first volume (seconds from its first slice, in
+    the volume's slice order), when the frames carry it (Siemens MosaicRefAcqTimes, GE
+    TriggerTime, AcquisitionTime within a volume) and it spans less than one TR."""
+    if len(frames) < 2:
+        return None
+    candidates = [[f.time for f in frames]]
+    candidates.append([_num(f.dataset, "TriggerTime") for f in frames])
+    candidates[-1] = [t / 1000.0 if t is not None else None for t in candidates[-1]]
+    candidates.append([_clock(f.dataset.get("AcquisitionTime")) for f in frames])
+    tr = (_num(ds, "RepetitionTime") or 0.0) / 1000.0
+    for times in candidates:
+        if any(t is None for t in times):
+            continue
+        low = min(times)
+        span = max(times) - low
+        if span > 0 and (tr == 0 or span < tr):
+            return [round(t - low, 6) for t in times]
+    return None
+
+
+def _clock(value: object) -> float | None:
+    """DICOM TM (HHMMSS.FFFFFF) as seconds."""
+    return clock_seconds(value)
 
 
 def _check_same_grid(path: Path, volumes: list[Volume],
@@ -210,17 +309,45 @@ def _truncated(ds: Dataset, file: Path) -> bool:
             and last.value is not None and len(last.value) < last.length)
 
 
-def _load(file: Path) -> list[_Frame]:
+def _load(file: Path, skip_empty: bool = False) -> list[_Frame] | None:
+    """The file's frames; None for a file without pixel data when ``skip_empty``."""
     try:
         ds = _read(file)
     except InvalidDicomError:
         raise MedsrError(f"{file} is not a DICOM file") from None
+    if skip_empty and not any(k in ds for k in _PIXEL_KEYWORDS):
+        return None
     with _reading(file):
         return _frames(ds, file.name)
 
 
 def series_header(file: Path) -> tuple[str, str, int] | None:
     """SeriesInstanceUID, description and frame count of an image file; None to skip it."""
+    entry = _header(file)
+    return None if entry is None else entry[:3]
+
+
+#: header scans by file: (path, size, mtime) -> (uid, description, frames, image keys)
+_HEADERS: dict[tuple[str, int, int], tuple[str, str, int, tuple] | None] = {}
+_HEADERS_MAX = 200_000
+
+
+def _header(file: Path) -> tuple[str, str, int, tuple] | None:
+    """A file's series, description, frame count and image keys, read once per file version
+    (size and modification time): the headers of a big folder are scanned once, not again for
+    each series read from it."""
+    stat = file.stat()
+    key = (str(file.absolute()), stat.st_size, stat.st_mtime_ns)
+    if key in _HEADERS:
+        return _HEADERS[key]
+    entry = _scan_header(file)
+    if len(_HEADERS) >= _HEADERS_MAX:
+        _HEADERS.clear()
+    _HEADERS[key] = entry
+    return entry
+
+
+def _scan_header(file: Path) -> tuple[str, str, int, tuple] | None:
     try:
         ds = _read(file, header_only=True)
     except InvalidDicomError:
@@ -228,8 +355,11 @@ def series_header(file: Path) -> tuple[str, str, int] | None:
         return None
     with _reading(file):
         if "SeriesInstanceUID" in ds and "Rows" in ds:
+            count = int(ds.get("NumberOfFrames", 1) or 1)
+            groups = ds.get("PerFrameFunctionalGroupsSequence")
+            keys = {image_key(ds, g) for g in groups} if groups else {image_key(ds)}
             return (str(ds.SeriesInstanceUID), str(ds.get("SeriesDescription", "") or ""),
-                    int(ds.get("NumberOfFrames", 1) or 1))
+                    count, tuple(sorted(keys, key=str)))
         sop = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
         if sop is not None and "Image Storage" in UID(str(sop)).name:
             raise MedsrError(f"{file} is an incomplete DICOM image (no Rows or "
@@ -238,12 +368,46 @@ def series_header(file: Path) -> tuple[str, str, int] | None:
     return None
 
 
+def _scan(folder: Path) -> dict[str, list[tuple[Path, str, int, tuple]]]:
+    """The folder's image files by SeriesInstanceUID (headers from the scan cache)."""
+    series: dict[str, list[tuple[Path, str, int, tuple]]] = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if (header := _header(file)) is not None:
+            series.setdefault(header[0], []).append((file, *header[1:]))
+    return series
+
+
+def series_images(folder: str | Path, series_uid: str | None = None) -> list[tuple[str, dict]]:
+    """The images of a series as ``(key, labels)``, from the headers alone: one
+    ``(UID, {})`` for an ordinary series, else ``("UID:e2", {"echo": 2, "te": 9.84,
+    "type": "ph"})``-style entries, one per echo and image type; each key reads that image
+    with :func:`read_dicom_frames` (``series_uid=key``)."""
+    folder = Path(folder)
+    series = _scan(folder) if folder.is_dir() else {}
+    if folder.is_file():
+        header = _header(folder)
+        series = {header[0]: [(folder, *header[1:])]} if header else {}
+    uid = series_uid or (next(iter(series)) if len(series) == 1 else None)
+    if uid not in series:
+        raise MedsrError(f"series {series_uid} not found in {folder}" if series_uid else
+                         f"{folder} holds {len(series)} DICOM series; name one")
+    keys = [k for _, _, _, file_keys in series[uid] for k in file_keys]
+    names = image_names(keys)
+    if len(names) == 1 and keys[0][2] == GE_FIELD_MAP and sum(n for _, _, n, _ in series[uid]) \
+            > 1:
+        return [(f"{uid}:{name}", {"echo": keys[0][0], "te": keys[0][1], "type": name})
+                for name in GE_FIELD_MAP_IMAGES]
+    if len(names) <= 1:
+        return [(uid, {})]
+    return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag"})
+            for key, name in sorted(names.items(), key=lambda item: item[1])]
+
+
 def _series_files(folder: Path, series_uid: str | None) -> list[Path]:
     """Group the folder's image files by SeriesInstanceUID and pick one series."""
-    series: dict[str, list[tuple[Path, str, int]]] = {}
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if (header := series_header(file)) is not None:
-            series.setdefault(header[0], []).append((file, header[1], header[2]))
+    scanned = _scan(folder)
+    series = {uid: [(file, desc, count) for file, desc, count, _ in items]
+              for uid, items in scanned.items()}
     if not series:
         raise MedsrError(f"no DICOM image files found in {folder}")
     if series_uid is None and len(series) > 1:
@@ -297,6 +461,8 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
     except Exception as exc:
         raise MedsrError(f"cannot decode pixel data of {name}: {_reason(exc)}") from None
     count = int(ds.get("NumberOfFrames", 1) or 1)
+    if count == 1 and "ImagePositionPatient" not in ds and is_uih_mosaic(ds):
+        return uih_frames(ds, name, pixels.reshape(int(ds.Rows), int(ds.Columns)))
     pixels = pixels.reshape(count, int(ds.Rows), int(ds.Columns))
     slope, intercept = _num(ds, "RescaleSlope", 1.0), _num(ds, "RescaleIntercept", 0.0)
     thickness = _num(ds, "SliceThickness")
@@ -318,7 +484,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                 _vec(measures, "PixelSpacing", 2, label),
                 _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
                 _num(measures, "SliceThickness", thickness), pixels[i], ds,
-                frame_labels(ds, group), (instance, float(i))))
+                frame_labels(ds, group), (instance, float(i)), image_key(ds, group)))
         return frames
     position = _vec(ds, "ImagePositionPatient", 3, name)
     orientation = _vec(ds, "ImageOrientationPatient", 6, name)
@@ -330,9 +496,11 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
     normal = np.cross(orientation[:3], orientation[3:])
     normal /= np.linalg.norm(normal)
     labels = classic_labels(ds, *siemens_diffusion(ds, name))
+    key = image_key(ds)
     return [_Frame(name if count == 1 else f"{name} frame {i + 1}",
                    position + i * (step or 0.0) * normal, orientation, pixel_spacing,
-                   slope, intercept, thickness, pixels[i], ds, labels, (instance, float(i)))
+                   slope, intercept, thickness, pixels[i], ds, labels, (instance, float(i)),
+                   key)
             for i in range(count)]
 
 
@@ -447,7 +615,8 @@ def write_dicom(volume: Frames | MetaTensor, folder: Path, dtype: str | None = N
     if note is not None:
         ds.DerivationDescription = f"super-resolved by {note}"[:1024]
     if count > 1:
-        for keyword in (*_VOLUME_LABELS, "TemporalPositionIdentifier"):
+        for keyword in (*_VOLUME_LABELS, "TemporalPositionIdentifier",
+                        "DiffusionGradientOrientation"):
             if keyword in ds:
                 delattr(ds, keyword)
         ds.NumberOfTemporalPositions = count
@@ -473,6 +642,11 @@ def write_dicom(volume: Frames | MetaTensor, folder: Path, dtype: str | None = N
             for keyword, value in labels[t].items():
                 if keyword in _VOLUME_LABELS and isinstance(value, (int, float)):
                     setattr(ds, keyword, value)
+            direction = labels[t].get("DiffusionGradientOrientation")
+            if isinstance(direction, (list, tuple)) and len(direction) == 3:
+                ds.DiffusionGradientOrientation = [float(v) for v in direction]  # LPS
+            elif "DiffusionGradientOrientation" in ds:
+                del ds.DiffusionGradientOrientation
         for k in range(nz):
             position = lps @ np.array([0.0, 0.0, k, 1.0])
             ds.ImagePositionPatient = [_ds(v, 6) for v in position[:3]]

@@ -1,0 +1,259 @@
+"""4D DICOM as each vendor writes it when the standard tags are missing or equal (issue 32):
+GE fMRI and DWI without temporal tags, Philips DWI with private b-values and a derived trace
+image, magnitude and phase in one series, headers scanned once, and what a NIfTI output
+carries beside it (JSON sidecar, FSL .bval/.bvec in the output's own axes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import MRImageStorage, generate_uid
+from test_dicom import GEOMETRIES, _file_dataset, _image_attrs
+
+import medsr
+from medsr.errors import MedsrError
+from medsr.io import save_volume, volume_frames
+from medsr.io.sidecar import diffusion_tables
+
+SHAPE = (6, 5, 5)
+
+
+def write_classic(folder: Path, volumes: list[np.ndarray], lps: np.ndarray, *,
+                  per_volume: list[dict] | None = None, private: list[dict] | None = None,
+                  slice_order: list[int] | None = None, manufacturer: str = "GE MEDICAL SYSTEMS",
+                  extra: dict | None = None, seed: int = 5) -> str:
+    """A classic series of volumes at the same places, as a scanner writes it without
+    temporal tags: InstanceNumber counts frames in acquisition order (volume by volume, the
+    slices of each in ``slice_order``), file names are shuffled. ``per_volume`` sets standard
+    keywords and ``private`` private tags ``{(group, element): (VR, value)}`` per volume.
+    Returns the SeriesInstanceUID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    uid = generate_uid()
+    r = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    c = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    nz = volumes[0].shape[2]
+    order = slice_order or list(range(nz))
+    names = rng.permutation(len(volumes) * nz)
+    number = 0
+    for t, stored in enumerate(volumes):
+        for k in order:
+            number += 1
+            ds = _file_dataset(MRImageStorage)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.PatientName, ds.PatientID, ds.Modality = "Test^Vendor", "PID9", "MR"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", uid
+            ds.FrameOfReferenceUID, ds.Manufacturer = "1.2.3.5", manufacturer
+            ds.InstanceNumber = number
+            ds.AcquisitionNumber = 1
+            ds.EchoNumbers, ds.EchoTime, ds.RepetitionTime = 1, 30.0, 2000.0
+            ds.ImagePositionPatient = [float(v) for v in (lps @ [0, 0, k, 1])[:3]]
+            ds.ImageOrientationPatient = [float(v) for v in (*r, *c)]
+            ds.PixelSpacing = [float(np.linalg.norm(lps[:3, 1])),
+                               float(np.linalg.norm(lps[:3, 0]))]
+            ds.SliceThickness = float(np.linalg.norm(lps[:3, 2]))
+            for key, value in {**(extra or {}), **(per_volume or [{}] * len(volumes))[t]
+                               }.items():
+                setattr(ds, key, value)
+            for (group, element), (vr, value) in ((private or [{}] * len(volumes))[t]).items():
+                ds.add_new((group, element), vr, value)
+            _image_attrs(ds, stored)
+            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+            ds.save_as(folder / f"i{names[number - 1]:05d}.MRDC", enforce_file_format=True)
+    return uid
+
+
+def volumes_of(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 3000, SHAPE).astype(np.uint16) for _ in range(count)]
+
+
+# ----------------------------------------------------------------------------------- GE
+def test_ge_interleaved_fmri_without_temporal_tags(tmp_path):
+    """GE classic fMRI: no TemporalPositionIdentifier, one AcquisitionNumber; the n-th frame
+    at each place (InstanceNumber order, slices interleaved) belongs to volume n."""
+    volumes = volumes_of(4, seed=1)
+    write_classic(tmp_path / "fmri", volumes, GEOMETRIES["oblique"],
+                  slice_order=[0, 2, 4, 1, 3],
+                  extra={"TriggerTime": 0.0})
+    frames, _, source = volume_frames(medsr.load_volume(tmp_path / "fmri"))
+    assert frames.shape == (4, *SHAPE)
+    for t in range(4):
+        np.testing.assert_array_equal(frames[t], volumes[t])
+    assert source.extra["frames"] == [{}, {}, {}, {}]
+
+
+def test_ge_slice_times_from_trigger_time(tmp_path):
+    volumes = volumes_of(2, seed=8)
+    order = [0, 2, 4, 1, 3]
+    times = {k: 400.0 * i for i, k in enumerate(order)}  # ms after the volume's start
+    folder = tmp_path / "stc"
+    write_classic(folder, volumes, GEOMETRIES["anisotropic"], slice_order=order)
+    for file in folder.iterdir():  # TriggerTime: the slice's time within its volume
+        ds = pydicom.dcmread(file)
+        k = round((float(ds.ImagePositionPatient[2]) - 12.0) / 5.0)
+        ds.TriggerTime = times[k]
+        ds.save_as(file, enforce_file_format=True)
+    frames = medsr.io.read_frames(folder)
+    assert frames.source.extra["slice_timing"] == [0.0, 1.2, 0.4, 1.6, 0.8]
+
+
+def _ge_dwi_private(b: float, g: tuple[float, float, float]) -> dict:
+    return {(0x0043, 0x0010): ("LO", "GEMS_PARM_01"),
+            (0x0043, 0x1039): ("IS", [int(b) + 1_000_000_000 * (b > 0), 8, 0, 0]),
+            (0x0019, 0x0010): ("LO", "GEMS_ACQU_01"),
+            (0x0019, 0x10BB): ("DS", g[0]), (0x0019, 0x10BC): ("DS", g[1]),
+            (0x0019, 0x10BD): ("DS", g[2])}
+
+
+def test_ge_dwi_with_private_b_values_and_repeated_b0(tmp_path):
+    """Two b=0 volumes at the start: b-value and direction do not tell the volumes apart,
+    acquisition order does; labels come from (0043,1039) and (0019,10bb/bc/bd), the
+    directions turned into patient axes (row, column, reversed normal, as dcm2niix)."""
+    volumes = volumes_of(4, seed=2)
+    table = [(0, (0, 0, 0)), (0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0.0, 0.6, 0.8))]
+    lps = GEOMETRIES["oblique"]
+    write_classic(tmp_path / "dwi", volumes, lps,
+                  private=[_ge_dwi_private(b, g) for b, g in table])
+    frames, _, source = volume_frames(medsr.load_volume(tmp_path / "dwi"))
+    for t in range(4):
+        np.testing.assert_array_equal(frames[t], volumes[t])
+    labels = source.extra["frames"]
+    assert [v["DiffusionBValue"] for v in labels] == [0, 0, 1000, 1000]
+    row = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    col = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    normal = np.cross(row, col)
+    np.testing.assert_allclose(labels[2]["DiffusionGradientOrientation"], row, atol=1e-4)
+    np.testing.assert_allclose(labels[3]["DiffusionGradientOrientation"],
+                               0.6 * col - 0.8 * normal, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------- Philips
+def _philips(b: float, g: tuple[float, float, float], label: str) -> dict:
+    return {(0x2001, 0x0010): ("LO", "Philips Imaging DD 001"),
+            (0x2001, 0x1003): ("FL", float(b)), (0x2001, 0x1004): ("CS", label),
+            (0x2005, 0x0010): ("LO", "Philips MR Imaging DD 001"),
+            (0x2005, 0x10B0): ("FL", float(g[0])), (0x2005, 0x10B1): ("FL", float(g[1])),
+            (0x2005, 0x10B2): ("FL", float(g[2]))}
+
+
+def test_philips_dwi_private_b_values_and_trace_left_out(tmp_path, caplog):
+    """Philips classic DWI: b-values and directions only in (2001,1003) and (2005,10b0..b2),
+    and the scanner's isotropic (trace) image at the end: left out with one line."""
+    volumes = volumes_of(4, seed=3)
+    table = [(0, (0, 0, 0), "I"), (800, (1, 0, 0), "O"), (800, (0, 1, 0), "O"),
+             (800, (0, 0, 0), "I")]
+    write_classic(tmp_path / "dwi", volumes, GEOMETRIES["flipped"],
+                  manufacturer="Philips Medical Systems",
+                  private=[_philips(b, g, lab) for b, g, lab in table])
+    with caplog.at_level(logging.WARNING, logger="medsr.io.dicom_groups"):
+        frames, _, source = volume_frames(medsr.load_volume(tmp_path / "dwi"))
+    assert frames.shape[0] == 3
+    for t in range(3):
+        np.testing.assert_array_equal(frames[t][..., ::-1], volumes[t])  # flipped: descending
+    lines = [r.getMessage() for r in caplog.records if "derived" in r.getMessage()]
+    assert len(lines) == 1 and "b=800" in lines[0]
+    assert [v["DiffusionBValue"] for v in source.extra["frames"]] == [0, 800, 800]
+
+
+# ----------------------------------------------------------------------------------- images
+def test_magnitude_and_phase_are_separate_images(tmp_path):
+    """Siemens-style ImageType M and P at the same places: two images, never one 4D mix."""
+    mag, phase = volumes_of(2, seed=4)
+    uid = write_classic(tmp_path / "fmap", [mag, phase], GEOMETRIES["anisotropic"],
+                        manufacturer="SIEMENS",
+                        per_volume=[{"ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]},
+                                    {"ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]}])
+    with pytest.raises(MedsrError, match=f"holds 2 images.*{uid}:mag .*{uid}:ph "):
+        medsr.load_volume(tmp_path / "fmap")
+    from medsr.io.dicom import series_images
+
+    assert series_images(tmp_path / "fmap") == [
+        (f"{uid}:mag", {"echo": 1, "te": 30.0, "type": "mag"}),
+        (f"{uid}:ph", {"echo": 1, "te": 30.0, "type": "ph"})]
+    for key, expected in ((f"{uid}:mag", mag), (f"{uid}:ph", phase)):
+        frames, _, _ = volume_frames(medsr.load_volume(tmp_path / "fmap", series_uid=key))
+        assert frames.shape[0] == 1
+        np.testing.assert_array_equal(frames[0], expected)
+
+
+def test_headers_of_a_folder_are_read_once(tmp_path, monkeypatch):
+    """Reading several series of one folder scans each file's header once."""
+    from medsr.io import dicom
+
+    uids = [write_classic(tmp_path / "study" / f"s{s}", volumes_of(1, seed=s),
+                          GEOMETRIES["anisotropic"], seed=s) for s in range(3)]
+    calls = []
+    original = dicom._scan_header
+    monkeypatch.setattr(dicom, "_scan_header", lambda f: calls.append(f) or original(f))
+    for uid in uids:
+        medsr.load_volume(tmp_path / "study", series_uid=uid)
+    assert len(calls) == 3 * SHAPE[2]  # every file once, not once per series
+    (tmp_path / "study" / "new.dcm").write_bytes(next((tmp_path / "study" / "s0").iterdir())
+                                                .read_bytes())
+    medsr.load_volume(tmp_path / "study", series_uid=uids[1])
+    assert len(calls) == 3 * SHAPE[2] + 1  # a new file is read; the others are not
+
+
+# ----------------------------------------------------------------------------------- sidecars
+def _dwi_series(folder: Path, lps: np.ndarray) -> tuple[list, list]:
+    table = [(0, (0.0, 0.0, 0.0)), (1000, (1.0, 0.0, 0.0)),
+             (1000, (0.0, 0.6, 0.8)), (2000, (0.48, -0.6, 0.64))]
+    volumes = volumes_of(len(table), seed=6)
+    write_classic(folder, volumes, lps, manufacturer="SIEMENS", per_volume=[
+        {"DiffusionBValue": float(b), "DiffusionGradientOrientation": list(g)}
+        for b, g in table])
+    return table, volumes
+
+
+@pytest.mark.parametrize("geometry", ["oblique", "flipped"])
+def test_nifti_output_carries_bval_bvec_in_its_own_axes(tmp_path, geometry):
+    """FSL reads a b-vector along the image's voxel axes (the first one negated when the
+    affine's determinant is positive): turned back into the world, each must be the
+    direction the scanner stored, on an oblique and on a flipped (descending) series."""
+    table, _ = _dwi_series(tmp_path / "dwi", GEOMETRIES[geometry])
+    vol = medsr.load_volume(tmp_path / "dwi")
+    out = save_volume(vol, tmp_path / "dwi.nii.gz")
+    bvals = [float(v) for v in (tmp_path / "dwi.bval").read_text().split()]
+    bvecs = np.loadtxt(tmp_path / "dwi.bvec")
+    assert bvals == [b for b, _ in table] and bvecs.shape == (3, 4)
+    affine = nib.load(str(out)).affine
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    for (b, lps), vec in zip(table, bvecs.T):
+        vec = vec.copy()
+        if np.linalg.det(affine[:3, :3]) > 0:
+            vec[0] = -vec[0]
+        world_ras = axes @ vec
+        np.testing.assert_allclose(world_ras, np.asarray(lps) * [-1, -1, 1], atol=1e-5)
+    sidecar = json.loads((tmp_path / "dwi.json").read_text())
+    assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
+    assert sidecar["Manufacturer"] == "SIEMENS"
+
+
+def test_bvecs_survive_super_resolution_and_the_dicom_writer(tmp_path):
+    _dwi_series(tmp_path / "dwi", GEOMETRIES["oblique"])
+    vol = medsr.load_volume(tmp_path / "dwi")
+    up = medsr.upscale(vol, scale=(1, 1, 2), method="bspline")
+    assert up.shape[0] == 4
+    save_volume(up, tmp_path / "up.nii.gz")
+    save_volume(vol, tmp_path / "in.nii.gz")
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "up.bvec"), np.loadtxt(tmp_path /
+                                                                           "in.bvec"),
+                               atol=1e-6)
+    save_volume(up, tmp_path / "series")  # a DICOM derived series keeps b-value and direction
+    again = medsr.load_volume(tmp_path / "series")
+    labels = volume_frames(again)[2].extra["frames"]
+    assert [v["DiffusionBValue"] for v in labels] == [0, 1000, 1000, 2000]
+    np.testing.assert_allclose(labels[3]["DiffusionGradientOrientation"], [0.48, -0.6, 0.64],
+                               atol=1e-4)
+
+
+def test_diffusion_tables_need_a_b_value_above_zero():
+    assert diffusion_tables([{"DiffusionBValue": 0}, {}], np.eye(4)) is None
+    assert diffusion_tables(None, np.eye(4)) is None
