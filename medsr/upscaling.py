@@ -454,7 +454,7 @@ def choose_route(frames: np.ndarray, affine: np.ndarray, source: SourceInfo, kin
 
     An in-plane request goes to the in-plane network, not to the through-plane network run
     along each plane axis: on 8 held-out real scans the in-plane network was better on every
-    one (by 0.7 to 6.6 dB), and weighing the two on the scan's own slices picked the worse
+    one (by 0.65 to 6.56 dB), and weighing the two on the scan's own slices picked the worse
     on 2 of the 3 CT scans (``benchmarks/route_choice.py``, docs/results.md)."""
     from medsr.methods import make_upscaler
 
