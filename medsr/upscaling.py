@@ -276,7 +276,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                    uncertainty: bool = False, slice_thickness: float | None = None,
                    slice_profile: str | None = None, max_memory_gb: float | None = None,
                    scratch: str | Path | None = None, save_format: str | None = None,
-                   noise_sd: float | None = None
+                   noise_sd: float | None = None, skip_background: bool = True
                    ) -> MetaTensor | Frames | tuple[MetaTensor | Frames, MetaTensor | Frames]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -331,6 +331,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
             learned methods: the consistency projection reproduces the input within it, and
             self-supervised pairs carry it (:mod:`medsr.noise`). Default: measured on the
             scan; 0: exact consistency, noise-free pairs.
+        skip_background: through-plane networks compute only the lines whose receptive field
+            touches the body; the background (air, the noise floor) takes B-spline's values
+            (:mod:`medsr.background`; the body's output is unchanged, bit for bit).
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
@@ -386,6 +389,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
     up = make_upscaler(frames.shape[1:], affine, method=method, scale=scale, spacing=spacing,
                        model=model, modality=kind, device=device,
                        self_supervised=_selfsup_options(self_supervised))
+    for stage in getattr(up, "stages", None) or [up]:
+        if hasattr(stage, "skip_background"):
+            stage.skip_background = skip_background
     if noise_sd is not None:
         if not (math.isfinite(noise_sd) and noise_sd >= 0):
             raise MedsrError(f"the noise sd must be 0 or more, got {noise_sd}")

@@ -96,3 +96,17 @@ def test_background_error_is_within_the_noise():
     diff = (after - before)[outside]
     assert np.sqrt(np.mean(np.square(diff))) <= AIR_SD
     assert np.abs(diff).max() <= 6 * AIR_SD
+
+
+def test_upscale_volume_switches_it_off():
+    from medsr.io import make_frames
+    from medsr.io.meta import SourceInfo
+    from medsr.upscaling import upscale_volume
+
+    volume = head(modality="CT")
+    frames = make_frames(volume[None], AFFINE, SourceInfo("nifti", "", "float32", modality="CT"))
+    on, off = (upscale_volume(frames, (1, 1, 3), method="default", skip_background=skip)
+               for skip in (True, False))
+    _, before, _ = upscale(volume, "CT", False)
+    assert np.array_equal(np.asarray(off.array)[0], before)
+    assert not np.array_equal(np.asarray(on.array)[0], before)
