@@ -7,8 +7,9 @@ the lever off and on (``ModelUpscaler.skip_background``):
   of the plane networks' rows still computed (each batch of planes runs the span of its body
   rows widened by the network's reach);
 - **time**: the plane networks alone (``up.predict`` on the whole volume, both views), in this
-  process, off and on alternating, ``--repeats`` each after a warm-up; medians (robust to a
-  loaded machine, unlike whole-process times: ``benchmarks/speed_table.py``);
+  process, off and on alternating, ``--repeats`` each after a warm-up; medians of wall and of
+  the process's CPU time (less sensitive to a loaded machine than whole-process times,
+  ``benchmarks/speed_table.py``);
 - **error**: a whole run (``medsr.upscaling.run``: self-check, consistency) off and on; the
   body lines must be equal bit for bit; outside them the RMS and largest |on - off| against
   the scan's noise sd; with a thin truth, PSNR (range of the truth) in the body lines and
@@ -116,17 +117,20 @@ def evaluate(label, array, affine, truth, axis, modality, factor, repeats) -> di
     row["background_lines"] = round(1.0 - float(lines.mean()), 4)
     row["rows_computed"] = round(rows_share(up, array), 4)
     times = {False: [], True: []}
+    cpu = {False: [], True: []}
     up.predict(array)  # warm-up: sessions, caches
     for _ in range(repeats):
         for skip in (False, True):
             up.background = bg if skip else None
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             up.predict(array)
             times[skip].append(time.perf_counter() - start)
-    row["networks_s_off"] = [round(t, 2) for t in times[False]]
-    row["networks_s_on"] = [round(t, 2) for t in times[True]]
-    off, on = (statistics.median(times[k]) for k in (False, True))
-    row["networks_saving"] = round(1.0 - on / off, 3)
+            cpu[skip].append(time.process_time() - start_cpu)
+    for key, values in (("networks_s", times), ("networks_cpu_s", cpu)):
+        row[f"{key}_off"] = [round(t, 2) for t in values[False]]
+        row[f"{key}_on"] = [round(t, 2) for t in values[True]]
+        off, on = (statistics.median(values[k]) for k in (False, True))
+        row[f"{key.replace('_s', '')}_saving"] = round(1.0 - on / off, 3)
     outs = {}
     for skip in (False, True):
         out, _, _ = run(array[None], upscaler(skip))
@@ -167,7 +171,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"background_eval_{args.name}.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| scan | background lines | rows computed | networks off → on s (saving) | "
+    lines = ["| scan | background lines | rows computed | networks off → on s (saving; CPU) | "
              "body bit for bit | outside RMS / max diff (noise sd) | PSNR body off/on | "
              "PSNR outside off/on | load |", "| --- " * 9 + "|"]
     for r in rows:
@@ -177,7 +181,8 @@ def main() -> None:
         off, on = (statistics.median(r[k]) for k in ("networks_s_off", "networks_s_on"))
         lines.append(
             f"| {r['scan']} {'×'.join(map(str, r['shape']))} | {r['background_lines']:.0%} | "
-            f"{r['rows_computed']:.0%} | {off:.2f} → {on:.2f} ({r['networks_saving']:+.0%}) | "
+            f"{r['rows_computed']:.0%} | {off:.2f} → {on:.2f} ({r['networks_saving']:+.0%}; "
+            f"{r.get('networks_cpu_saving', float('nan')):+.0%}) | "
             f"{r['body_bit_for_bit']} | {r.get('outside_rms_diff', 0):.2f} / "
             f"{r.get('outside_max_diff', 0):.1f} ({r['noise_sd']:.2f}) | "
             f"{r.get('psnr_body_off', float('nan')):.2f} / "
