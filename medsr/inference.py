@@ -161,14 +161,16 @@ def _body_only(run: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor,
     """A batch of planes ``(N, H, W)`` ×``f`` along W: the network's output on each plane's
     body rows (computed on their span widened by the network's reach, so unchanged), the
     cubic B-spline along W on the other rows (:mod:`medsr.background`)."""
-    keep = torch.from_numpy(np.ascontiguousarray(body.views[stack][start:start + len(block)]))
+    n, h, w = block.shape
+    keep = torch.from_numpy(np.ascontiguousarray(body.views[stack][start:start + n]))
     if bool(keep.all()):
         return run(block[:, None])[:, 0]
-    lo, hi = body.crop(stack, start, start + len(block))
-    y = torch.from_numpy(upsample_axis(np.ascontiguousarray(block.numpy()), 2, f, "bspline"))
+    lo, hi = body.crop(stack, start, start + n)
+    y = torch.empty((n, h, w * f), dtype=torch.float32)
     if hi > lo:
-        net = run(block[:, None, lo:hi])[:, 0]
-        y[:, lo:hi][keep[:, lo:hi]] = net[keep[:, lo:hi]]
+        y[:, lo:hi] = run(block[:, None, lo:hi])[:, 0]
+    lines = np.ascontiguousarray(block[~keep].numpy())[:, None]  # (lines, 1, W)
+    y[~keep] = torch.from_numpy(upsample_axis(lines, 2, f, "bspline")[:, 0])
     return y
 
 
