@@ -11,6 +11,10 @@ one from a thin-slice scan by averaging ``--factor`` slices along the last axis 
 ``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
 and the thin scan is then the truth: each method's output is scored against it after the
 timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B-spline).
+Learned rows also give the scan's background share: the lines along the upscaled axis that
+the default model leaves to B-spline (``medsr/background.py``; this checkout's rule, whatever
+``--code`` runs). ``--code`` a checkout with ``skip_background`` defaulting to False times the
+lever off (``benchmarks/background_eval.py`` times the networks alone, off and on).
 
 Usage::
 
@@ -113,6 +117,25 @@ def make_thick(thin: Path, factor: int, out: Path) -> tuple[Path, Path]:
     return out, truth
 
 
+def background_share(path: Path, factor: int) -> float | None:
+    """Share of the lines along the last axis that the default model leaves to B-spline
+    (``medsr/background.py``; ``None`` where the rule does not apply)."""
+    import medsr
+    from medsr.background import body_rows, plan
+    from medsr.io import volume_parts
+    from medsr.methods import make_upscaler
+    from medsr.noise import scan_noise
+    from medsr.transforms.intensity import guess_modality
+
+    array, affine, source = volume_parts(medsr.load_volume(path))
+    volume = array[0] if array.ndim == 4 else array
+    modality = (source.modality or guess_modality(volume)).upper()
+    up = make_upscaler(volume.shape, affine, method="default", scale=(1, 1, factor),
+                       modality=modality)
+    bg = plan(volume, 2, up.net, up.card, scan_noise(up, volume))
+    return None if bg is None else round(1.0 - float(body_rows(volume, 2, bg).views[0].mean()), 4)
+
+
 def score(rows: list[dict], truths: dict[str, Path]) -> None:
     """Volume PSNR of each output against its thin truth, and its difference to B-spline."""
     from medsr.evaluation import evaluate
@@ -197,6 +220,10 @@ def main() -> None:
                  "--force", *extra], repeats)
             rows[-1]["output"], rows[-1]["label"] = str(out), label
     score(rows, truths)
+    shares = {label: background_share(path, args.factor) for label, path in scans}
+    for r in rows:
+        if r.get("label") in shares and "--method" in r["what"] and "bspline" not in r["what"]:
+            r["background"] = shares[r["label"]]
     result = {"machine": info, "load_after": _load(), "code": str(args.code),
               "repeats": args.repeats, "factor": args.factor, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -207,13 +234,14 @@ def main() -> None:
             f"medians of {args.repeats} whole-process runs (start-up included).")
     lines = [head, "",
              ("| what | scan | wall s (median) | CPU s | PSNR vs truth (Δ B-spline) dB | "
-              "load (1 min) before each run |"),
-             "| --- | --- | --- | --- | --- | --- |"]
+              "background (B-spline lines) | load (1 min) before each run |"),
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         quality = (f"{r['psnr']:.2f} ({r.get('gain_db', float('nan')):+.2f})"
                    if "psnr" in r else "")
+        share = f"{r['background']:.0%}" if r.get("background") is not None else ""
         lines.append(f"| {r['what']} | {r['scan']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{quality} | {', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
+                     f"{quality} | {share} | {', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
     table = "\n".join(lines) + "\n"
     (args.out / f"speed_table_{args.name}.md").write_text(table)
     print(table)

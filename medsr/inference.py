@@ -15,6 +15,7 @@ back to the scan's units. Memory is bounded by the caller working slab by slab
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from medsr.errors import MedsrError
 from medsr.resample import upsample_axis
 from medsr.runtime import plane_runner
 from medsr.transforms.intensity import Scaling, fit_scaling
+
+if TYPE_CHECKING:
+    from medsr.background import BodyRows
 
 
 def model_factor(card: dict) -> int:
@@ -73,6 +77,7 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                  device: torch.device, companions: Sequence[int] | None = None,
                  planes: str = "both", roi: int = 256, factor: int | None = None,
                  backend: str = "auto", core: tuple[int, int, int] | None = None,
+                 rows: BodyRows | None = None,
                  progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale normalised ``array`` (X, Y, Z) along ``axis``; one prediction per plane view.
 
@@ -89,6 +94,9 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
             inside its halo). A view whose planes are stacked along ``axis`` then runs only
             those planes, and leaves zeros elsewhere; views whose planes span ``axis`` need
             the halo and run whole.
+        rows: for 2D models, the rows of each plane to compute
+            (:func:`medsr.background.body_rows`); the others take the cubic B-spline along
+            ``axis``. Default: every row.
 
     Returns:
         The views' predictions (float32, the fine grid); their mean is the estimate and their
@@ -133,7 +141,11 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
         run = plane_runner(model, device, f, slices[:1, None].contiguous(), backend)
         for start in range(first, last, batch):
-            y = run(slices[start:min(start + batch, last), None])[:, 0]
+            block = slices[start:min(start + batch, last)]
+            if rows is None:
+                y = run(block[:, None])[:, 0]
+            else:
+                y = _body_only(run, block, f, rows, stack_axis, start)
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
             out[tuple(index)] = y.permute(*order)
@@ -142,6 +154,24 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
                 progress(done / total)
         outputs.append(out.numpy())
     return outputs
+
+
+def _body_only(run: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor, f: int,
+               body: BodyRows, stack: int, start: int) -> torch.Tensor:
+    """A batch of planes ``(N, H, W)`` ×``f`` along W: the network's output on each plane's
+    body rows (computed on their span widened by the network's reach, so unchanged), the
+    cubic B-spline along W on the other rows (:mod:`medsr.background`)."""
+    n, h, w = block.shape
+    keep = torch.from_numpy(np.ascontiguousarray(body.views[stack][start:start + n]))
+    if bool(keep.all()):
+        return run(block[:, None])[:, 0]
+    lo, hi = body.crop(stack, start, start + n)
+    y = torch.empty((n, h, w * f), dtype=torch.float32)
+    if hi > lo:
+        y[:, lo:hi] = run(block[:, None, lo:hi])[:, 0]
+    lines = np.ascontiguousarray(block[~keep].numpy())[:, None]  # (lines, 1, W)
+    y[~keep] = torch.from_numpy(upsample_axis(lines, 2, f, "bspline")[:, 0])
+    return y
 
 
 def plane_axes(card: dict) -> int:
@@ -220,6 +250,7 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
                   device: torch.device, spacing: Sequence[float] | None = None,
                   scaling: Scaling | None = None, planes: str = "both",
                   backend: str = "auto", core: tuple[int, int, int] | None = None,
+                  rows: BodyRows | None = None,
                   progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """Upscale every axis whose factor is > 1; the last axis's views, in scan units.
 
@@ -228,7 +259,8 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
     ``spacing`` (mm per axis), 2D models run only on planes whose other axis is high
     resolution (see :func:`companion_axes`). ``scaling`` (default: fitted on ``array``) maps
     scan units to the network's; pass the whole volume's when ``array`` is a slab of it,
-    and ``core`` (see :func:`upscale_axis`) for the range of it that is wanted.
+    and ``core`` (see :func:`upscale_axis`) for the range of it that is wanted; ``rows``
+    (see there) for a single upscaled axis only.
     """
     axes = check_factors(card, factors)
     refine = card.get("input", "lr") == "interpolated"
@@ -243,7 +275,7 @@ def predict_views(array: np.ndarray, factors: Sequence[int], model: nn.Module, c
         views = upscale_axis(x, axis, model, card, device=device, companions=companions,
                              planes=planes, factor=None if refine else int(factors[axis]),
                              backend=backend, core=core if i == len(axes) - 1 else None,
-                             progress=step)
+                             rows=rows if len(axes) == 1 else None, progress=step)
         x = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
     for v in views:  # back to scan units in place: the views are ours, and large
         np.multiply(v, np.float32(scaling.scale), out=v)

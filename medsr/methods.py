@@ -141,7 +141,13 @@ class NetworkUpscaler(Upscaler):
 
 @dataclass
 class ModelUpscaler(NetworkUpscaler):
-    """A trained single-axis network (a shipped default, or ``--model``)."""
+    """A trained single-axis network (a shipped default, or ``--model``).
+
+    With ``skip_background`` (the default) a 2D network computes only the rows of its planes
+    near the body, and the background takes B-spline's values (:mod:`medsr.background`; the
+    body's output is unchanged, bit for bit)."""
+
+    skip_background: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -151,14 +157,28 @@ class ModelUpscaler(NetworkUpscaler):
             raise MedsrError("a model upscales one axis at a time; asked for scale "
                              f"{list(self.factors or [])}")
         self.halo = receptive_radius(self.net)
+        self.background = None
+
+    def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
+        super().prepare(reference)
+        self.background = None
+        if self.skip_background:
+            from medsr.background import plan
+
+            self.background = plan(reference, self.axis, self.net, self.card, self.noise_sd)
 
     def predict(self, array: np.ndarray, progress: Progress = None,
                 core: tuple[int, int, int] | None = None) -> list[np.ndarray]:
         from medsr.inference import predict_views
 
+        rows = None
+        if self.background is not None:
+            from medsr.background import body_rows
+
+            rows = body_rows(array, self.axis, self.background)
         return predict_views(array, self.factors, self.net, self.card, device=self.device,
                              spacing=voxel_size(self.affine), scaling=self.scaling,
-                             planes=self.card.get("views", "both"), core=core,
+                             planes=self.card.get("views", "both"), core=core, rows=rows,
                              progress=progress)
 
 
@@ -175,6 +195,7 @@ class SelfSupervised(ModelUpscaler):
             raise MedsrError("self-supervised SR upscales one (thick) axis; asked for factors "
                              f"{list(self.factors or [])}")
         self.halo, self.scaling = _initial_halo(self.modality, self.options), None
+        self.background = None
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
         from medsr.checkpoint import save_model

@@ -276,7 +276,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                    uncertainty: bool = False, slice_thickness: float | None = None,
                    slice_profile: str | None = None, max_memory_gb: float | None = None,
                    scratch: str | Path | None = None, save_format: str | None = None,
-                   noise_sd: float | None = None
+                   noise_sd: float | None = None, skip_background: bool = True
                    ) -> MetaTensor | Frames | tuple[MetaTensor | Frames, MetaTensor | Frames]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -331,6 +331,9 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
             learned methods: the consistency projection reproduces the input within it, and
             self-supervised pairs carry it (:mod:`medsr.noise`). Default: measured on the
             scan; 0: exact consistency, noise-free pairs.
+        skip_background: through-plane networks compute only the lines whose receptive field
+            touches the body; the background (air, the noise floor) takes B-spline's values
+            (:mod:`medsr.background`; the body's output is unchanged, bit for bit).
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
@@ -370,7 +373,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                          spacing=spacing, model=model, device=device,
                          self_supervised=self_supervised, noise_sd=noise_sd,
                          uncertainty=uncertainty, slice_thickness=slice_thickness,
-                         slice_profile=slice_profile)
+                         slice_profile=slice_profile, skip_background=skip_background)
     done = _execute(frames, affine, source, kind, route, consistency=consistency,
                     uncertainty=uncertainty, progress=progress, max_memory_gb=max_memory_gb,
                     scratch=scratch, save_format=save_format)
@@ -447,10 +450,11 @@ def choose_route(frames: np.ndarray, affine: np.ndarray, source: SourceInfo, kin
                  method: str, scale: Sequence[int] | None, spacing: Sequence[float] | None,
                  model: str | Path | None, device: str, self_supervised: dict | None,
                  noise_sd: float | None, uncertainty: bool, slice_thickness: float | None,
-                 slice_profile: str | None) -> Route:
+                 slice_profile: str | None, skip_background: bool = True) -> Route:
     """The one place where a request becomes a method: the user's method (or model), the
     lossy-input rule (:data:`LOSSY_RATIO_LIMIT`), the noise level and the slice profile.
-    The self-check's fall-back to B-spline happens while running (:func:`_execute`).
+    The self-check's fall-back to B-spline happens while running (:func:`_execute`);
+    ``skip_background`` reaches every network stage (:mod:`medsr.background`).
 
     An in-plane request goes to the in-plane network, not to the through-plane network run
     along each plane axis: on 8 held-out real scans the in-plane network was better on every
@@ -461,6 +465,9 @@ def choose_route(frames: np.ndarray, affine: np.ndarray, source: SourceInfo, kin
     up = make_upscaler(frames.shape[1:], affine, method=method, scale=scale, spacing=spacing,
                        model=model, modality=kind, device=device,
                        self_supervised=_selfsup_options(self_supervised))
+    for stage in getattr(up, "stages", None) or [up]:
+        if hasattr(stage, "skip_background"):
+            stage.skip_background = skip_background
     if noise_sd is not None:
         if not (math.isfinite(noise_sd) and noise_sd >= 0):
             raise MedsrError(f"the noise sd must be 0 or more, got {noise_sd}")
