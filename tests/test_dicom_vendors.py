@@ -134,6 +134,50 @@ def test_ge_dwi_with_private_b_values_and_repeated_b0(tmp_path):
                                0.6 * col - 0.8 * normal, atol=1e-4)
 
 
+def _pepolar(mode: int) -> dict:
+    return {(0x0019, 0x0010): ("LO", "GEMS_ACQU_01"),
+            (0x0019, 0x109C): ("LO", "research/ABCD/epi_pepolar"),
+            (0x0019, 0x10B3): ("DS", f"{mode:.6f}")}
+
+
+@pytest.mark.parametrize("mode, reversed_", [(2, (0, 2)), (3, (1, 3))])
+def test_ge_pepolar_polarities_are_two_images_rows_put_back(tmp_path, mode, reversed_):
+    """GE epi_pepolar: UserData12 (0019,10B3) mode 2 reverses the odd volumes
+    (TemporalPositionIdentifier 1, 3), mode 3 the even ones; they are stored with their rows
+    reversed and nothing else says so. Each polarity is an image of its own (``:fwd``,
+    ``:rev``), the reversed one's rows put back (as dcm2niix's ``_1006``)."""
+    volumes = volumes_of(4, seed=9)
+    stored = [v[:, ::-1, :] if t in reversed_ else v for t, v in enumerate(volumes)]
+    uid = write_classic(tmp_path / "fm", stored, GEOMETRIES["oblique"],
+                        per_volume=[{"TemporalPositionIdentifier": t + 1} for t in range(4)],
+                        private=[_pepolar(mode)] * 4)
+    with pytest.raises(MedsrError, match=f"holds 2 images.*{uid}:fwd .*{uid}:rev "):
+        medsr.load_volume(tmp_path / "fm")
+    from medsr.io.dicom import series_images
+
+    assert [(k, v["polarity"]) for k, v in series_images(tmp_path / "fm")] == [
+        (f"{uid}:fwd", "fwd"), (f"{uid}:rev", "rev")]
+    for name, picked in (("rev", reversed_), ("fwd", sorted({0, 1, 2, 3} - set(reversed_)))):
+        frames, _, source = volume_frames(medsr.load_volume(tmp_path / "fm",
+                                                            series_uid=f"{uid}:{name}"))
+        assert frames.shape == (2, *SHAPE) and source.extra["image"] == name
+        for t, index in enumerate(picked):
+            np.testing.assert_array_equal(frames[t], volumes[index])
+
+
+def test_ge_pepolar_all_reversed_is_one_image(tmp_path):
+    """Mode 1: every volume reversed, one image with every volume's rows put back; mode 0 (all
+    forward) is read as stored."""
+    volumes = volumes_of(2, seed=10)
+    for mode, stored in ((1, [v[:, ::-1, :] for v in volumes]), (0, volumes)):
+        write_classic(tmp_path / str(mode), stored, GEOMETRIES["flipped"],
+                      per_volume=[{"TemporalPositionIdentifier": t + 1} for t in range(2)],
+                      private=[_pepolar(mode)] * 2)
+        frames, _, _ = volume_frames(medsr.load_volume(tmp_path / str(mode)))
+        for t in range(2):
+            np.testing.assert_array_equal(frames[t][..., ::-1], volumes[t])
+
+
 # ----------------------------------------------------------------------------------- Philips
 def _philips(b: float, g: tuple[float, float, float], label: str) -> dict:
     return {(0x2001, 0x0010): ("LO", "Philips Imaging DD 001"),

@@ -51,6 +51,7 @@ from medsr.io.dicom_groups import (
     image_names,
     split_images,
     split_volumes,
+    unflip_rows,
 )
 from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.meta import (
@@ -215,9 +216,9 @@ def _pick_image(frames: list[_Frame], path: Path, uid: str | None,
                          f"{uid or 'of ' + str(path)}; it holds: {_images(images, uid)}")
     if len(images) > 1 and not image:
         series = uid or str(frames[0].dataset.get("SeriesInstanceUID", ""))
-        raise MedsrError(f"series {series} holds {len(images)} images (echoes or image "
-                         f"types): {_images(images, series)}; pick one with --series "
-                         f"{series}:{next(iter(images))}")
+        raise MedsrError(f"series {series} holds {len(images)} images (echoes, image "
+                         f"types or polarities): {_images(images, series)}; pick one with "
+                         f"--series {series}:{next(iter(images))}")
     return images[image] if image in images else next(iter(images.values()))
 
 
@@ -380,8 +381,9 @@ def _scan(folder: Path) -> dict[str, list[tuple[Path, str, int, tuple]]]:
 def series_images(folder: str | Path, series_uid: str | None = None) -> list[tuple[str, dict]]:
     """The images of a series as ``(key, labels)``, from the headers alone: one
     ``(UID, {})`` for an ordinary series, else ``("UID:e2", {"echo": 2, "te": 9.84,
-    "type": "ph"})``-style entries, one per echo and image type; each key reads that image
-    with :func:`read_dicom_frames` (``series_uid=key``)."""
+    "type": "ph"})``-style entries, one per echo, image type and GE phase-encoding polarity
+    (``"polarity": "rev"``); each key reads that image with :func:`read_dicom_frames`
+    (``series_uid=key``)."""
     folder = Path(folder)
     series = _scan(folder) if folder.is_dir() else {}
     if folder.is_file():
@@ -399,7 +401,8 @@ def series_images(folder: str | Path, series_uid: str | None = None) -> list[tup
                 for name in GE_FIELD_MAP_IMAGES]
     if len(names) <= 1:
         return [(uid, {})]
-    return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag"})
+    return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag",
+                               **({"polarity": key[3]} if key[3] else {})})
             for key, name in sorted(names.items(), key=lambda item: item[1])]
 
 
@@ -473,6 +476,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
         frames = []
         for i, group in enumerate(groups):
             label = f"{name} frame {i + 1}"
+            key = image_key(ds, group)
             measures = _group_item(ds, group, "PixelMeasuresSequence")
             value = _group_item(ds, group, "PixelValueTransformationSequence")
             frames.append(_Frame(
@@ -483,8 +487,8 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                      "ImageOrientationPatient", 6, label),
                 _vec(measures, "PixelSpacing", 2, label),
                 _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
-                _num(measures, "SliceThickness", thickness), pixels[i], ds,
-                frame_labels(ds, group), (instance, float(i)), image_key(ds, group)))
+                _num(measures, "SliceThickness", thickness), unflip_rows(pixels[i], key), ds,
+                frame_labels(ds, group), (instance, float(i)), key))
         return frames
     position = _vec(ds, "ImagePositionPatient", 3, name)
     orientation = _vec(ds, "ImageOrientationPatient", 6, name)
@@ -497,6 +501,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
     normal /= np.linalg.norm(normal)
     labels = classic_labels(ds, *siemens_diffusion(ds, name))
     key = image_key(ds)
+    pixels = unflip_rows(pixels, key)
     return [_Frame(name if count == 1 else f"{name} frame {i + 1}",
                    position + i * (step or 0.0) * normal, orientation, pixel_spacing,
                    slope, intercept, thickness, pixels[i], ds, labels, (instance, float(i)),
