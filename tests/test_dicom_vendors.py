@@ -104,6 +104,58 @@ def test_ge_slice_times_from_trigger_time(tmp_path):
     assert frames.source.extra["slice_timing"] == [0.0, 1.2, 0.4, 1.6, 0.8]
 
 
+def _ge_protocol(lines: dict[str, str], sequence: str = "epiRT") -> dict:
+    """GE private tags of an EPI series: the pulse sequence name and the protocol data block
+    (0025,101B: a 4-byte length, then gzip-compressed ``KEY "value"`` lines)."""
+    import gzip
+    import struct
+
+    text = "".join(f'{key} "{value}"\n' for key, value in lines.items()).encode()
+    packed = gzip.compress(text)
+    return {(0x0019, 0x0010): ("LO", "GEMS_ACQU_01"), (0x0019, 0x109C): ("LO", sequence),
+            (0x0025, 0x0010): ("LO", "GEMS_SERS_01"),
+            (0x0025, 0x101B): ("OB", struct.pack("<I", len(packed)) + packed)}
+
+
+def test_ge_slice_times_from_the_protocol_data_block(tmp_path):
+    """GE EPI: slice times from the protocol block's SLICEORDER (interleaved), not from a
+    TriggerTime that disagrees, in the output's slice order (a descending series: reversed),
+    as dcm2niix computes them; written to the JSON sidecar."""
+    volumes = volumes_of(2, seed=11)
+    folder = tmp_path / "rt"
+    block = {"IOPT": "EDR, EPI, FMRI", "SLICEORDER": "1", "VIEWORDER": "0", "NOSLC": "5"}
+    write_classic(folder, volumes, GEOMETRIES["flipped"], private=[_ge_protocol(block)] * 2,
+                  extra={"TriggerTime": 0.0, "SoftwareVersions": "DV28.0_R02_1947.a"})
+    image = medsr.load_volume(folder)
+    # prescription (InstanceNumber) order: excitations 0, 3, 1, 4, 2 of 0.4 s; stored
+    # descending, so read back reversed
+    expected = [0.0, 1.2, 0.4, 1.6, 0.8][::-1]
+    assert volume_frames(image)[2].extra["slice_timing"] == pytest.approx(expected)
+    save_volume(image, tmp_path / "out.nii.gz")
+    assert json.loads((tmp_path / "out.json").read_text())["SliceTiming"] == \
+        pytest.approx(expected)
+
+
+@pytest.mark.parametrize("count, mb, interleaved, version, expected_slots", [
+    (6, 2, True, "DV26.0_R01_1725.a", [0, 2, 1] * 2),  # 3 excitations
+    (8, 2, True, "DV26.0_R01_1725.a", [0, 3, 1, 4, 2, 0, 3, 1]),  # 4 -> 5 before 27.0 R03
+    (8, 2, True, "DV28.0_R02_1947.a", [0, 3, 1, 2] * 2),  # 27.0 R03+: last and 3rd-last swap
+    (5, 1, False, "DV28.0_R02_1947.a", [0, 1, 2, 3, 4]),
+])
+def test_ge_multiband_excitation_order(count, mb, interleaved, version, expected_slots):
+    """GE HyperBand: slices share excitations (slice k: excitation k mod n); the excitation
+    count and order depend on the software release, as dcm2niix reads them."""
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom_timing import ge_excitation_times, ge_version
+
+    ds = Dataset()
+    ds.SoftwareVersions = ["28", "LX", f"MR Software release:{version}"]
+    shots = max(expected_slots) + 1
+    times = ge_excitation_times(count, 2.0, mb, interleaved, *ge_version(ds))
+    assert times == pytest.approx([slot * 2.0 / shots for slot in expected_slots])
+
+
 def _ge_dwi_private(b: float, g: tuple[float, float, float]) -> dict:
     return {(0x0043, 0x0010): ("LO", "GEMS_PARM_01"),
             (0x0043, 0x1039): ("IS", [int(b) + 1_000_000_000 * (b > 0), 8, 0, 0]),

@@ -38,6 +38,7 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
+from medsr.io.dicom_timing import ge_slice_times
 from medsr.io.dicom_groups import (
     GE_FIELD_MAP,
     GE_FIELD_MAP_IMAGES,
@@ -155,6 +156,7 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
     volumes = drop_derived(split_volumes(frames), str(path))
     volumes = _ge_field_map(volumes, frames, path, uid, image)
     labels = [v.labels for v in volumes]
+    count = len(volumes)
     if volume is not None:
         if not 0 <= volume < len(volumes):
             raise MedsrError(f"volume {volume} out of range: {path} holds "
@@ -176,7 +178,7 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         extra["frames"] = labels
     if volume is not None:
         extra["volume_index"] = volume
-    timing = _slice_timing(first, ds0)
+    timing = _slice_timing(first, ds0, count)
     if timing is not None:
         extra["slice_timing"] = timing
     if image:
@@ -226,12 +228,21 @@ def _images(images: dict[str, list[_Frame]], uid: str | None) -> str:
     return "; ".join(f"{uid or ''}:{name} ({len(fs)} slices)" for name, fs in images.items())
 
 
-def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
+def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1) -> list[float] | None:
     """Acquisition time of each slice of the first volume (seconds from its first slice, in
-    the volume's slice order), when the frames carry it (Siemens MosaicRefAcqTimes, GE
-    TriggerTime, AcquisitionTime within a volume) and it spans less than one TR."""
+    the volume's slice order): for GE EPI of several volumes from the protocol data block, as
+    dcm2niix (:func:`~medsr.io.dicom_timing.ge_slice_times`); else when the frames carry it
+    (Siemens MosaicRefAcqTimes, enhanced frame times, GE TriggerTime, AcquisitionTime within
+    a volume) and it spans less than one TR."""
     if len(frames) < 2:
         return None
+    prescribed = sorted(range(len(frames)), key=lambda i: frames[i].order)
+    ge = ge_slice_times([frames[i].dataset for i in prescribed], volumes)
+    if ge is not None:
+        times = [0.0] * len(frames)
+        for slot, i in enumerate(prescribed):
+            times[i] = ge[slot]
+        return times
     candidates = [[f.time for f in frames]]
     candidates.append([_num(f.dataset, "TriggerTime") for f in frames])
     candidates[-1] = [t / 1000.0 if t is not None else None for t in candidates[-1]]
