@@ -156,6 +156,62 @@ def test_ge_multiband_excitation_order(count, mb, interleaved, version, expected
     assert times == pytest.approx([slot * 2.0 / shots for slot in expected_slots])
 
 
+# ----------------------------------------------------------------------------------- enhanced
+def _timed_enhanced(file: Path, times: list[list[float]], siemens: str | None = None) -> None:
+    """An Enhanced MR file of ``len(times)`` volumes of 5 slices (the stacks of
+    ``write_enhanced_stacks``) whose frame of volume t, slice k was acquired ``times[t][k]``
+    seconds after 12:00:00: as FrameAcquisitionDateTime, or as Siemens XA's TimeAfterStart
+    (0021,1104) in the frame's private group (0021,11FE) with ``siemens`` as
+    SoftwareVersions."""
+    from pydicom.dataset import Dataset
+    from test_dicom_scanner import stack, write_enhanced_stacks
+
+    write_enhanced_stacks(file, stack(len(times), seed=12), [GEOMETRIES["anisotropic"]]
+                          * len(times))
+    ds = pydicom.dcmread(file)
+    timing = Dataset()
+    timing.RepetitionTime = 2000.0
+    ds.SharedFunctionalGroupsSequence = [Dataset()]
+    ds.SharedFunctionalGroupsSequence[0].MRTimingAndRelatedParametersSequence = [timing]
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        content = group.FrameContentSequence[0]
+        t, k = int(content.StackID) - 1, int(content.InStackPositionNumber) - 1
+        if siemens is None:
+            content.FrameAcquisitionDateTime = f"20240101{120000 + times[t][k]:013.6f}"
+        else:
+            item = Dataset()
+            item.add_new((0x0021, 0x0011), "LO", "SIEMENS MR SDI 02")
+            item.add_new((0x0021, 0x1104), "DS", f"{times[t][k]:.4f}")
+            group.add_new((0x0021, 0x0010), "LO", "SIEMENS MR SDI 02")
+            group.add_new((0x0021, 0x11FE), "SQ", [item])
+    if siemens is not None:
+        ds.Manufacturer, ds.SoftwareVersions = "Siemens Healthineers", siemens
+    ds.save_as(file, enforce_file_format=True)
+
+
+INTERLEAVED = [0.0, 1.2, 0.4, 1.6, 0.8]
+
+
+@pytest.mark.parametrize("siemens", [None, "syngo MR XA60"])
+def test_enhanced_slice_times_from_frame_times(tmp_path, siemens):
+    """Enhanced multi-frame: each slice's time is its frame's (FrameAcquisitionDateTime, or
+    Siemens XA's TimeAfterStart), less the volume's first; TR from the shared group."""
+    _timed_enhanced(tmp_path / "mf.dcm", [[t * 2.0 + s for s in INTERLEAVED]
+                                          for t in range(3)], siemens)
+    frames = medsr.io.read_frames(tmp_path / "mf.dcm")
+    assert frames.source.extra["slice_timing"] == pytest.approx(INTERLEAVED)
+
+
+def test_siemens_xa10_slice_times_from_the_second_volume(tmp_path):
+    """Siemens XA10 to XA30 write wrong times for the first volume's frames: as dcm2niix,
+    the second volume's are used."""
+    bogus = [0.3, 0.0, 0.1, 0.2, 0.25]
+    _timed_enhanced(tmp_path / "mf.dcm", [bogus] + [[t * 2.0 + s for s in INTERLEAVED]
+                                                    for t in (1, 2)], "syngo MR XA10")
+    frames = medsr.io.read_frames(tmp_path / "mf.dcm")
+    assert frames.source.extra["slice_timing"] == pytest.approx(INTERLEAVED)
+
+
 def _ge_dwi_private(b: float, g: tuple[float, float, float]) -> dict:
     return {(0x0043, 0x0010): ("LO", "GEMS_PARM_01"),
             (0x0043, 0x1039): ("IS", [int(b) + 1_000_000_000 * (b > 0), 8, 0, 0]),

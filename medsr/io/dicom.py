@@ -38,7 +38,7 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
-from medsr.io.dicom_timing import ge_slice_times
+from medsr.io.dicom_timing import early_xa, frame_time, ge_slice_times
 from medsr.io.dicom_groups import (
     GE_FIELD_MAP,
     GE_FIELD_MAP_IMAGES,
@@ -178,7 +178,7 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         extra["frames"] = labels
     if volume is not None:
         extra["volume_index"] = volume
-    timing = _slice_timing(first, ds0, count)
+    timing = _slice_timing(first, ds0, count, placed[1][0] if len(placed) > 1 else None)
     if timing is not None:
         extra["slice_timing"] = timing
     if image:
@@ -228,14 +228,20 @@ def _images(images: dict[str, list[_Frame]], uid: str | None) -> str:
     return "; ".join(f"{uid or ''}:{name} ({len(fs)} slices)" for name, fs in images.items())
 
 
-def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1) -> list[float] | None:
+def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1,
+                  second: list[_Frame] | None = None) -> list[float] | None:
     """Acquisition time of each slice of the first volume (seconds from its first slice, in
     the volume's slice order): for GE EPI of several volumes from the protocol data block, as
     dcm2niix (:func:`~medsr.io.dicom_timing.ge_slice_times`); else when the frames carry it
     (Siemens MosaicRefAcqTimes, enhanced frame times, GE TriggerTime, AcquisitionTime within
-    a volume) and it spans less than one TR."""
+    a volume) and it spans less than one TR. Enhanced frame times of Siemens XA10 to XA30
+    are taken from the ``second`` volume's frames (same slice order) where there is one, as
+    dcm2niix does: the first volume's are wrong there."""
     if len(frames) < 2:
         return None
+    if second is not None and len(second) == len(frames) and \
+            "PerFrameFunctionalGroupsSequence" in frames[0].dataset and early_xa(ds):
+        frames = second
     prescribed = sorted(range(len(frames)), key=lambda i: frames[i].order)
     ge = ge_slice_times([frames[i].dataset for i in prescribed], volumes)
     if ge is not None:
@@ -247,7 +253,8 @@ def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1) -> list[f
     candidates.append([_num(f.dataset, "TriggerTime") for f in frames])
     candidates[-1] = [t / 1000.0 if t is not None else None for t in candidates[-1]]
     candidates.append([_clock(f.dataset.get("AcquisitionTime")) for f in frames])
-    tr = (_num(ds, "RepetitionTime") or 0.0) / 1000.0
+    tr = (_num(ds, "RepetitionTime") or _num(_group_item(
+        ds, None, "MRTimingAndRelatedParametersSequence"), "RepetitionTime") or 0.0) / 1000.0
     for times in candidates:
         if any(t is None for t in times):
             continue
@@ -499,7 +506,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                 _vec(measures, "PixelSpacing", 2, label),
                 _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
                 _num(measures, "SliceThickness", thickness), unflip_rows(pixels[i], key), ds,
-                frame_labels(ds, group), (instance, float(i)), key))
+                frame_labels(ds, group), (instance, float(i)), key, frame_time(ds, group)))
         return frames
     position = _vec(ds, "ImagePositionPatient", 3, name)
     orientation = _vec(ds, "ImageOrientationPatient", 6, name)

@@ -143,3 +143,47 @@ def _private(ds: Dataset, group: int, element: int) -> Any:
 def _int(text: Any, default: int) -> int:
     digits = "".join(c for c in str(text or "") if c.isdigit())
     return int(digits) if digits else default
+
+
+def frame_time(ds: Dataset, group: Dataset) -> float | None:
+    """Acquisition time (s) of one frame of an enhanced multi-frame image: Siemens XA's
+    TimeAfterStart (0021,1104) in the frame's private group (0021,11FE), which dcm2niix reads
+    (de-identification can scramble the standard time), else FrameAcquisitionDateTime
+    (0018,9074) of its FrameContentSequence as seconds since midnight."""
+    if str(ds.get("Manufacturer", "") or "").upper().startswith("SIEMENS"):
+        private = group.get((0x0021, 0x11FE))
+        items = private.value if private is not None else None
+        if items and (value := _float(_private(items[0], 0x0021, 0x1104))) is not None:
+            return value
+    content = group.get("FrameContentSequence")
+    stamp = str(content[0].get("FrameAcquisitionDateTime", "") or "") if content else ""
+    return _clock(stamp[8:]) if len(stamp) >= 14 else None
+
+
+def early_xa(ds: Dataset) -> bool:
+    """Siemens XA10 to XA30 (SoftwareVersions, or ImplementationVersionName ``XA10A``), whose
+    first volume's frame times are not to be trusted (dcm2niix takes the second's)."""
+    value = ds.get("SoftwareVersions") or ""
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
+    meta = getattr(ds, "file_meta", None)
+    implementation = str(meta.get("ImplementationVersionName", "") or "") if meta else ""
+    return any(v in text for v in ("XA10", "XA11", "XA20", "XA30")) or "XA10A" in implementation
+
+
+def _clock(text: str) -> float | None:
+    """HHMMSS.FFFFFF as seconds since midnight."""
+    digits = text.split("+")[0].split("-")[0]
+    if len(digits) < 6 or not digits[:6].isdigit():
+        return None
+    try:
+        return int(digits[:2]) * 3600 + int(digits[2:4]) * 60 + float(digits[4:])
+    except ValueError:
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
