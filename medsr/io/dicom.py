@@ -38,7 +38,12 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
-from medsr.io.dicom_timing import early_xa, frame_time, ge_slice_times
+from medsr.io.dicom_timing import (
+    early_xa,
+    frame_time,
+    ge_slice_times,
+    siemens_protocol_times,
+)
 from medsr.io.dicom_groups import (
     GE_FIELD_MAP,
     GE_FIELD_MAP_IMAGES,
@@ -250,6 +255,10 @@ def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1,
             times[i] = ge[slot]
         return times
     candidates = [[f.time for f in frames]]
+    if second is not None and len(second) == len(frames):
+        candidates.append([f.time for f in second])  # the first volume's may be wrong (CMRR)
+    if all(f.time is None for f in frames):
+        candidates.append(_protocol_times(frames, ds))
     candidates.append([_num(f.dataset, "TriggerTime") for f in frames])
     candidates[-1] = [t / 1000.0 if t is not None else None for t in candidates[-1]]
     candidates.append([_clock(f.dataset.get("AcquisitionTime")) for f in frames])
@@ -263,6 +272,15 @@ def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1,
         if span > 0 and (tr == 0 or span < tr):
             return [round(t - low, 6) for t in times]
     return None
+
+
+def _protocol_times(frames: list[_Frame], ds: Dataset) -> list[float | None]:
+    """Slice times of a Siemens mosaic's tiles from its protocol
+    (:func:`~medsr.io.dicom_timing.siemens_protocol_times`), by tile; Nones where unknown."""
+    times = siemens_protocol_times(ds, len(frames))
+    if times is None or sorted(int(f.order[1]) for f in frames) != list(range(len(frames))):
+        return [None] * len(frames)
+    return [times[int(f.order[1])] for f in frames]
 
 
 def _clock(value: object) -> float | None:

@@ -1,5 +1,6 @@
-"""Slice times that no standard tag holds: GE's protocol data block and enhanced (multi-frame)
-DICOM frame times, as dcm2niix reads them for the JSON sidecar's SliceTiming.
+"""Slice times that no standard tag holds: GE's protocol data block, enhanced (multi-frame)
+DICOM frame times and the protocol of old Siemens mosaics, as dcm2niix reads them for the
+JSON sidecar's SliceTiming.
 
 GE writes no per-slice time that dcm2niix trusts (TriggerTime and the RTIA timer are often
 wrong for multiband); dcm2niix computes the times from the acquisition's prescription, kept in
@@ -20,7 +21,9 @@ last and third-last of an even count); slice ``k`` (in the prescription's order,
 InstanceNumber order within a volume) belongs to excitation ``k mod n``.
 
 Enhanced multi-frame files carry each frame's FrameAcquisitionDateTime (0018,9074) in its
-FrameContentSequence: a slice's time is its frame's, less the volume's first.
+FrameContentSequence (Siemens XA also TimeAfterStart (0021,1104), which dcm2niix prefers):
+a slice's time is its frame's, less the volume's first. Siemens mosaics without
+MosaicRefAcqTimes (VB12, VB13) get evenly spread times in the order their protocol names.
 """
 
 from __future__ import annotations
@@ -158,6 +161,46 @@ def frame_time(ds: Dataset, group: Dataset) -> float | None:
     content = group.get("FrameContentSequence")
     stamp = str(content[0].get("FrameAcquisitionDateTime", "") or "") if content else ""
     return _clock(stamp[8:]) if len(stamp) >= 14 else None
+
+
+def siemens_protocol_times(ds: Dataset, count: int) -> list[float] | None:
+    """Slice times (s) of a Siemens mosaic without MosaicRefAcqTimes (VB12, VB13), in the
+    mosaic's slice order, from its protocol (the ``ASCCONV`` text of the CSA series header
+    (0029,1020)): ``sSliceArray.ucMode`` (1 ascending, 2 descending, 4 interleaved) and
+    ``lDelayTimeInTR`` (us), slices spread evenly over TR less the delay, as dcm2niix's
+    rescue does; None for anything else."""
+    image_type = ds.get("ImageType") or []
+    if not str(ds.get("Manufacturer", "") or "").upper().startswith("SIEMENS") or \
+            "MOSAIC" not in [str(v).upper() for v in image_type] or count < 2:
+        return None
+    elem = ds.get((0x0029, 0x1020))
+    raw = elem.value if elem is not None else None
+    if not isinstance(raw, (bytes, bytearray)) or b"### ASCCONV BEGIN" not in raw:
+        return None
+    text = bytes(raw).split(b"### ASCCONV BEGIN", 1)[1].split(b"### ASCCONV END", 1)[0]
+    text = text.decode("latin-1")
+    mode = re.search(r"^sSliceArray\.ucMode\s*=\s*(\S+)", text, re.M)
+    delay = re.search(r"^lDelayTimeInTR\s*=\s*(\S+)", text, re.M)
+    try:
+        mode_value = int(mode.group(1), 0) if mode else -1
+        delay_s = float(delay.group(1)) / 1e6 if delay else 0.0
+    except ValueError:
+        return None
+    tr = float(ds.get("RepetitionTime") or 0.0) / 1000.0
+    if mode_value not in (1, 2, 4) or tr <= 0:
+        return None
+    base = [i * (tr - delay_s) / count for i in range(count)]
+    if mode_value == 1:
+        return [round(t, 6) for t in base]
+    if mode_value == 2:
+        return [round(t, 6) for t in base[::-1]]
+    # interleaved: odd count 0, 2, 4, ... first; even count 1, 3, 5, ... first
+    first = list(range(0, count, 2)) if count % 2 else list(range(1, count, 2))
+    second = list(range(1, count, 2)) if count % 2 else list(range(0, count, 2))
+    times = [0.0] * count
+    for slot, k in enumerate(first + second):
+        times[k] = round(base[slot], 6)
+    return times
 
 
 def early_xa(ds: Dataset) -> bool:
