@@ -306,7 +306,8 @@ def run_repo(repo: str, out_root: Path, dcm2niix: bool = True) -> list[dict]:
     rows = []
     for entry in scan_series(repo).values():
         uid = entry["uid"]
-        row = {"repo": repo, "uid": uid, "copies": entry.get("copies", False), "folder": str(entry["folder"].relative_to(DATA)),
+        row = {"repo": repo, "uid": uid, "copies": entry.get("copies", False),
+               "folder": str(entry["folder"].relative_to(DATA)),
                "description": entry["description"], "manufacturer": entry["manufacturer"],
                "files": len(entry["files"]), "dcm2niix": [o["path"].name for o in theirs[uid]],
                "images": []}
@@ -335,7 +336,8 @@ def run_repo(repo: str, out_root: Path, dcm2niix: bool = True) -> list[dict]:
             echo, kind = _sidecar_kind(output["sidecar"], output["suffix"])
             te = output["sidecar"].get("EchoTime")
             candidates = [im for im in row["images"] if "_data" in im]
-            pick = _match(candidates, echo, kind, te * 1000 if te else None)
+            pick = _match(candidates, echo, kind, te * 1000 if te else None,
+                          _polarity(output["sidecar"]))
             comp = {"dcm2niix": output["path"].name, "echo": echo, "type": kind}
             if _derived_output(output["suffix"]):
                 comp["derived"] = True  # dcm2niix's trace/ADC file: medsr leaves it out
@@ -367,8 +369,17 @@ _SHORT = {"magnitude": "mag", "phase": "ph", "real": "real", "imaginary": "imag"
           "fieldmap": "fmap"}
 
 
+def _polarity(sidecar: dict) -> str:
+    """GE ``epi_pepolar``: dcm2niix writes the reversed-polarity volumes of a series that
+    holds both as series number + 1000."""
+    try:
+        return "rev" if int(sidecar.get("SeriesNumber") or 0) >= 1000 else "fwd"
+    except (TypeError, ValueError):
+        return "fwd"
+
+
 def _match(candidates: list[dict], echo: int | None, kind: str | None,
-           te: float | None = None) -> dict | None:
+           te: float | None = None, polarity: str = "fwd") -> dict | None:
     if len(candidates) == 1:
         return candidates[0]
     best, score = None, -1
@@ -381,6 +392,8 @@ def _match(candidates: list[dict], echo: int | None, kind: str | None,
             s += 4
         if (labels.get("type") or "mag") == _SHORT.get(kind or "magnitude"):
             s += 3
+        if labels.get("polarity") == polarity:
+            s += 5
         if s > score:
             best, score = im, s
     return best

@@ -104,6 +104,168 @@ def test_ge_slice_times_from_trigger_time(tmp_path):
     assert frames.source.extra["slice_timing"] == [0.0, 1.2, 0.4, 1.6, 0.8]
 
 
+def _ge_protocol(lines: dict[str, str], sequence: str = "epiRT") -> dict:
+    """GE private tags of an EPI series: the pulse sequence name and the protocol data block
+    (0025,101B: a 4-byte length, then gzip-compressed ``KEY "value"`` lines)."""
+    import gzip
+    import struct
+
+    text = "".join(f'{key} "{value}"\n' for key, value in lines.items()).encode()
+    packed = gzip.compress(text)
+    return {(0x0019, 0x0010): ("LO", "GEMS_ACQU_01"), (0x0019, 0x109C): ("LO", sequence),
+            (0x0025, 0x0010): ("LO", "GEMS_SERS_01"),
+            (0x0025, 0x101B): ("OB", struct.pack("<I", len(packed)) + packed)}
+
+
+def test_ge_slice_times_from_the_protocol_data_block(tmp_path):
+    """GE EPI: slice times from the protocol block's SLICEORDER (interleaved), not from a
+    TriggerTime that disagrees, in the output's slice order (a descending series: reversed),
+    as dcm2niix computes them; written to the JSON sidecar."""
+    volumes = volumes_of(2, seed=11)
+    folder = tmp_path / "rt"
+    block = {"IOPT": "EDR, EPI, FMRI", "SLICEORDER": "1", "VIEWORDER": "0", "NOSLC": "5"}
+    write_classic(folder, volumes, GEOMETRIES["flipped"], private=[_ge_protocol(block)] * 2,
+                  extra={"TriggerTime": 0.0, "SoftwareVersions": "DV28.0_R02_1947.a"})
+    image = medsr.load_volume(folder)
+    # prescription (InstanceNumber) order: excitations 0, 3, 1, 4, 2 of 0.4 s; stored
+    # descending, so read back reversed
+    expected = [0.0, 1.2, 0.4, 1.6, 0.8][::-1]
+    assert volume_frames(image)[2].extra["slice_timing"] == pytest.approx(expected)
+    save_volume(image, tmp_path / "out.nii.gz")
+    assert json.loads((tmp_path / "out.json").read_text())["SliceTiming"] == \
+        pytest.approx(expected)
+
+
+@pytest.mark.parametrize("count, mb, interleaved, version, expected_slots", [
+    (6, 2, True, "DV26.0_R01_1725.a", [0, 2, 1] * 2),  # 3 excitations
+    (8, 2, True, "DV26.0_R01_1725.a", [0, 3, 1, 4, 2, 0, 3, 1]),  # 4 -> 5 before 27.0 R03
+    (8, 2, True, "DV28.0_R02_1947.a", [0, 3, 1, 2] * 2),  # 27.0 R03+: last and 3rd-last swap
+    (5, 1, False, "DV28.0_R02_1947.a", [0, 1, 2, 3, 4]),
+])
+def test_ge_multiband_excitation_order(count, mb, interleaved, version, expected_slots):
+    """GE HyperBand: slices share excitations (slice k: excitation k mod n); the excitation
+    count and order depend on the software release, as dcm2niix reads them."""
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom_timing import ge_excitation_times, ge_version
+
+    ds = Dataset()
+    ds.SoftwareVersions = ["28", "LX", f"MR Software release:{version}"]
+    shots = max(expected_slots) + 1
+    times = ge_excitation_times(count, 2.0, mb, interleaved, *ge_version(ds))
+    assert times == pytest.approx([slot * 2.0 / shots for slot in expected_slots])
+
+
+# ----------------------------------------------------------------------------------- enhanced
+def _timed_enhanced(file: Path, times: list[list[float]], siemens: str | None = None) -> None:
+    """An Enhanced MR file of ``len(times)`` volumes of 5 slices (the stacks of
+    ``write_enhanced_stacks``) whose frame of volume t, slice k was acquired ``times[t][k]``
+    seconds after 12:00:00: as FrameAcquisitionDateTime, or as Siemens XA's TimeAfterStart
+    (0021,1104) in the frame's private group (0021,11FE) with ``siemens`` as
+    SoftwareVersions."""
+    from pydicom.dataset import Dataset
+    from test_dicom_scanner import stack, write_enhanced_stacks
+
+    write_enhanced_stacks(file, stack(len(times), seed=12), [GEOMETRIES["anisotropic"]]
+                          * len(times))
+    ds = pydicom.dcmread(file)
+    timing = Dataset()
+    timing.RepetitionTime = 2000.0
+    ds.SharedFunctionalGroupsSequence = [Dataset()]
+    ds.SharedFunctionalGroupsSequence[0].MRTimingAndRelatedParametersSequence = [timing]
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        content = group.FrameContentSequence[0]
+        t, k = int(content.StackID) - 1, int(content.InStackPositionNumber) - 1
+        if siemens is None:
+            content.FrameAcquisitionDateTime = f"20240101{120000 + times[t][k]:013.6f}"
+        else:
+            item = Dataset()
+            item.add_new((0x0021, 0x0011), "LO", "SIEMENS MR SDI 02")
+            item.add_new((0x0021, 0x1104), "DS", f"{times[t][k]:.4f}")
+            group.add_new((0x0021, 0x0010), "LO", "SIEMENS MR SDI 02")
+            group.add_new((0x0021, 0x11FE), "SQ", [item])
+    if siemens is not None:
+        ds.Manufacturer, ds.SoftwareVersions = "Siemens Healthineers", siemens
+    ds.save_as(file, enforce_file_format=True)
+
+
+INTERLEAVED = [0.0, 1.2, 0.4, 1.6, 0.8]
+
+
+@pytest.mark.parametrize("siemens", [None, "syngo MR XA60"])
+def test_enhanced_slice_times_from_frame_times(tmp_path, siemens):
+    """Enhanced multi-frame: each slice's time is its frame's (FrameAcquisitionDateTime, or
+    Siemens XA's TimeAfterStart), less the volume's first; TR from the shared group."""
+    _timed_enhanced(tmp_path / "mf.dcm", [[t * 2.0 + s for s in INTERLEAVED]
+                                          for t in range(3)], siemens)
+    frames = medsr.io.read_frames(tmp_path / "mf.dcm")
+    assert frames.source.extra["slice_timing"] == pytest.approx(INTERLEAVED)
+
+
+def test_siemens_xa10_slice_times_from_the_second_volume(tmp_path):
+    """Siemens XA10 to XA30 write wrong times for the first volume's frames: as dcm2niix,
+    the second volume's are used."""
+    bogus = [0.3, 0.0, 0.1, 0.2, 0.25]
+    _timed_enhanced(tmp_path / "mf.dcm", [bogus] + [[t * 2.0 + s for s in INTERLEAVED]
+                                                    for t in (1, 2)], "syngo MR XA10")
+    frames = medsr.io.read_frames(tmp_path / "mf.dcm")
+    assert frames.source.extra["slice_timing"] == pytest.approx(INTERLEAVED)
+
+
+# ----------------------------------------------------------------------------------- Siemens
+def test_siemens_mosaic_without_acquisition_times_uses_its_protocol(tmp_path, monkeypatch):
+    """A mosaic without MosaicRefAcqTimes (VB12/VB13): times from the protocol's
+    sSliceArray.ucMode (here 0x2, descending) spread over TR, as dcm2niix's rescue; they
+    agree with the times the real header does carry (within 0.03 s)."""
+    from test_dicom_scanner import mosaic_file
+
+    from medsr.io import mosaic
+
+    series = tmp_path / "series"
+    series.mkdir()
+    mosaic_file("siemens_dwi_0.dcm.gz", series / "a.dcm")
+    mosaic_file("siemens_dwi_1000.dcm.gz", series / "b.dcm")
+    ds = pydicom.dcmread(series / "a.dcm")
+    carried = [t / 1000.0 for t in mosaic.mosaic_times(ds, "a.dcm")]
+    monkeypatch.setattr(mosaic, "mosaic_times", lambda ds, name: None)
+    timing = medsr.io.read_frames(series).source.extra["slice_timing"]
+    assert timing == pytest.approx([(47 - k) * 6.6 / 48 for k in range(48)], abs=1e-6)
+    assert timing == pytest.approx(carried, abs=0.03)
+
+
+@pytest.mark.parametrize("count, slots", [(5, [0, 3, 1, 4, 2]), (4, [2, 0, 3, 1])])
+def test_siemens_protocol_interleaved_order(count, slots):
+    """Interleaved (ucMode 0x4): odd counts start with the first slice, even counts with the
+    second, as Siemens acquires them; the delay in TR (us) shortens the spread."""
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom_timing import siemens_protocol_times
+
+    ds = Dataset()
+    ds.Manufacturer, ds.ImageType, ds.RepetitionTime = "SIEMENS", ["M", "MOSAIC"], 2000
+    ascconv = "### ASCCONV BEGIN ###\nsSliceArray.ucMode = 0x4\nlDelayTimeInTR = 400000\n"
+    ds.add_new((0x0029, 0x1020), "OB", (ascconv + "### ASCCONV END ###").encode())
+    assert siemens_protocol_times(ds, count) == pytest.approx([s * 1.6 / count for s in slots])
+
+
+def test_first_volume_times_beyond_tr_give_way_to_the_second(tmp_path, monkeypatch):
+    """A first volume whose MosaicRefAcqTimes span more than TR (CMRR multiband): the
+    second volume's times are used, as dcm2niix does."""
+    from test_dicom_scanner import mosaic_file
+
+    from medsr.io import mosaic
+
+    series = tmp_path / "series"
+    series.mkdir()
+    mosaic_file("siemens_dwi_0.dcm.gz", series / "first.dcm")
+    mosaic_file("siemens_dwi_1000.dcm.gz", series / "second.dcm")
+    good = [float(k % 24) * 250.0 for k in range(48)]
+    monkeypatch.setattr(mosaic, "mosaic_times", lambda ds, name: [
+        t * 2.0 for t in good] if name == "first.dcm" else good)
+    timing = medsr.io.read_frames(series).source.extra["slice_timing"]
+    assert timing == pytest.approx([t / 1000.0 for t in good])
+
+
 def _ge_dwi_private(b: float, g: tuple[float, float, float]) -> dict:
     return {(0x0043, 0x0010): ("LO", "GEMS_PARM_01"),
             (0x0043, 0x1039): ("IS", [int(b) + 1_000_000_000 * (b > 0), 8, 0, 0]),
@@ -132,6 +294,50 @@ def test_ge_dwi_with_private_b_values_and_repeated_b0(tmp_path):
     np.testing.assert_allclose(labels[2]["DiffusionGradientOrientation"], row, atol=1e-4)
     np.testing.assert_allclose(labels[3]["DiffusionGradientOrientation"],
                                0.6 * col - 0.8 * normal, atol=1e-4)
+
+
+def _pepolar(mode: int) -> dict:
+    return {(0x0019, 0x0010): ("LO", "GEMS_ACQU_01"),
+            (0x0019, 0x109C): ("LO", "research/ABCD/epi_pepolar"),
+            (0x0019, 0x10B3): ("DS", f"{mode:.6f}")}
+
+
+@pytest.mark.parametrize("mode, reversed_", [(2, (0, 2)), (3, (1, 3))])
+def test_ge_pepolar_polarities_are_two_images_rows_put_back(tmp_path, mode, reversed_):
+    """GE epi_pepolar: UserData12 (0019,10B3) mode 2 reverses the odd volumes
+    (TemporalPositionIdentifier 1, 3), mode 3 the even ones; they are stored with their rows
+    reversed and nothing else says so. Each polarity is an image of its own (``:fwd``,
+    ``:rev``), the reversed one's rows put back (as dcm2niix's ``_1006``)."""
+    volumes = volumes_of(4, seed=9)
+    stored = [v[:, ::-1, :] if t in reversed_ else v for t, v in enumerate(volumes)]
+    uid = write_classic(tmp_path / "fm", stored, GEOMETRIES["oblique"],
+                        per_volume=[{"TemporalPositionIdentifier": t + 1} for t in range(4)],
+                        private=[_pepolar(mode)] * 4)
+    with pytest.raises(MedsrError, match=f"holds 2 images.*{uid}:fwd .*{uid}:rev "):
+        medsr.load_volume(tmp_path / "fm")
+    from medsr.io.dicom import series_images
+
+    assert [(k, v["polarity"]) for k, v in series_images(tmp_path / "fm")] == [
+        (f"{uid}:fwd", "fwd"), (f"{uid}:rev", "rev")]
+    for name, picked in (("rev", reversed_), ("fwd", sorted({0, 1, 2, 3} - set(reversed_)))):
+        frames, _, source = volume_frames(medsr.load_volume(tmp_path / "fm",
+                                                            series_uid=f"{uid}:{name}"))
+        assert frames.shape == (2, *SHAPE) and source.extra["image"] == name
+        for t, index in enumerate(picked):
+            np.testing.assert_array_equal(frames[t], volumes[index])
+
+
+def test_ge_pepolar_all_reversed_is_one_image(tmp_path):
+    """Mode 1: every volume reversed, one image with every volume's rows put back; mode 0 (all
+    forward) is read as stored."""
+    volumes = volumes_of(2, seed=10)
+    for mode, stored in ((1, [v[:, ::-1, :] for v in volumes]), (0, volumes)):
+        write_classic(tmp_path / str(mode), stored, GEOMETRIES["flipped"],
+                      per_volume=[{"TemporalPositionIdentifier": t + 1} for t in range(2)],
+                      private=[_pepolar(mode)] * 2)
+        frames, _, _ = volume_frames(medsr.load_volume(tmp_path / str(mode)))
+        for t in range(2):
+            np.testing.assert_array_equal(frames[t][..., ::-1], volumes[t])
 
 
 # ----------------------------------------------------------------------------------- Philips

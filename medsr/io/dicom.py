@@ -38,6 +38,12 @@ from pydicom.valuerep import format_number_as_ds
 from medsr.errors import MedsrError
 from medsr.geometry import flip_lps_ras
 from medsr.io.dicom_grid import fit_slice_grid
+from medsr.io.dicom_timing import (
+    early_xa,
+    frame_time,
+    ge_slice_times,
+    siemens_protocol_times,
+)
 from medsr.io.dicom_groups import (
     GE_FIELD_MAP,
     GE_FIELD_MAP_IMAGES,
@@ -51,6 +57,7 @@ from medsr.io.dicom_groups import (
     image_names,
     split_images,
     split_volumes,
+    unflip_rows,
 )
 from medsr.io.dicom_groups import Frame as _Frame
 from medsr.io.meta import (
@@ -154,6 +161,7 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
     volumes = drop_derived(split_volumes(frames), str(path))
     volumes = _ge_field_map(volumes, frames, path, uid, image)
     labels = [v.labels for v in volumes]
+    count = len(volumes)
     if volume is not None:
         if not 0 <= volume < len(volumes):
             raise MedsrError(f"volume {volume} out of range: {path} holds "
@@ -175,7 +183,7 @@ def read_dicom_frames(path: str | Path, series_uid: str | None = None,
         extra["frames"] = labels
     if volume is not None:
         extra["volume_index"] = volume
-    timing = _slice_timing(first, ds0)
+    timing = _slice_timing(first, ds0, count, placed[1][0] if len(placed) > 1 else None)
     if timing is not None:
         extra["slice_timing"] = timing
     if image:
@@ -215,9 +223,9 @@ def _pick_image(frames: list[_Frame], path: Path, uid: str | None,
                          f"{uid or 'of ' + str(path)}; it holds: {_images(images, uid)}")
     if len(images) > 1 and not image:
         series = uid or str(frames[0].dataset.get("SeriesInstanceUID", ""))
-        raise MedsrError(f"series {series} holds {len(images)} images (echoes or image "
-                         f"types): {_images(images, series)}; pick one with --series "
-                         f"{series}:{next(iter(images))}")
+        raise MedsrError(f"series {series} holds {len(images)} images (echoes, image "
+                         f"types or polarities): {_images(images, series)}; pick one with "
+                         f"--series {series}:{next(iter(images))}")
     return images[image] if image in images else next(iter(images.values()))
 
 
@@ -225,17 +233,37 @@ def _images(images: dict[str, list[_Frame]], uid: str | None) -> str:
     return "; ".join(f"{uid or ''}:{name} ({len(fs)} slices)" for name, fs in images.items())
 
 
-def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
+def _slice_timing(frames: list[_Frame], ds: Dataset, volumes: int = 1,
+                  second: list[_Frame] | None = None) -> list[float] | None:
     """Acquisition time of each slice of the first volume (seconds from its first slice, in
-    the volume's slice order), when the frames carry it (Siemens MosaicRefAcqTimes, GE
-    TriggerTime, AcquisitionTime within a volume) and it spans less than one TR."""
+    the volume's slice order): for GE EPI of several volumes from the protocol data block, as
+    dcm2niix (:func:`~medsr.io.dicom_timing.ge_slice_times`); else when the frames carry it
+    (Siemens MosaicRefAcqTimes, enhanced frame times, GE TriggerTime, AcquisitionTime within
+    a volume) and it spans less than one TR. Enhanced frame times of Siemens XA10 to XA30
+    are taken from the ``second`` volume's frames (same slice order) where there is one, as
+    dcm2niix does: the first volume's are wrong there."""
     if len(frames) < 2:
         return None
+    if second is not None and len(second) == len(frames) and \
+            "PerFrameFunctionalGroupsSequence" in frames[0].dataset and early_xa(ds):
+        frames = second
+    prescribed = sorted(range(len(frames)), key=lambda i: frames[i].order)
+    ge = ge_slice_times([frames[i].dataset for i in prescribed], volumes)
+    if ge is not None:
+        times = [0.0] * len(frames)
+        for slot, i in enumerate(prescribed):
+            times[i] = ge[slot]
+        return times
     candidates = [[f.time for f in frames]]
+    if second is not None and len(second) == len(frames):
+        candidates.append([f.time for f in second])  # the first volume's may be wrong (CMRR)
+    if all(f.time is None for f in frames):
+        candidates.append(_protocol_times(frames, ds))
     candidates.append([_num(f.dataset, "TriggerTime") for f in frames])
     candidates[-1] = [t / 1000.0 if t is not None else None for t in candidates[-1]]
     candidates.append([_clock(f.dataset.get("AcquisitionTime")) for f in frames])
-    tr = (_num(ds, "RepetitionTime") or 0.0) / 1000.0
+    tr = (_num(ds, "RepetitionTime") or _num(_group_item(
+        ds, None, "MRTimingAndRelatedParametersSequence"), "RepetitionTime") or 0.0) / 1000.0
     for times in candidates:
         if any(t is None for t in times):
             continue
@@ -244,6 +272,15 @@ def _slice_timing(frames: list[_Frame], ds: Dataset) -> list[float] | None:
         if span > 0 and (tr == 0 or span < tr):
             return [round(t - low, 6) for t in times]
     return None
+
+
+def _protocol_times(frames: list[_Frame], ds: Dataset) -> list[float | None]:
+    """Slice times of a Siemens mosaic's tiles from its protocol
+    (:func:`~medsr.io.dicom_timing.siemens_protocol_times`), by tile; Nones where unknown."""
+    times = siemens_protocol_times(ds, len(frames))
+    if times is None or sorted(int(f.order[1]) for f in frames) != list(range(len(frames))):
+        return [None] * len(frames)
+    return [times[int(f.order[1])] for f in frames]
 
 
 def _clock(value: object) -> float | None:
@@ -380,8 +417,9 @@ def _scan(folder: Path) -> dict[str, list[tuple[Path, str, int, tuple]]]:
 def series_images(folder: str | Path, series_uid: str | None = None) -> list[tuple[str, dict]]:
     """The images of a series as ``(key, labels)``, from the headers alone: one
     ``(UID, {})`` for an ordinary series, else ``("UID:e2", {"echo": 2, "te": 9.84,
-    "type": "ph"})``-style entries, one per echo and image type; each key reads that image
-    with :func:`read_dicom_frames` (``series_uid=key``)."""
+    "type": "ph"})``-style entries, one per echo, image type and GE phase-encoding polarity
+    (``"polarity": "rev"``); each key reads that image with :func:`read_dicom_frames`
+    (``series_uid=key``)."""
     folder = Path(folder)
     series = _scan(folder) if folder.is_dir() else {}
     if folder.is_file():
@@ -399,7 +437,8 @@ def series_images(folder: str | Path, series_uid: str | None = None) -> list[tup
                 for name in GE_FIELD_MAP_IMAGES]
     if len(names) <= 1:
         return [(uid, {})]
-    return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag"})
+    return [(f"{uid}:{name}", {"echo": key[0], "te": key[1], "type": key[2] or "mag",
+                               **({"polarity": key[3]} if key[3] else {})})
             for key, name in sorted(names.items(), key=lambda item: item[1])]
 
 
@@ -473,6 +512,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
         frames = []
         for i, group in enumerate(groups):
             label = f"{name} frame {i + 1}"
+            key = image_key(ds, group)
             measures = _group_item(ds, group, "PixelMeasuresSequence")
             value = _group_item(ds, group, "PixelValueTransformationSequence")
             frames.append(_Frame(
@@ -483,8 +523,8 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
                      "ImageOrientationPatient", 6, label),
                 _vec(measures, "PixelSpacing", 2, label),
                 _num(value, "RescaleSlope", slope), _num(value, "RescaleIntercept", intercept),
-                _num(measures, "SliceThickness", thickness), pixels[i], ds,
-                frame_labels(ds, group), (instance, float(i)), image_key(ds, group)))
+                _num(measures, "SliceThickness", thickness), unflip_rows(pixels[i], key), ds,
+                frame_labels(ds, group), (instance, float(i)), key, frame_time(ds, group)))
         return frames
     position = _vec(ds, "ImagePositionPatient", 3, name)
     orientation = _vec(ds, "ImageOrientationPatient", 6, name)
@@ -497,6 +537,7 @@ def _frames(ds: Dataset, name: str) -> list[_Frame]:
     normal /= np.linalg.norm(normal)
     labels = classic_labels(ds, *siemens_diffusion(ds, name))
     key = image_key(ds)
+    pixels = unflip_rows(pixels, key)
     return [_Frame(name if count == 1 else f"{name} frame {i + 1}",
                    position + i * (step or 0.0) * normal, orientation, pixel_spacing,
                    slope, intercept, thickness, pixels[i], ds, labels, (instance, float(i)),

@@ -58,7 +58,7 @@ class Frame:
     dataset: Dataset
     labels: dict[str, Any] = field(default_factory=dict)
     order: tuple[float, ...] = (0.0,)  # acquisition order: (InstanceNumber, frame number)
-    image: tuple = (None, None, None)  # (EchoNumbers, echo time ms, kind): see image_key
+    image: tuple = (None, None, None, None)  # (echo, TE ms, kind, polarity): see image_key
     time: float | None = None  # acquisition time within the series, seconds (slice timing)
 
 
@@ -214,8 +214,9 @@ _GE_KINDS = {0: "mag", 1: "ph", 2: "real", 3: "imag"}
 
 
 def image_key(ds: Dataset, group: Dataset | None = None) -> tuple:
-    """(EchoNumbers, echo time in ms, kind) of one frame: frames that differ in any are
-    different images (echoes, magnitude/phase/real/imaginary/field map), never one 4D mix.
+    """(EchoNumbers, echo time in ms, kind, polarity) of one frame: frames that differ in any
+    are different images (echoes, magnitude/phase/real/imaginary/field map, GE's forward and
+    reversed phase-encoding polarity: :func:`ge_polarity`), never one 4D mix.
 
     Args:
         ds: the file's dataset.
@@ -244,7 +245,7 @@ def image_key(ds: Dataset, group: Dataset | None = None) -> tuple:
         kind = _kind_of(ds)
     if kind in (None, "mag") and is_ge_field_map(ds):
         kind = GE_FIELD_MAP
-    return echo, (round(float(te), 2) if te is not None else None), kind
+    return echo, (round(float(te), 2) if te is not None else None), kind, ge_polarity(ds)
 
 
 #: the kind of every frame of a GE B0 map series: its field map (Hz) and magnitude share the
@@ -252,6 +253,40 @@ def image_key(ds: Dataset, group: Dataset | None = None) -> tuple:
 #: magnitude (as dcm2niix reads them: ``_fieldmaphz`` and the magnitude)
 GE_FIELD_MAP = "ge_b0map"
 GE_FIELD_MAP_IMAGES = ("fmap", "mag")
+
+
+#: GE ``epi_pepolar`` mode, UserData12 (0019,10B3): which volumes (by their 1-based
+#: TemporalPositionIdentifier) have reversed phase-encoding polarity
+_PEPOLAR_REVERSED = {0: lambda n: False, 1: lambda n: True,
+                     2: lambda n: n is not None and n > 0 and n % 2 == 1,
+                     3: lambda n: n is not None and n > 0 and n % 2 == 0}
+
+
+def ge_polarity(ds: Dataset) -> str | None:
+    """Phase-encoding polarity of a frame of GE's ``epi_pepolar`` research sequence: ``"rev"``
+    (reversed), ``"fwd"``, or None for any other series.
+
+    The sequence is named in PulseSequenceName (0019,109C); UserData12 (0019,10B3) holds its
+    mode: 0 all forward, 1 all reversed, 2 odd volumes reversed (rev-fwd), 3 even volumes
+    reversed (fwd-rev), volumes counted by TemporalPositionIdentifier (a frame without one
+    counts as forward), as dcm2niix reads them. Nothing else in the header says so: a
+    reversed frame is stored with its rows in reverse order (see :func:`unflip_rows`).
+    """
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    name = str(_private(ds, 0x0019, 0x109C) or "")
+    if not maker.startswith("GE") or "epi_pepolar" not in name:
+        return None
+    mode = _number(_private(ds, 0x0019, 0x10B3))
+    reversed_ = _PEPOLAR_REVERSED.get(round(mode) if mode is not None else 0,
+                                      _PEPOLAR_REVERSED[0])
+    return "rev" if reversed_(_number(ds.get("TemporalPositionIdentifier"))) else "fwd"
+
+
+def unflip_rows(pixels: np.ndarray, key: tuple) -> np.ndarray:
+    """Pixels ``(..., Rows, Columns)`` of a frame with image ``key``, their rows put back in
+    the order the header's geometry describes when GE stored them reversed (``"rev"``
+    polarity), as dcm2niix flips them."""
+    return pixels[..., ::-1, :] if len(key) > 3 and key[3] == "rev" else pixels
 
 
 def is_ge_field_map(ds: Dataset) -> bool:
@@ -289,10 +324,12 @@ def _kind_of(ds: Dataset) -> str | None:
 
 def image_names(keys: list[tuple]) -> dict[tuple, str]:
     """The name of each distinct image key of a series: ``""`` when there is one image, else
-    ``e<echo>`` where echoes differ and the kind (``mag``, ``ph``, ``real``, ``imag``,
-    ``fmap``) where kinds differ, joined by ``_`` (``e2_ph``)."""
-    distinct = sorted(set(keys), key=lambda k: tuple((v is None, v if v is not None else 0)
-                                                     for v in (k[0], k[1], str(k[2] or ""))))
+    ``e<echo>`` where echoes differ, the kind (``mag``, ``ph``, ``real``, ``imag``,
+    ``fmap``) where kinds differ and the polarity (``fwd``, ``rev``) where polarities
+    differ, joined by ``_`` (``e2_ph``)."""
+    distinct = sorted(set(keys), key=lambda k: tuple(
+        (v is None, v if v is not None else 0)
+        for v in (k[0], k[1], str(k[2] or ""), str(_polarity(k) or ""))))
     if len(distinct) <= 1:
         return {k: "" for k in distinct}
     echoes = {(k[0], k[1]) for k in distinct}
@@ -309,10 +346,16 @@ def image_names(keys: list[tuple]) -> dict[tuple, str]:
             parts.append(f"e{n}")
         if len(kinds) > 1:
             parts.append(key[2] or "mag")
+        if len({_polarity(k) for k in distinct}) > 1:
+            parts.append(_polarity(key) or "fwd")
         names[key] = "_".join(parts)
     if len(set(names.values())) != len(names):  # echoes told apart by neither: number all
         names = {key: f"{names[key]}_{i + 1}".lstrip("_") for i, key in enumerate(distinct)}
     return names
+
+
+def _polarity(key: tuple) -> str | None:
+    return key[3] if len(key) > 3 else None
 
 
 def split_images(frames: list[Frame]) -> dict[str, list[Frame]]:
