@@ -440,6 +440,7 @@ def test_nifti_output_carries_bval_bvec_in_its_own_axes(tmp_path, geometry):
     sidecar = json.loads((tmp_path / "dwi.json").read_text())
     assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
     assert sidecar["Manufacturer"] == "SIEMENS"
+    assert sidecar["ConversionSoftwareVersion"] == medsr.__version__  # which medsr wrote it
 
 
 def test_bvecs_survive_super_resolution_and_the_dicom_writer(tmp_path):

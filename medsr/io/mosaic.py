@@ -19,6 +19,18 @@ from medsr.io.dicom_groups import Frame, classic_labels, image_key
 log = logging.getLogger(__name__)
 
 
+
+def _tile_header(ds) -> tuple[np.ndarray, np.ndarray, float, float, float | None]:
+    """What every tile of a tiled file (mosaic, UIH) shares: orientation, pixel spacing,
+    rescale slope and intercept, slice thickness (``None`` when not given)."""
+    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
+    spacing = np.asarray([float(v) for v in ds.PixelSpacing], dtype=np.float64)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    thickness = ds.get("SliceThickness")
+    return orientation, spacing, slope, intercept, (
+        float(thickness) if thickness not in (None, "") else None)
+
 def is_mosaic(ds: Dataset) -> bool:
     """True for a Siemens mosaic image (ImageType MOSAIC)."""
     image_type = ds.get("ImageType") or []
@@ -97,12 +109,7 @@ def mosaic_frames(ds: Dataset, name: str) -> list[Frame]:
         raise MedsrError(f"cannot unpack Siemens mosaic {name}: {_reason(exc)}") from None
     if data.ndim != 3:
         raise MedsrError(f"cannot unpack Siemens mosaic {name}: got shape {data.shape}")
-    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
-    spacing = np.asarray([float(v) for v in ds.PixelSpacing], dtype=np.float64)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    thickness = ds.get("SliceThickness")
-    thickness = float(thickness) if thickness not in (None, "") else None
+    orientation, spacing, slope, intercept, thickness = _tile_header(ds)
     labels = classic_labels(ds, b_value, b_vector if b_value else None)
     instance = float(ds.get("InstanceNumber") or 0)
     times = mosaic_times(ds, name)
@@ -145,12 +152,7 @@ def uih_frames(ds: Dataset, name: str, pixels: np.ndarray) -> list[Frame]:
     if not items or per_row < 1 or len(items) > per_row * (int(ds.Rows) // rows):
         raise MedsrError(f"{name}: {len(items)} UIH slices do not fit its {ds.Rows}x"
                          f"{ds.Columns} tiles of {rows}x{cols}")
-    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
-    spacing = np.asarray([float(v) for v in ds.PixelSpacing], dtype=np.float64)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    thickness = ds.get("SliceThickness")
-    thickness = float(thickness) if thickness not in (None, "") else None
+    orientation, spacing, slope, intercept, thickness = _tile_header(ds)
     labels = classic_labels(ds)
     instance = float(ds.get("InstanceNumber") or 0)
     key = image_key(ds)

@@ -59,7 +59,10 @@ def dicom_sidecar(source: SourceInfo, shape: tuple[int, ...]) -> dict[str, Any]:
     elif timing:
         out["SliceTimingLeftOut"] = (f"the output has {shape[-1]} slices, the source "
                                      f"{len(timing)}: slice times no longer apply")
+    from medsr import __version__
+
     out["ConversionSoftware"] = "medsr"
+    out["ConversionSoftwareVersion"] = __version__
     return out
 
 
