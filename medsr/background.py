@@ -12,6 +12,9 @@ axis, line by line, and keeps them so); the other lines take the cubic B-spline 
 axis, which is what a :class:`medsr.nets.lrsr.LRRefiner` adds its correction to. A line is
 judged on its neighbourhood only, so slabs (with the network's halo) and whole volumes agree.
 
+Off by default (``ModelUpscaler.skip_background``, ``upscale_volume(skip_background=...)``):
+on the held-out scans it saved too little to be worth a changed background (``docs/speed.md``).
+
 The threshold (:func:`background_threshold`) is the scan's floor (1st percentile) plus the
 larger of :data:`NOISE_SDS` noise sds (:mod:`medsr.noise`) and :data:`RANGE_SHARE` of its
 range (to the 99.5th percentile), never above Otsu's threshold; in CT never above

@@ -276,7 +276,7 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
                    uncertainty: bool = False, slice_thickness: float | None = None,
                    slice_profile: str | None = None, max_memory_gb: float | None = None,
                    scratch: str | Path | None = None, save_format: str | None = None,
-                   noise_sd: float | None = None, skip_background: bool = True
+                   noise_sd: float | None = None, skip_background: bool = False
                    ) -> MetaTensor | Frames | tuple[MetaTensor | Frames, MetaTensor | Frames]:
     """Upscale a volume onto a finer grid covering the same physical extent.
 
@@ -333,7 +333,8 @@ def upscale_volume(volume: str | Path | MetaTensor | Frames,
             scan; 0: exact consistency, noise-free pairs.
         skip_background: through-plane networks compute only the lines whose receptive field
             touches the body; the background (air, the noise floor) takes B-spline's values
-            (:mod:`medsr.background`; the body's output is unchanged, bit for bit).
+            (:mod:`medsr.background`; the body's output is unchanged, bit for bit; off by
+            default, see ``docs/speed.md``).
 
     Returns:
         A MetaTensor ``(T, X', Y', Z')`` whose affine follows :mod:`medsr.geometry`'s
