@@ -451,7 +451,7 @@ def choose_route(frames: np.ndarray, affine: np.ndarray, source: SourceInfo, kin
                  method: str, scale: Sequence[int] | None, spacing: Sequence[float] | None,
                  model: str | Path | None, device: str, self_supervised: dict | None,
                  noise_sd: float | None, uncertainty: bool, slice_thickness: float | None,
-                 slice_profile: str | None, skip_background: bool = True) -> Route:
+                 slice_profile: str | None, skip_background: bool = False) -> Route:
     """The one place where a request becomes a method: the user's method (or model), the
     lossy-input rule (:data:`LOSSY_RATIO_LIMIT`), the noise level and the slice profile.
     The self-check's fall-back to B-spline happens while running (:func:`_execute`);
