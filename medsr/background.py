@@ -128,12 +128,23 @@ def body_rows(array: np.ndarray, axis: int, bg: Background) -> BodyRows:
     """The body lines of ``array`` (see :class:`BodyRows` and the module doc): lines along
     ``axis`` within the reach (and one more: the noise estimate of :mod:`medsr.noise` reads
     neighbours) of a line holding a voxel above the threshold."""
-    from scipy.ndimage import maximum_filter
-
     signal = np.any(array > bg.threshold, axis=axis)
-    lines = maximum_filter(signal, size=2 * bg.reach + 3, mode="constant", cval=False)
+    lines = _dilate(signal, bg.reach + 1)
     first, second = (a for a in range(3) if a != axis)
     return BodyRows({first: lines, second: lines.T}, bg.reach)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` grown by ``radius`` along each axis (a square window, nothing beyond the
+    edges); numpy only, as scipy is not a dependency of medsr."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    out = mask
+    for axis in range(mask.ndim):
+        pad = [(0, 0)] * mask.ndim
+        pad[axis] = (radius, radius)
+        out = sliding_window_view(np.pad(out, pad), 2 * radius + 1, axis=axis).any(axis=-1)
+    return out
 
 
 def computed_share(body: BodyRows) -> float:
