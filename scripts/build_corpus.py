@@ -47,6 +47,7 @@ class Source:
     commit: str | None = None
     why: str = ""
     skip: list[str] = field(default_factory=list)  # regexes on the series folder: left out
+    derived_ok: bool = False  # a real scan rewritten (defaced, re-encoded): DERIVED in header
 
 
 HELD_OUT_WHY = {
@@ -75,7 +76,7 @@ SOURCES = [
     Source("neurolabusc/dcm_qa_philips", ["In"], BSD2, "heldout", why=HELD_OUT_WHY["philips"]),
     Source("neurolabusc/dcm_qa_polar", ["In"], BSD2, "heldout", why=HELD_OUT_WHY["polar"]),
     Source("datalad/example-dicom-structural", ["dicoms"], "PDDL-1.0", "heldout",
-           why=HELD_OUT_WHY["datalad"]),
+           why=HELD_OUT_WHY["datalad"], derived_ok=True),  # defaced, then nifti2dicom
     Source("datalad/example-dicom-functional", ["dicoms"], "PDDL-1.0", "heldout",
            why=HELD_OUT_WHY["datalad"]),
     Source("InsightSoftwareConsortium/ITKElastix", ["examples/data/00"], "Apache-2.0",
@@ -104,7 +105,8 @@ def extract(gdir: Path, commit: str, paths: list[str], dest: Path) -> int:
     for entry in filter(None, listing):
         meta, name = entry.split("\t", 1)
         _, kind, sha = meta.split()
-        if kind == "blob" and not (dest / name).exists():
+        if kind == "blob" and not (dest / name).exists() and \
+                not (dest / name.removesuffix(".gz")).exists():
             blobs.append((sha, name))
     if not blobs:
         return 0
@@ -119,6 +121,10 @@ def extract(gdir: Path, commit: str, paths: list[str], dest: Path) -> int:
             continue
         data = proc.stdout.read(int(header[2]))
         proc.stdout.read(1)
+        if name.endswith(".dcm.gz"):  # dcm_qa_canon_61 keeps its slices gzipped
+            import gzip
+
+            data, name = gzip.decompress(data), name[:-3]
         out = dest / name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
@@ -157,9 +163,9 @@ def contrast(ds, modality: str, bvalues: list[float]) -> str:
     desc = _text(ds, "SeriesDescription", "ProtocolName", "SequenceName").lower()
     seq = _text(ds, "ScanningSequence", "SequenceName", "PulseSequenceName").upper()
     epi = "EP" in seq.split("\\") or "EPI" in seq or re.search(r"ep2d|epi|fmri|bold|dti|dwi|diff|"
-                                                              r"fm_cv|rest", desc) is not None
+                                                              r"fm_cv|rest|dt_", desc) is not None
     if epi:
-        if bvalues and max(bvalues) > 0 or re.search(r"dti|dwi|diff", desc):
+        if bvalues and max(bvalues) > 0 or re.search(r"dti|dwi|diff|dt_", desc):
             return "DWI b0"
         if re.search(r"fm_|se-epi|spin", desc) or seq.startswith("SE"):
             return "SE-EPI"
@@ -247,7 +253,7 @@ def build_source(src: Source, mirrors: Path, out: Path, scratch: Path, seen: set
                 continue
             seen.add(key)
             kinds = {str(v).upper() for v in (ds.get("ImageType") or [])}
-            if kinds & DERIVED:
+            if kinds & DERIVED and not src.derived_ok:
                 rows.append({**row, "status": "left out: " + "/".join(sorted(kinds & DERIVED))})
                 continue
             row["series"] = f"{folder} ({_text(ds, 'SeriesNumber')} "\
@@ -340,7 +346,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/work/data/corpus"))
     parser.add_argument("--manifest", type=Path, default=Path("docs/corpus_manifest.csv"))
     parser.add_argument("--only", nargs="*", help="repositories to (re)build; default: all")
-    parser.add_argument("--train-cap", type=int, default=6)
+    parser.add_argument("--train-cap", type=int, default=3)
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
