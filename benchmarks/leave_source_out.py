@@ -8,8 +8,12 @@ f thin slices along the finest in-plane axis, where the truth is thin), in-plane
 central half of k-space along both in-plane axes; CT: 2×2 pixel boxes). PSNR over the volume
 (data range: MR 0 to the 99.5th percentile, CT −1024…3071 HU), SSIM over slices, MAE inside
 the body mask (:func:`medsr.metrics.body_mask`), all through :func:`medsr.evaluation.evaluate`.
-Each volume is cropped about its centre (``--max-inplane``, ``--max-slices``) to bound the
-runtime on a CPU; at most ``--per-source`` volumes per source (one per sequence first).
+A volume the scanner zero-filled (interpolated) in-plane is read on its acquired grid
+(``native_file`` of the manifest): on the interpolated grid the truth holds no detail beyond
+half its Nyquist frequency, so an in-plane ×2 k-space copy would lose nothing and every method
+would look better than it is. Each volume is cropped about its centre (``--max-inplane``,
+``--max-slices``) to bound the runtime on a CPU; at most ``--per-source`` volumes per source
+(no two of one sequence and grid).
 
 Usage::
 
@@ -37,8 +41,12 @@ GRIDS = {"through x3": ("through", 3), "through x5": ("through", 5), "in-plane x
 def pick(manifest: Path, per_source: int) -> list[dict]:
     """Held-out rows of the manifest, at most ``per_source`` per repository, no two of one
     sequence on one grid (four runs of one protocol count once)."""
+    def big_enough(r: dict) -> bool:  # on the grid evaluated, a plane of at least 40²
+        dims = [int(n) for n in (r.get("native_matrix") or r["matrix"]).split("x")]
+        return sorted(dims)[1] >= 40
+
     rows = [r for r in csv.DictReader(open(manifest)) if r["split"] == "heldout"
-            and r["status"] == "ok"]
+            and r["status"] == "ok" and big_enough(r)]
     chosen = []
     for repo in dict.fromkeys(r["repository"] for r in rows):
         group = [r for r in rows if r["repository"] == repo]
@@ -75,7 +83,7 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     import medsr
     from medsr.consistency import SliceProfile, degrade_axes
     from medsr.evaluation import evaluate
-    from medsr.geometry import resampled_affine
+    from medsr.geometry import resampled_affine, spacing
     from medsr.metrics import body_mask
 
     src = medsr.load_volume(path)
@@ -121,7 +129,8 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
             base = r if name == "bspline" else base
             rec = {"source": row["repository"], "series": row["series"], "file": path.name,
                    "vendor": row["vendor"], "sequence": row["sequence"],
-                   "voxel_mm": row["voxel_mm"], "crop": list(truth.shape), "grid": grid,
+                   "voxel_mm": "x".join(f"{v:.3g}" for v in spacing(affine)),
+                   "crop": list(truth.shape), "grid": grid,
                    "factors": factors, "method": name,
                    "ran": pred.meta.get("medsr_method"), "psnr": r.psnr, "ssim": r.ssim,
                    "mae": r.mae, "gain_db": r.psnr - base.psnr if base else None,
@@ -170,7 +179,8 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = []
     for row in pick(args.manifest, args.per_source):
-        rows += run_volume(args.corpus / row["file"], row, methods, args)
+        rows += run_volume(args.corpus / (row.get("native_file") or row["file"]), row, methods,
+                           args)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": " ".join(f"{v:.2f}" for v in load),
                           "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),

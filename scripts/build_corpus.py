@@ -48,6 +48,8 @@ class Source:
     why: str = ""
     skip: list[str] = field(default_factory=list)  # regexes on the series folder: left out
     derived_ok: bool = False  # a real scan rewritten (defaced, re-encoded): DERIVED in header
+    nifti: str = ""  # sequence of the source's NIfTI files ("": NIfTI files are not read)
+    vendor: str = ""  # the scanner's maker where the header names a converter instead
 
 
 HELD_OUT_WHY = {
@@ -70,13 +72,14 @@ SOURCES = [
     Source("niivue/niivue-demo-images", ["dicom"], BSD2),
     Source("CIBC-Internal/Seg3DData", ["example_dicom"], "MIT"),
     Source("Medical-Image-Analysis-Laboratory/mialsuperresolutiontoolkit", ["data/sub-01/anat"],
-           "BSD-3-Clause"),
+           "BSD-3-Clause", nifti="T2 (HASTE, fetal)", vendor="Siemens (BIDS sidecar)"),
     Source("wasserth/TotalSegmentator", ["tests/reference_files/example_ct_dicom"],
            "Apache-2.0"),
     Source("neurolabusc/dcm_qa_philips", ["In"], BSD2, "heldout", why=HELD_OUT_WHY["philips"]),
     Source("neurolabusc/dcm_qa_polar", ["In"], BSD2, "heldout", why=HELD_OUT_WHY["polar"]),
     Source("datalad/example-dicom-structural", ["dicoms"], "PDDL-1.0", "heldout",
-           why=HELD_OUT_WHY["datalad"], derived_ok=True),  # defaced, then nifti2dicom
+           why=HELD_OUT_WHY["datalad"], derived_ok=True,  # defaced, then nifti2dicom
+           vendor="Philips (README; header: nifti2dicom)"),
     Source("datalad/example-dicom-functional", ["dicoms"], "PDDL-1.0", "heldout",
            why=HELD_OUT_WHY["datalad"]),
     Source("InsightSoftwareConsortium/ITKElastix", ["examples/data/00"], "Apache-2.0",
@@ -88,6 +91,49 @@ SOURCES = [
 DERIVED = {"DERIVED", "SECONDARY", "P", "PHASE", "ADC", "FA", "TRACEW", "MOSAIC_DERIVED"}
 #: the smallest matrix kept along each axis (localisers and single slices left out)
 MIN_SIZE = 8
+#: an in-plane axis whose spectral energy beyond half its Nyquist frequency is below this
+#: share was zero-filled (interpolated ×2 or more) by the scanner's reconstruction: the
+#: acquired 1 mm T1s and EPIs of the corpus hold 0.5-4 %, the zero-filled ones 0.05-0.35 %
+#: (MR only: a CT's spectrum is steep, 0.06-0.35 % on unfilled axes)
+ZERO_FILL_SHARE = 0.004
+
+
+def outer_energy(array, axis: int) -> float:
+    """Share of the (mean-removed) spectral energy along ``axis`` beyond half its Nyquist."""
+    import numpy as np
+
+    power = np.abs(np.fft.fft(array - array.mean(), axis=axis)) ** 2
+    power = np.moveaxis(power, axis, 0).reshape(array.shape[axis], -1).sum(1)
+    outer = np.abs(np.fft.fftfreq(array.shape[axis])) > 0.25
+    return float(power[outer].sum() / max(power.sum(), 1e-12))
+
+
+def unfill(array, affine, axes: list[int]):
+    """``array`` brought back to its acquired grid along zero-filled ``axes``: the central
+    half of k-space, sampled at the centres of voxel pairs (medsr's ×2 grid convention,
+    :func:`medsr.geometry.resampled_affine`). Returns (array, affine)."""
+    import numpy as np
+
+    from medsr.geometry import resampled_affine
+
+    for axis in axes:
+        n = array.shape[axis] // 2 * 2
+        a = np.take(array, np.arange(n), axis=axis)
+        k = np.fft.fftfreq(n) * n
+        shape = [1] * a.ndim
+        shape[axis] = n
+        spec = np.fft.fft(a, axis=axis) * np.exp(1j * np.pi * k / n).reshape(shape)
+        m = n // 2  # the central half of k-space, in FFT order (its Nyquist bin zero)
+        index = np.concatenate([np.arange(m // 2), [0], np.arange(n - m // 2 + 1, n)])
+        spec = np.take(spec, index, axis=axis)
+        where = [slice(None)] * a.ndim
+        where[axis] = m // 2
+        spec[tuple(where)] = 0
+        array = (np.fft.ifft(spec, axis=axis).real / 2).astype(np.float32)
+        factors = [1.0] * 3
+        factors[axis] = 2.0
+        affine = resampled_affine(affine, factors)
+    return array, affine
 
 
 def git_dir(mirrors: Path, repo: str) -> Path:
@@ -162,8 +208,8 @@ def contrast(ds, modality: str, bvalues: list[float]) -> str:
         return "CT"
     desc = _text(ds, "SeriesDescription", "ProtocolName", "SequenceName").lower()
     seq = _text(ds, "ScanningSequence", "SequenceName", "PulseSequenceName").upper()
-    epi = "EP" in seq.split("\\") or "EPI" in seq or re.search(r"ep2d|epi|fmri|bold|dti|dwi|diff|"
-                                                              r"fm_cv|rest|dt_", desc) is not None
+    epi = re.search(r"\bEP\b|EPFID|EPSE|EPI|EPSM", seq) is not None or re.search(
+        r"ep2d|epi|fmri|bold|func|dti|dwi|diff|fm_cv|rest|dt_", desc) is not None
     if epi:
         if bvalues and max(bvalues) > 0 or re.search(r"dti|dwi|diff|dt_", desc):
             return "DWI b0"
@@ -225,7 +271,7 @@ def build_source(src: Source, mirrors: Path, out: Path, scratch: Path, seen: set
     from tqdm import tqdm
 
     from medsr.geometry import spacing
-    from medsr.io import read_frames, save_volume
+    from medsr.io import make_frames, read_frames, save_volume, volume_frames
 
     gdir = git_dir(mirrors, src.repo)
     commit = src.commit or subprocess.run(["git", "-C", str(gdir), "rev-parse", "HEAD"],
@@ -233,9 +279,10 @@ def build_source(src: Source, mirrors: Path, out: Path, scratch: Path, seen: set
                                           ).stdout.strip()
     raw = scratch / "raw" / src.repo.replace("/", "+")
     extract(gdir, commit, src.paths, raw)
+    shutil.rmtree(out / src.split / src.repo.replace("/", "+"), ignore_errors=True)
     rows = []
     items: list[tuple[str, list[Path], object]] = []
-    for nii in sorted(raw.rglob("*.nii.gz")):
+    for nii in sorted(raw.rglob("*.nii.gz")) if src.nifti else []:
         items.append((str(nii.relative_to(raw)), [nii], None))
     for uid, entry in dicom_series(raw).items():
         folder = entry["files"][0].parent.relative_to(raw)
@@ -290,14 +337,27 @@ def build_source(src: Source, mirrors: Path, out: Path, scratch: Path, seen: set
         path = out / src.split / src.repo.replace("/", "+") / f"{name}.nii.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_volume(frames, path, force=True)
+        array, affine, source = volume_frames(frames)
+        shares = [outer_energy(array[0], a) for a in range(3)]
+        filled = [a for a in range(3) if shares[a] < ZERO_FILL_SHARE and shape[a] >= 2 * MIN_SIZE
+                  and modality != "CT"]  # CT is not zero-filled; its spectrum is steep
+        row["outer_energy_pct"] = " ".join(f"{100 * v:.2f}" for v in shares)
+        row["zero_filled_axes"] = " ".join(map(str, filled))
+        if filled:  # the acquired grid: the truth a network should learn and be judged on
+            native, native_affine = unfill(array[0], np.asarray(affine, dtype=np.float64), filled)
+            npath = path.parent / "native" / path.name
+            npath.parent.mkdir(exist_ok=True)
+            save_volume(make_frames(native, native_affine, source), npath, force=True)
+            row["native_file"] = str(npath.relative_to(out))
+            row["native_matrix"] = "x".join(map(str, native.shape))
         hdr = ds if ds is not None else {}
         row.update({
             "status": "ok", "reader": reader, "file": str(path.relative_to(out)),
             "modality": modality,
-            "vendor": _text(hdr, "Manufacturer") if ds is not None else "Siemens (BIDS json)",
+            "vendor": src.vendor or _text(hdr, "Manufacturer"),
             "model": _text(hdr, "ManufacturerModelName"),
             "field_T": _text(hdr, "MagneticFieldStrength"),
-            "sequence": contrast(hdr, modality, bvals) if ds is not None else "T2 (HASTE, fetal)",
+            "sequence": contrast(hdr, modality, bvals) if ds is not None else src.nifti,
             "volumes_in_series": max(len(bvals), 1) if bvals else "",
             "b_value": min(bvals) if bvals else "",
             "matrix": "x".join(map(str, shape)),
@@ -308,7 +368,8 @@ def build_source(src: Source, mirrors: Path, out: Path, scratch: Path, seen: set
 
 
 COLUMNS = ["split", "repository", "commit", "series", "file", "status", "reader", "modality",
-           "vendor", "model", "field_T", "sequence", "b_value", "matrix", "voxel_mm", "licence",
+           "vendor", "model", "field_T", "sequence", "b_value", "matrix", "voxel_mm",
+           "outer_energy_pct", "zero_filled_axes", "native_file", "native_matrix", "licence",
            "series_uid", "medsr_refusal"]
 
 
@@ -334,7 +395,7 @@ def train_mix(rows: list[dict], out: Path, cap: int) -> int:
                     chosen.append(kinds[k].pop(0))
         for r in chosen:
             r["in_mr_mix"] = "yes"
-            target = out / r["file"]
+            target = out / (r.get("native_file") or r["file"])
             (mix / target.name).symlink_to(target)
             count += 1
     return count
