@@ -55,12 +55,15 @@ def pick(manifest: Path, per_source: int) -> list[dict]:
     return chosen
 
 
-def axes_of(affine: np.ndarray) -> tuple[int, int]:
-    """(slice axis: the coarsest, the last on ties; the finest other axis)."""
+def axes_of(affine: np.ndarray, stored: str) -> tuple[int, int]:
+    """(slice axis: the coarsest of the stored grid ``stored`` ("AxBxC" mm; the last on
+    ties), so a zero-filled plane brought back to its acquired grid stays the plane; the
+    finest other axis on the grid evaluated)."""
     from medsr.geometry import spacing
 
     d = spacing(affine)
-    slice_axis = max(range(3), key=lambda a: (round(d[a], 2), a))
+    first = [float(v) for v in stored.split("x")]
+    slice_axis = max(range(3), key=lambda a: (round(first[a], 2), a))
     plane = [a for a in range(3) if a != slice_axis]
     return slice_axis, min(plane, key=lambda a: (round(d[a], 2), a))
 
@@ -89,7 +92,7 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     src = medsr.load_volume(path)
     affine = src.affine.numpy().astype(np.float64)
     modality = row["modality"]
-    slice_axis, thin_axis = axes_of(affine)
+    slice_axis, thin_axis = axes_of(affine, row["voxel_mm"])
     index = crop(src[0].numpy(), slice_axis, args.max_inplane, args.max_slices)
     full = src[0].numpy()[index].astype(np.float32)
     affine = affine.copy()

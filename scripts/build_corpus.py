@@ -401,6 +401,26 @@ def train_mix(rows: list[dict], out: Path, cap: int) -> int:
     return count
 
 
+def fill_card(model: Path, manifest: Path) -> int:
+    """Name every corpus series a model learned from in its ``card.json`` (``ship_model.py``
+    knows the packaged volumes only): repository@commit, series, scanner, sequence, licence.
+    Returns how many entries it filled."""
+    card_path = model / "card.json"
+    card = json.loads(card_path.read_text())
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(open(manifest)) if r.get("file")}
+    filled = 0
+    for entry in card.get("training_data", []):
+        r = rows.get(entry["file"])
+        if r is not None:
+            entry["source"] = (f"{r['repository']}@{r['commit'][:7]} {r['series']}; {r['vendor']} "
+                               f"{r['model']}; {r['sequence']}, {r['matrix']} at {r['voxel_mm']} mm"
+                               + (" (acquired grid: zero-filled axes undone)"
+                                  if r.get("native_file") else "") + f"; {r['licence']}")
+            filled += 1
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return filled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
@@ -408,7 +428,12 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("docs/corpus_manifest.csv"))
     parser.add_argument("--only", nargs="*", help="repositories to (re)build; default: all")
     parser.add_argument("--train-cap", type=int, default=3)
+    parser.add_argument("--card", type=Path, help="only fill this model's card.json from the "
+                        "manifest (the corpus series it learned from), then stop")
     args = parser.parse_args()
+    if args.card:
+        print(f"{args.card}: {fill_card(args.card, args.manifest)} corpus series named")
+        return
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "_scratch"
