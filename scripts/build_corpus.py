@@ -9,6 +9,10 @@ writes it as NIfTI under ``OUT/<split>/<source>/``. The manifest (one row per vo
 repository and commit, series, vendor, field strength, sequence, matrix, voxel size, licence,
 split) goes to ``--manifest`` (CSV, committed) and ``OUT/manifest.json``.
 
+An MR axis the scanner zero-filled (almost no spectral energy beyond half its Nyquist) is
+also written on its acquired grid (``native/``): training and benchmarks use that copy.
+``--card MODEL`` names the corpus series a trained model learned from in its ``card.json``.
+
 The split is by source: a held-out source shares no repository (and, as far as the headers and
 READMEs tell, no subject) with the training sources. ``OUT/train_mr_mix/`` gets symlinks to at
 most ``--train-cap`` MR volumes per training source (the samplers draw volumes uniformly, so one
