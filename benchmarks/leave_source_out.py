@@ -1,0 +1,204 @@
+"""Leave-source-out evaluation (issue #31): the held-out sources of the corpus built by
+``scripts/build_corpus.py`` (sources no shipped or candidate model trained on), each degraded
+on every grid a request may have and brought back by cubic B-spline, by the default route
+(``medsr.upscale`` with no method flag) and, when given, by a candidate model.
+
+Grids (as ``benchmarks/grids_eval.py`` makes them): through-plane ×3 and ×5 (slab averages of
+f thin slices along the finest in-plane axis, where the truth is thin), in-plane ×2 (MR: the
+central half of k-space along both in-plane axes; CT: 2×2 pixel boxes). PSNR over the volume
+(data range: MR 0 to the 99.5th percentile, CT −1024…3071 HU), SSIM over slices, MAE inside
+the body mask (:func:`medsr.metrics.body_mask`), all through :func:`medsr.evaluation.evaluate`.
+A volume the scanner zero-filled (interpolated) in-plane is read on its acquired grid
+(``native_file`` of the manifest): on the interpolated grid the truth holds no detail beyond
+half its Nyquist frequency, so an in-plane ×2 k-space copy would lose nothing and every method
+would look better than it is. Each volume is cropped about its centre (``--max-inplane``,
+``--max-slices``) to bound the runtime on a CPU; at most ``--per-source`` volumes per source
+(no two of one sequence and grid).
+
+Usage::
+
+    python scripts/build_corpus.py            # the corpus and docs/corpus_manifest.csv
+    python benchmarks/leave_source_out.py --corpus /work/data/corpus \\
+        [--candidate runs/mr-corpus] [--candidate-inplane runs/mr-inplane-corpus] \\
+        --name leave_source_out_v06
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+GRIDS = {"through x3": ("through", 3), "through x5": ("through", 5), "in-plane x2": ("in", 2)}
+
+
+def pick(manifest: Path, per_source: int) -> list[dict]:
+    """Held-out rows of the manifest, at most ``per_source`` per repository, no two of one
+    sequence on one grid (four runs of one protocol count once)."""
+    def big_enough(r: dict) -> bool:  # on the grid evaluated, a plane of at least 40²
+        dims = [int(n) for n in (r.get("native_matrix") or r["matrix"]).split("x")]
+        return sorted(dims)[1] >= 40
+
+    rows = [r for r in csv.DictReader(open(manifest)) if r["split"] == "heldout"
+            and r["status"] == "ok" and big_enough(r)]
+    chosen = []
+    for repo in dict.fromkeys(r["repository"] for r in rows):
+        group = [r for r in rows if r["repository"] == repo]
+        distinct = {(r["sequence"], r["matrix"], r["voxel_mm"]): r for r in reversed(group)}
+        chosen += list(distinct.values())[::-1][:per_source]
+    return chosen
+
+
+def axes_of(affine: np.ndarray, stored: str) -> tuple[int, int]:
+    """(slice axis: the coarsest of the stored grid ``stored`` ("AxBxC" mm; the last on
+    ties), so a zero-filled plane brought back to its acquired grid stays the plane; the
+    finest other axis on the grid evaluated)."""
+    from medsr.geometry import spacing
+
+    d = spacing(affine)
+    first = [float(v) for v in stored.split("x")]
+    slice_axis = max(range(3), key=lambda a: (round(first[a], 2), a))
+    plane = [a for a in range(3) if a != slice_axis]
+    return slice_axis, min(plane, key=lambda a: (round(d[a], 2), a))
+
+
+def crop(array: np.ndarray, slice_axis: int, max_inplane: int, max_slices: int) -> tuple:
+    """Index slices of a centred crop."""
+    index = []
+    for a, n in enumerate(array.shape):
+        keep = min(n, max_slices if a == slice_axis else max_inplane)
+        start = (n - keep) // 2
+        index.append(slice(start, start + keep))
+    return tuple(index)
+
+
+def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[dict]:
+    """Every grid of one held-out volume by every method."""
+    import torch
+    from monai.data import MetaTensor
+
+    import medsr
+    from medsr.consistency import SliceProfile, degrade_axes
+    from medsr.evaluation import evaluate
+    from medsr.geometry import resampled_affine, spacing
+    from medsr.metrics import body_mask
+
+    src = medsr.load_volume(path)
+    affine = src.affine.numpy().astype(np.float64)
+    modality = row["modality"]
+    slice_axis, thin_axis = axes_of(affine, row["voxel_mm"])
+    index = crop(src[0].numpy(), slice_axis, args.max_inplane, args.max_slices)
+    full = src[0].numpy()[index].astype(np.float32)
+    affine = affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in index], dtype=np.float64)
+    plane = [a for a in range(3) if a != slice_axis]
+    out = []
+    for grid, (kind, f) in GRIDS.items():
+        factors = [1, 1, 1]
+        for a in ([thin_axis] if kind == "through" else plane):
+            factors[a] = f
+        truth = full[tuple(slice(0, n // k * k) for n, k in zip(full.shape, factors))]
+        ops = [(a, k, SliceProfile("sinc") if kind == "in" and modality == "MR"
+                else SliceProfile("box", 1.0)) for a, k in enumerate(factors) if k > 1]
+        low = degrade_axes(truth, ops)
+        low_affine = resampled_affine(affine, [float(k) for k in factors])
+        gt = MetaTensor(torch.from_numpy(np.ascontiguousarray(truth))[None],
+                        affine=torch.as_tensor(affine))
+        mask = body_mask(truth, modality)[0]
+        lo, hi = (-1024.0, 3071.0) if modality == "CT" else \
+            (0.0, float(np.percentile(truth, 99.5)))
+        base = None
+        for name, kw in methods.items():
+            if kind == "through" and kw.get("_inplane_only") or \
+                    kind == "in" and kw.get("_through_only"):
+                continue
+            call = {k: v for k, v in kw.items() if not k.startswith("_")}
+            t0 = time.perf_counter()
+            lr = MetaTensor(torch.from_numpy(np.ascontiguousarray(low, dtype=np.float32))[None],
+                            affine=torch.as_tensor(low_affine))
+            try:
+                pred = medsr.upscale(lr, tuple(factors), modality=modality, device="cpu", **call)
+            except medsr.MedsrError as err:
+                print(f"{path.name} {grid} {name}: {err}", flush=True)
+                continue
+            seconds = time.perf_counter() - t0
+            r = evaluate(pred, gt, mask=mask, data_range=(lo, hi), axis=slice_axis)
+            base = r if name == "bspline" else base
+            rec = {"source": row["repository"], "series": row["series"], "file": path.name,
+                   "vendor": row["vendor"], "sequence": row["sequence"],
+                   "voxel_mm": "x".join(f"{v:.3g}" for v in spacing(affine)),
+                   "crop": list(truth.shape), "grid": grid,
+                   "factors": factors, "method": name,
+                   "ran": pred.meta.get("medsr_method"), "psnr": r.psnr, "ssim": r.ssim,
+                   "mae": r.mae, "gain_db": r.psnr - base.psnr if base else None,
+                   "ssim_gain": r.ssim - base.ssim if base else None,
+                   "seconds": round(seconds, 1)}
+            out.append(rec)
+            print(f"{row['repository'].split('/')[1][:22]:<22} {path.name[:40]:<40} {grid:<12} "
+                  f"{name:<10} {str(rec['ran'])[:26]:<26} PSNR {r.psnr:6.2f} "
+                  f"({rec['gain_db'] or 0:+.2f}) SSIM {r.ssim:.4f} MAE {r.mae:8.2f} "
+                  f"{seconds:5.1f} s", flush=True)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| source | series (vendor, sequence, voxel mm; crop) | grid | method (route taken) | "
+             "PSNR (Δ B-spline) | SSIM (Δ) | MAE body |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['source']} | {r['series']} ({r['vendor']}, {r['sequence']}, {r['voxel_mm']}; "
+            f"{'×'.join(map(str, r['crop']))}) | {r['grid']} | {r['method']} ({r['ran']}) | "
+            f"{r['psnr']:.2f} ({r['gain_db']:+.2f}) | {r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | "
+            f"{r['mae']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("/work/data/corpus"))
+    parser.add_argument("--manifest", type=Path, default=Path("docs/corpus_manifest.csv"))
+    parser.add_argument("--candidate", type=Path, help="a through-plane model folder")
+    parser.add_argument("--candidate-inplane", type=Path, help="an in-plane model folder")
+    parser.add_argument("--per-source", type=int, default=3)
+    parser.add_argument("--max-inplane", type=int, default=192)
+    parser.add_argument("--max-slices", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="leave_source_out_v06")
+    args = parser.parse_args()
+    methods: dict[str, dict] = {"bspline": {"method": "bspline"}, "default": {}}
+    if args.candidate:
+        methods["candidate"] = {"model": str(args.candidate), "_through_only": True}
+    if args.candidate_inplane:
+        methods["candidate in-plane"] = {"model": str(args.candidate_inplane),
+                                         "_inplane_only": True}
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    rows = []
+    for row in pick(args.manifest, args.per_source):
+        rows += run_volume(args.corpus / (row.get("native_file") or row["file"]), row, methods,
+                           args)
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load_before": " ".join(f"{v:.2f}" for v in load),
+                          "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+                          "seconds": round(time.perf_counter() - t0)},
+              "candidate": str(args.candidate or ""), "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (args.out / f"{args.name}.md").write_text(table(rows) + "\n")
+    with open(args.out / f"{args.name}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, [k for k in rows[0] if k not in ("factors",)],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
