@@ -1,0 +1,173 @@
+"""The common grid of several stacks: their shared (or joint) extent, on isotropic voxels in
+the reference stack's orientation, and resampling onto it under a rigid transform.
+
+Extents are compared in the reference stack's axes: each stack's box (its voxels' outer
+faces, index ``-0.5 .. n - 0.5``) is bounded by an axis-aligned box there, and the grid covers
+their intersection (``"common"``) or their union. For orthogonal stacks those boxes are exact;
+for an oblique stack the bound is looser than its box, and the voxels of the grid that it does
+not see are left to the other stacks (each stack's data term counts only the voxels it sees,
+:mod:`medsr.fusion.operators`).
+
+Transforms are 4×4 RAS matrices that map a point of a stack's world (where its header puts it)
+to the reference's world: the identity means the header is right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medsr.errors import MedsrError
+from medsr.geometry import spacing as voxel_size
+
+EXTENTS = ("common", "union")
+#: the common extent must be at least this many grid voxels along every axis
+MIN_VOXELS = 4
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: ``shape`` ``(X, Y, Z)`` and its RAS voxel-to-world ``affine``."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return voxel_size(self.affine)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def directions(affine: np.ndarray) -> np.ndarray:
+    """The unit column directions (3×3) of an affine."""
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return a / np.linalg.norm(a, axis=0)
+
+
+def corners(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (8×3) of the outer corners of a grid's voxels."""
+    idx = np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
+                    for k in (-0.5, shape[2] - 0.5)])
+    a = np.asarray(affine, dtype=np.float64)
+    return idx @ a[:3, :3].T + a[:3, 3]
+
+
+def stack_box(shape: Sequence[int], affine: np.ndarray, axes: np.ndarray,
+              transform: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` (mm) of a stack's box along the unit columns of ``axes``, after
+    ``transform`` (stack world -> reference world)."""
+    pts = corners(shape, affine)
+    if transform is not None:
+        t = np.asarray(transform, dtype=np.float64)
+        pts = pts @ t[:3, :3].T + t[:3, 3]
+    u = pts @ axes
+    return u.min(axis=0), u.max(axis=0)
+
+
+def centre_of(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World (RAS) position of a grid's centre."""
+    a = np.asarray(affine, dtype=np.float64)
+    return a[:3, :3] @ ((np.asarray(shape, dtype=np.float64) - 1) / 2) + a[:3, 3]
+
+
+def default_spacing(affines: Sequence[np.ndarray]) -> float:
+    """The finest in-plane spacing of the stacks (each stack's smallest voxel size)."""
+    return float(min(voxel_size(a).min() for a in affines))
+
+
+def common_grid(shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray], *,
+                spacing: Sequence[float] | float | None = None, extent: str = "common",
+                reference: int = 0, transforms: Sequence[np.ndarray] | None = None,
+                names: Sequence[str] | None = None) -> Grid:
+    """The grid the stacks are fused on.
+
+    Args:
+        shapes, affines: each stack's ``(X, Y, Z)`` and RAS affine.
+        spacing: mm, one number (isotropic) or one per grid axis; default the finest
+            in-plane spacing of the stacks.
+        extent: ``"common"`` (the part every stack covers) or ``"union"``.
+        reference: the stack whose orientation (axis directions and order) the grid takes.
+        transforms: each stack's rigid transform (stack world -> reference world).
+        names: the stacks' names, for the error message.
+
+    Raises:
+        MedsrError: unknown extent, bad spacing, or stacks whose fields of view do not
+            overlap (the common extent is under :data:`MIN_VOXELS` voxels along an axis).
+    """
+    if extent not in EXTENTS:
+        raise MedsrError(f"unknown extent {extent!r}; choose one of {', '.join(EXTENTS)}")
+    sp = np.broadcast_to(np.asarray(default_spacing(affines) if spacing is None else spacing,
+                                    dtype=np.float64), (3,)).copy()
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise MedsrError(f"the spacing must be positive, got {list(np.ravel(spacing))}")
+    axes = directions(affines[reference])
+    boxes = [stack_box(s, a, axes, None if transforms is None else transforms[i])
+             for i, (s, a) in enumerate(zip(shapes, affines))]
+    lows, highs = np.array([b[0] for b in boxes]), np.array([b[1] for b in boxes])
+    if extent == "common":
+        lo, hi = lows.max(axis=0), highs.min(axis=0)
+        short = (hi - lo) < MIN_VOXELS * sp
+        if np.any(short):
+            labels = list(names) if names is not None else [f"stack {i + 1}"
+                                                             for i in range(len(shapes))]
+            worst = int(np.argmax(short * (MIN_VOXELS * sp - (hi - lo))))
+            a, b = int(np.argmax(lows[:, worst])), int(np.argmin(highs[:, worst]))
+            raise MedsrError(
+                f"the stacks' fields of view do not overlap: {labels[a]} starts "
+                f"{lows[a, worst] - highs[b, worst]:.1f} mm beyond the end of {labels[b]} "
+                f"along the reference's array axis {worst} (stacks of one subject and session "
+                "are needed; or pass --extent union)"
+                if lows[a, worst] >= highs[b, worst] else
+                f"the stacks' fields of view overlap by only {hi[worst] - lo[worst]:.1f} mm "
+                f"along the reference's array axis {worst} (stacks of one subject and session "
+                "are needed; or pass --extent union)")
+    else:
+        lo, hi = lows.min(axis=0), highs.max(axis=0)
+    shape = np.maximum(1, np.round((hi - lo) / sp - 1e-6)).astype(int)
+    first = (lo + hi) / 2 - (shape - 1) / 2 * sp  # centred on the extent
+    affine = np.eye(4)
+    affine[:3, :3] = axes * sp
+    affine[:3, 3] = axes @ first
+    return Grid((int(shape[0]), int(shape[1]), int(shape[2])), affine)
+
+
+def index_map(grid_affine: np.ndarray, stack_affine: np.ndarray,
+              transform: np.ndarray | None = None) -> np.ndarray:
+    """4×4 map from a stack's voxel index to the grid's voxel index (through the stack's
+    rigid transform)."""
+    t = np.eye(4) if transform is None else np.asarray(transform, dtype=np.float64)
+    return np.linalg.solve(np.asarray(grid_affine, dtype=np.float64),
+                           t @ np.asarray(stack_affine, dtype=np.float64))
+
+
+def resample_onto(array: np.ndarray, affine: np.ndarray, grid: Grid,
+                  transform: np.ndarray | None = None, method: str = "bspline",
+                  outside: float = 0.0) -> np.ndarray:
+    """A stack (or any volume) on the grid: ``out[g] = array`` at the stack point that the
+    transform carries onto grid voxel ``g``; cubic B-spline or linear (SimpleITK, in index
+    space); ``outside`` where the point falls off the stack (beyond half a voxel)."""
+    import SimpleITK as sitk
+
+    interpolators = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear,
+                     "nearest": sitk.sitkNearestNeighbor}
+    # grid index -> stack index
+    m = np.linalg.inv(index_map(grid.affine, affine, transform))
+    # sitk images in index space, axes reversed to (Z, Y, X) arrays: identity geometry
+    source = sitk.GetImageFromArray(np.ascontiguousarray(
+        np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(m[:3, :3].ravel().tolist())
+    tx.SetTranslation(m[:3, 3].tolist())
+    f = sitk.ResampleImageFilter()
+    f.SetSize([int(s) for s in grid.shape])
+    f.SetTransform(tx)
+    f.SetInterpolator(interpolators[method])
+    f.SetDefaultPixelValue(float(outside))
+    f.SetOutputPixelType(sitk.sitkFloat32)
+    out = f.Execute(source)
+    return np.ascontiguousarray(sitk.GetArrayViewFromImage(out).transpose(2, 1, 0))
