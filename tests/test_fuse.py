@@ -181,3 +181,64 @@ def test_joint_solve_reproduces_every_stack_and_beats_each_bspline():
     assert max(info.residual_rms) < 1e-3 * peak < min(info.start_rms)
     best = max(psnr(b, x, peak) for b in splines)
     assert psnr(fused.numpy(), x, peak) > best + 4  # 28.1 against 23.1 dB
+
+
+# registration ---------------------------------------------------------------------------------
+def _frames(array: np.ndarray, affine: np.ndarray, name: str):
+    from medsr.io import SourceInfo, make_frames
+
+    return make_frames(array, affine, SourceInfo("nifti", f"/data/{name}.nii.gz", "float32",
+                                                 "MR"))
+
+
+def _moved_stacks(x: np.ndarray, motions):
+    names = ("ax", "cor", "sag")
+    return [_frames(*thick_stack(x, truth_affine(), axis, 3, m), name)
+            for axis, m, name in zip((2, 1, 0), motions, names)]
+
+
+def _rotation_error(found: np.ndarray, true: np.ndarray, centre: np.ndarray
+                    ) -> tuple[float, float]:
+    err = np.linalg.inv(true) @ found
+    degrees = np.degrees(np.arccos(np.clip((np.trace(err[:3, :3]) - 1) / 2, -1, 1)))
+    return float(degrees), float(np.linalg.norm(err[:3, :3] @ centre + err[:3, 3] - centre))
+
+
+def test_registration_recovers_a_known_rigid_motion(caplog):
+    from medsr.fusion.fuse import fuse
+
+    x = blobs((64, 60, 57))
+    centre = centre_of(x.shape, truth_affine())
+    motions = [None, rigid((3.0, -2.0, 2.5), (1.5, -2.0, 1.0), centre),
+               rigid((-2.5, 2.0, -3.0), (-2.0, 1.0, 2.5), centre)]
+    with caplog.at_level("INFO", logger="medsr"):
+        out = fuse(_moved_stacks(x, motions), prior="none", iterations=5)
+    records = out.meta["medsr_fuse"]["stacks"]
+    assert records[0]["registration"] == {"matrix_ras": np.eye(4).tolist(), "reference": True}
+    for record, motion in zip(records[1:], motions[1:]):
+        reg = record["registration"]
+        degrees, mm = _rotation_error(np.asarray(reg["matrix_ras"]), motion, centre)
+        assert degrees < 0.3 and mm < 0.3, (record["name"], degrees, mm)
+        assert 4 < reg["rotation_deg"] < 5 and reg["correlation"] > reg["correlation_before"]
+        assert f"{record['name']}: registered to ax.nii.gz: rotation" in caplog.text
+    assert record["left_out"] is None
+
+
+def test_a_stack_that_does_not_register_is_left_out_with_one_line(caplog):
+    from medsr.fusion.fuse import fuse
+
+    x = blobs((48, 45, 42))
+    stacks = _moved_stacks(x, [None, None, None])
+    other = blobs((48, 45, 42), seed=9)  # another subject where the sagittal stack should be
+    stacks[2] = _frames(*thick_stack(other[::-1].copy(), truth_affine(), 0, 3), "sag")
+    with caplog.at_level("WARNING", logger="medsr"):
+        out = fuse(stacks, prior="none", iterations=5)
+    lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("sag.nii.gz left out: it does not register")
+    assert "\n" not in lines[0]
+    records = out.meta["medsr_fuse"]["stacks"]
+    assert records[2]["left_out"].startswith("it does not register")
+    assert records[1]["left_out"] is None and "consistency_psnr" in records[1]
+    assert out.meta["medsr_method"] == "fuse 2 stacks, no prior"
+    with pytest.raises(MedsrError, match="fewer than two stacks are left"):
+        fuse([stacks[0], stacks[2]], prior="none", iterations=5)
