@@ -62,10 +62,13 @@ def test_grid_covers_the_common_extent_at_the_finest_in_plane_spacing():
                                                                      sag[1]]
     grid = common_grid(shapes, affines)
     assert np.allclose(grid.spacing, 1.0)
+    assert np.allclose(grid.affine[:3, 3], ORIGIN)  # on the first stack's lattice
     assert np.allclose(grid.affine[:3, :3], np.eye(3))  # the first stack's orientation
     assert grid.shape == (30, 28, 24)  # the sagittal stack: 10 slices of 3 mm
     union = common_grid(shapes, affines, extent="union")
-    assert union.shape == (32, 42, 36)  # its 28 × 24 pixels of 1.5 mm
+    # its 28 × 24 pixels of 1.5 mm start half a millimetre off the axial stack's lattice
+    assert union.shape == (32, 43, 37)
+    assert np.allclose(union.affine[:3, 3], ORIGIN - [0, 1, 1])
     assert np.allclose(common_grid(shapes, affines, spacing=2.0).spacing, 2.0)
     # a coronal reference: the grid's axes are the coronal stack's
     grid_c = common_grid(shapes, affines, reference=1)
@@ -242,3 +245,100 @@ def test_a_stack_that_does_not_register_is_left_out_with_one_line(caplog):
     assert out.meta["medsr_method"] == "fuse 2 stacks, no prior"
     with pytest.raises(MedsrError, match="fewer than two stacks are left"):
         fuse([stacks[0], stacks[2]], prior="none", iterations=5)
+
+
+# the command line -----------------------------------------------------------------------------
+def _write(frames, path):
+    from medsr.io import save_volume
+
+    save_volume(frames, path)
+    return path
+
+
+@pytest.fixture
+def stack_files(tmp_path):
+    x = blobs((48, 45, 42))
+    centre = centre_of(x.shape, truth_affine())
+    stacks = _moved_stacks(x, [None, rigid((2.0, -1.5, 1.0), (1.0, -1.0, 0.5), centre), None])
+    return [_write(s, tmp_path / f"{n}.nii.gz") for s, n in zip(stacks, ("ax", "cor", "sag"))]
+
+
+def run(*args):
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, text):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_fuses_writes_atomically_and_keeps_the_transforms(stack_files, tmp_path):
+    import json
+
+    import nibabel as nib
+
+    out = tmp_path / "fused.nii.gz"
+    result = run("fuse", *stack_files, "-o", out, "--prior", "none", "--iterations", 5,
+                 "--metadata", tmp_path / "fused.json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("  ax.nii.gz: reference; re-degraded fused vs stack")
+    assert lines[1].startswith("  cor.nii.gz: registered 2.")
+    # the moved coronal stack, shifted 1 mm along x, narrows the common extent by a voxel
+    assert lines[-1].startswith("3 stacks -> 47×45×42 at 1×1×1 mm (fuse 3 stacks, no prior; 5 "
+                                "iterations, the iteration limit;")
+    img = nib.load(str(out))
+    assert img.shape == (47, 45, 42) and np.allclose(img.affine[:3, :3], np.eye(3))
+    assert np.allclose(img.affine[:3, 3], ORIGIN + [1, 0, 0])  # on the axial stack's lattice
+    note = bytes(img.header.extensions[0].get_content()).decode()
+    assert note.startswith("medsr fuse 3 stacks") and "cor.nii.gz 2." in note
+    record = json.loads((tmp_path / "fused.json").read_text())
+    assert [s["name"] for s in record["stacks"]] == ["ax.nii.gz", "cor.nii.gz", "sag.nii.gz"]
+    assert len(record["stacks"][1]["registration"]["matrix_ras"]) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ax.nii.gz", "cor.nii.gz", "sag.nii.gz", "fused.nii.gz", "fused.json"])  # no leftovers
+    assert_one_line_error(run("fuse", *stack_files, "-o", out), "exists; pass --force")
+    result = run("fuse", *stack_files[:2], "-o", out, "--prior", "none", "--iterations", 2,
+                 "--no-register", "--isotropic", 2, "--force")
+    assert result.exit_code == 0, result.output
+    assert nib.load(str(out)).shape == (24, 22, 21)
+    assert "cor.nii.gz: header position" in result.stdout
+
+
+def test_cli_refuses_bad_input_in_one_line(stack_files, tmp_path):
+    import nibabel as nib
+
+    out = tmp_path / "fused.nii.gz"
+    assert_one_line_error(run("fuse", stack_files[0], "-o", out), "two stacks or more, got 1")
+    far = nib.load(str(stack_files[1]))
+    moved = far.affine.copy()
+    moved[:3, 3] += [0, 0, 300]
+    nib.Nifti1Image(np.asarray(far.dataobj), moved).to_filename(str(tmp_path / "far.nii.gz"))
+    assert_one_line_error(run("fuse", stack_files[0], tmp_path / "far.nii.gz", "-o", out),
+                          "fields of view do not overlap")
+    four = np.stack([np.asarray(nib.load(str(stack_files[1])).dataobj)] * 3, axis=-1)
+    nib.Nifti1Image(four, far.affine).to_filename(str(tmp_path / "4d.nii.gz"))
+    assert_one_line_error(run("fuse", stack_files[0], tmp_path / "4d.nii.gz", "-o", out),
+                          "4d.nii.gz is 4D (3 volumes")
+    assert_one_line_error(run("fuse", *stack_files, "-o", tmp_path / "x.txt"),
+                          "cannot tell the output format")
+    assert_one_line_error(run("fuse", *stack_files, "-o", stack_files[0], "--force"),
+                          "would overwrite the input")
+    assert not out.exists()
+
+
+def test_api_fuse_is_exported_and_refuses_one_stack(stack_files):
+    import medsr
+
+    with pytest.raises(MedsrError, match="two stacks or more, got 1"):
+        medsr.fuse(stack_files[0])
+    with pytest.raises(MedsrError, match="unknown prior"):
+        medsr.fuse(stack_files, prior="tv")
+    out = medsr.fuse(stack_files, prior="none", iterations=3, registration=False)
+    assert tuple(out.shape) == (1, 48, 45, 42) and "medsr_fuse" in out.meta

@@ -291,7 +291,8 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     if len(kept) < 2:
         raise MedsrError("fewer than two stacks are left after registration: "
                          + "; ".join(f"{s.name}: {s.left_out}" for s in items if s.left_out))
-    ref_index = kept.index(items[reference])
+    ref = items[reference]
+    ref_index = kept.index(ref)
     grid = common_grid([s.array.shape for s in kept], [s.affine for s in kept],
                        spacing=grid_spacing, extent=extent, reference=ref_index,
                        transforms=[s.transform for s in kept], names=[s.name for s in kept])
@@ -351,14 +352,13 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
                     f", residual {noise:.2f}× its noise sd {s.noise_sd:.3g}" if noise else "")
     logger.info("joint solve: %d iterations (%s)", info.iterations, info.stopped)
     out = x.numpy()
-    ref = items[reference]
     result = make_frames(out, grid.affine, ref.frames.source)
     psnrs = [s.summary["consistency_psnr"] for s in kept]
     result.meta.update({
         "medsr_method": f"fuse {len(kept)} stacks, {'learned' if learned else 'no'} prior",
         "medsr_consistency_psnr": min(psnrs),
         "medsr_fuse": {
-            "stacks": [_stack_record(s, grid) for s in items],
+            "stacks": [_stack_record(s, s is ref) for s in items],
             "reference": ref.name, "prior": prior, "modality": kind, "extent": extent,
             "grid": {"shape": list(grid.shape), "spacing_mm": [round(float(v), 6)
                                                                 for v in grid.spacing]},
@@ -386,7 +386,7 @@ def _outliers(kept: Sequence[Stack], rms: Sequence[float]) -> list[Stack]:
     return out if len(kept) - len(out) >= 2 else []
 
 
-def _stack_record(stack: Stack, grid: Grid) -> dict:
+def _stack_record(stack: Stack, reference: bool) -> dict:
     record = {"name": stack.name, "shape": list(stack.array.shape),
               "spacing_mm": [round(float(v), 6) for v in voxel_size(stack.affine)],
               "thick_axis": stack.thick_axis, "noise_sd": round(stack.noise_sd, 6),
@@ -394,8 +394,9 @@ def _stack_record(stack: Stack, grid: Grid) -> dict:
     if stack.registration is not None:
         record["registration"] = stack.registration.as_dict(
             centre_of(stack.array.shape, stack.affine))
-    else:
-        record["registration"] = {"matrix_ras": np.eye(4).tolist(), "reference": True}
+    else:  # the reference, or every stack where their headers are trusted
+        record["registration"] = {"matrix_ras": np.eye(4).tolist(),
+                                  "reference" if reference else "header": True}
     for key, value in stack.summary.items():
         record[key] = round(value, 4) if isinstance(value, float) and math.isfinite(value) \
             else value

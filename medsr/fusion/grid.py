@@ -128,8 +128,18 @@ def common_grid(shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray], 
                 "are needed; or pass --extent union)")
     else:
         lo, hi = lows.min(axis=0), highs.max(axis=0)
-    shape = np.maximum(1, np.round((hi - lo) / sp - 1e-6)).astype(int)
-    first = (lo + hi) / 2 - (shape - 1) / 2 * sp  # centred on the extent
+    # voxel faces on the reference's own (the first one's, then every spacing), so that at
+    # its spacing its samples need no interpolation; the common extent keeps the voxels inside
+    # it, the union covers it all
+    ref = np.asarray(affines[reference], dtype=np.float64)
+    edge = axes.T @ ref[:3, 3] - voxel_size(ref) / 2
+    a, b = (lo - edge) / sp, (hi - edge) / sp  # the extent's ends, in voxels from that face
+    if extent == "common":
+        k0, k1 = np.ceil(a - 1e-6), np.floor(b + 1e-6) - 1
+    else:
+        k0, k1 = np.floor(a + 1e-6), np.ceil(b - 1e-6) - 1
+    shape = np.maximum(1, k1 - k0 + 1).astype(int)
+    first = edge + (k0 + 0.5) * sp
     affine = np.eye(4)
     affine[:3, :3] = axes * sp
     affine[:3, 3] = axes @ first

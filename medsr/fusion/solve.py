@@ -113,7 +113,7 @@ def solve(ops: Sequence[StackOperator], stacks: Sequence[torch.Tensor], *,
     p = r.clone()
     rr = _dot(r, r)
     r0 = math.sqrt(rr) or 1.0
-    stopped, done = f"{iterations} iterations", 0
+    stopped, done = "the iteration limit", 0
     for i in range(iterations):
         if noisy and misfit() <= target:
             stopped = "every stack reproduced within its noise"
