@@ -342,3 +342,21 @@ def test_api_fuse_is_exported_and_refuses_one_stack(stack_files):
         medsr.fuse(stack_files, prior="tv")
     out = medsr.fuse(stack_files, prior="none", iterations=3, registration=False)
     assert tuple(out.shape) == (1, 48, 45, 42) and "medsr_fuse" in out.meta
+
+
+def test_a_stack_on_grid_voxels_is_gathered_as_grid_sample_would():
+    """The gather path of a stack that was not moved equals trilinear sampling (and its
+    adjoint), at the grid's edges too (a stack larger than the grid)."""
+    grid = Grid((30, 26, 24), truth_affine() @ np.array(
+        [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1.0]]))
+    x = torch.from_numpy(phantom((30, 26, 24)).astype(np.float64))
+    for affine, shape in ((thick_stack(phantom(SHAPE), truth_affine(), 2, 4)[1], (32, 28, 6)),
+                          (coronal_affine(28, 4), (32, 24, 7))):
+        op = StackOperator(shape, affine, grid, dtype=torch.float64)
+        assert op._gather is not None
+        sampled = StackOperator(shape, affine, grid, dtype=torch.float64)
+        sampled._gather, sampled.slab_axis = None, None
+        y = torch.rand(shape, dtype=torch.float64)
+        assert torch.allclose(op.forward(x), sampled.forward(x), atol=1e-9)
+        assert torch.allclose(op.adjoint(y), sampled.adjoint(y), atol=1e-9)
+        assert torch.equal(op.mask, sampled.mask) and not bool(op.mask.all())

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medsr.errors import MedsrError
-from medsr.fusion.grid import Grid, centre_of, common_grid, resample_onto
+from medsr.fusion.grid import Grid, centre_of, common_grid, corners, index_map, resample_onto
 from medsr.fusion.register import Registration, register
 from medsr.fusion.solve import SMOOTH, solve
 from medsr.geometry import spacing as voxel_size
@@ -51,6 +51,8 @@ PRIORS = ("learned", "none")
 OUTLIER = 4.0
 #: the most conjugate-gradient steps
 ITERATIONS = 30
+#: stack voxels kept around the grid's box for the learned SR (the networks' context)
+SR_MARGIN = 8
 Progress = Callable[[float], None] | None
 
 
@@ -74,6 +76,19 @@ class Stack:
     @property
     def transform(self) -> np.ndarray:
         return np.eye(4) if self.registration is None else self.registration.transform
+
+    def cropped(self, grid: Grid, margin: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(array, affine)`` of the stack's voxels within ``margin`` voxels of the grid's
+        box (where it lies through the stack's transform): the rest is never seen."""
+        to_stack = np.linalg.inv(index_map(grid.affine, self.affine, self.transform))
+        pts = corners(grid.shape, np.eye(4)) @ to_stack[:3, :3].T + to_stack[:3, 3]
+        n = np.asarray(self.array.shape)
+        lo = np.clip(np.floor(pts.min(axis=0)).astype(int) - margin, 0, n)
+        hi = np.clip(np.ceil(pts.max(axis=0)).astype(int) + margin + 1, lo, n)
+        t = np.eye(4)
+        t[:3, 3] = lo
+        return (self.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]],
+                self.affine @ t)
 
     def describe(self) -> str:
         sp = "×".join(f"{s:.3g}" for s in voxel_size(self.affine))
@@ -184,8 +199,10 @@ def learned_prior(stacks: Sequence[Stack], grid: Grid, modality: str, device: st
         def step(p: float, i: int = i) -> None:
             progress((i + p) / len(stacks))
 
-        sr = upscale_volume(stack.frames, method="auto", modality=modality, device=device,
-                            noise_sd=stack.noise_sd, progress=step if progress else None)
+        array, affine = stack.cropped(grid, SR_MARGIN)
+        sr = upscale_volume(make_frames(array, affine, stack.frames.source), method="auto",
+                            modality=modality, device=device, noise_sd=stack.noise_sd,
+                            progress=step if progress else None)
         methods.append(sr.meta.get("medsr_method", "?"))
         outputs.append((sr.array[0], sr.affine, stack.transform))
         logger.info("%s: upscaled alone by %s", stack.name, methods[-1])
@@ -320,19 +337,12 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     start = torch.from_numpy(prior_array)
     learned = prior == "learned"
     x = start
-    while True:
-        ops = [StackOperator(s.array.shape, s.affine, grid, s.transform, thickness(s))
-               for s in kept]
-        unseen = [s for s, op in zip(kept, ops) if not bool(op.mask.any())]
-        for s in unseen:
-            leave_out(s, "the grid sees none of its voxels")
-        if unseen:
-            kept = [s for s in kept if s not in unseen]
-            if len(kept) < 2:
-                raise MedsrError("fewer than two stacks overlap the grid")
-            continue
-        x, info = solve(ops, [torch.from_numpy(s.array) for s in kept], start=x,
-                        prior=start if learned else None,
+    while True:  # the grid is the kept stacks' own extent: each of them sees part of it
+        crops = [s.cropped(grid, 1) for s in kept]
+        ops = [StackOperator(a.shape, affine, grid, s.transform, thickness(s))
+               for s, (a, affine) in zip(kept, crops)]
+        x, info = solve(ops, [torch.from_numpy(np.ascontiguousarray(a)) for a, _ in crops],
+                        start=x, prior=start if learned else None,
                         noise_sd=[s.noise_sd for s in kept], smooth=smooth,
                         iterations=iterations, progress=stage(offset, share["solve"]))
         outliers = _outliers(kept, info.residual_rms)

@@ -12,7 +12,9 @@ where the stack sat during its acquisition. :class:`StackOperator` writes that a
   operator single-stack consistency reproduces, so a stack aligned with the grid is its
   ``slice_profile`` (:func:`medsr.transforms.degrade.slice_profile`) exactly.
 
-The adjoint ``Aᵀ = Wᵀ Dᵀ`` uses ``grid_sample``'s own backward (the transpose of the trilinear
+A stack that was not moved, at the grid's spacing (the reference, always), has its fine
+points on grid voxels: ``W`` is then a gather along each axis, exact and several times
+faster. Otherwise, the adjoint ``Aᵀ = Wᵀ Dᵀ`` uses ``grid_sample``'s own backward (the transpose of the trilinear
 weights, scattered back), so ``<A x, y> = <x, Aᵀ y>`` to round-off. Both run slab by slab along
 a stack axis that is not subdivided; the slabs' sample coordinates are made once and kept
 (12 bytes per fine point: making them costs four times the sampling). A stack voxel whose
@@ -78,8 +80,10 @@ class StackOperator:
                     for a, f in enumerate(self.factors) if f > 1]
         self._matrices = {a: torch.as_tensor(degrade_matrix(n, f, p), dtype=self.dtype)
                           for a, f, p in self.ops for n in (self.shape[a],)}
+        self._gather = self._aligned()
         flat = [a for a in range(3) if self.factors[a] == 1]
-        self.slab_axis = max(flat, key=lambda a: self.shape[a]) if flat else None
+        self.slab_axis = max(flat, key=lambda a: self.shape[a]) \
+            if flat and self._gather is None else None
         self._mask: torch.Tensor | None = None
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -119,15 +123,47 @@ class StackOperator:
             return a
         return a.narrow(self.slab_axis, start, stop - start)
 
+    def _aligned(self) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]] | None:
+        """When the fine points are grid voxels (axes swapped or flipped, whole-voxel
+        offsets: a stack that was not moved, at the grid's spacing), ``W`` is a gather:
+        ``(order, indices, inside)``, fine axis ``a`` reading grid axis ``order[a]`` at
+        ``indices[a]`` (``inside[a]``: within the grid). Else ``None``."""
+        m = self._map.numpy()
+        order, indices, inside = [], [], []
+        for a in range(3):
+            col = m[:3, a]
+            b = int(np.argmax(np.abs(col)))
+            rest = np.delete(col, b)
+            if abs(abs(col[b]) - 1) > 1e-9 or np.abs(rest).max() > 1e-9 \
+                    or abs(m[b, 3] - round(m[b, 3])) > 1e-6 or b in order:
+                return None
+            idx = round(m[b, 3]) + int(np.sign(col[b])) * torch.arange(self.fine_shape[a])
+            order.append(b)
+            keep = (idx >= 0) & (idx < self.grid.shape[b])
+            indices.append(idx.clamp(0, self.grid.shape[b] - 1))
+            inside.append(keep.to(self.dtype))
+        return order, indices, inside
+
+    def _inside(self, axis: int) -> torch.Tensor:
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        return self._gather[2][axis].reshape(shape)
+
     # A and Aᵀ ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A x``: the stack the grid volume ``x`` ``(X, Y, Z)`` predicts."""
         vol = x.to(self.dtype)[None, None]
         out = torch.empty(self.shape, dtype=self.dtype)
         for start, stop in self.slabs():
-            fine = torch.nn.functional.grid_sample(
-                vol, self._coords(start, stop), mode="bilinear", padding_mode="zeros",
-                align_corners=True)[0, 0]
+            if self._gather is not None:
+                order, indices, _ = self._gather
+                fine = vol[0, 0].permute(order)
+                for axis in range(3):
+                    fine = fine.index_select(axis, indices[axis]) * self._inside(axis)
+            else:
+                fine = torch.nn.functional.grid_sample(
+                    vol, self._coords(start, stop), mode="bilinear", padding_mode="zeros",
+                    align_corners=True)[0, 0]
             for axis, matrix in self._matrices.items():
                 fine = _along(fine, axis, matrix)
             self._take(out, start, stop).copy_(fine)
@@ -142,6 +178,16 @@ class StackOperator:
             fine = self._take(y, start, stop)
             for axis, matrix in self._matrices.items():
                 fine = _along(fine, axis, matrix.T)
+            if self._gather is not None:
+                order, indices, _ = self._gather
+                for axis in range(3):
+                    fine = fine * self._inside(axis)
+                    shape = list(fine.shape)
+                    shape[axis] = self.grid.shape[order[axis]]
+                    fine = torch.zeros(shape, dtype=self.dtype).index_add_(
+                        axis, indices[axis], fine)
+                total += fine.permute(np.argsort(order).tolist())
+                continue
             grad, _ = torch.ops.aten.grid_sampler_3d_backward(
                 fine[None, None].contiguous(), like, self._coords(start, stop), 0, 0, True,
                 [True, False])

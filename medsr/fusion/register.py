@@ -8,8 +8,8 @@ or moments), over three resolutions (shrink 4, 2, 1; smoothing 2, 1, 0 voxels), 
 correlation metric (one contrast: intensities are related linearly) on images block-averaged
 to about 2 mm first (:func:`block_mean`: the finest level's work is the part that costs, and it
 changes the transform by hundredths of a degree), a regular-step gradient
-descent with scales from physical shifts, and a fixed random sample of the stack's voxels
-(deterministic for one seed).
+descent with scales from physical shifts, and a fixed random sample of the stack's voxels (the same
+transform on every run).
 
 Transforms are returned as 4×4 RAS matrices mapping the stack's world (where its header puts
 it) to the reference's (:mod:`medsr.fusion.grid`); SimpleITK's own, which maps the fixed
@@ -159,7 +159,7 @@ def register(fixed: tuple[np.ndarray, np.ndarray], moving: tuple[np.ndarray, np.
     method.SetMetricSamplingStrategy(method.RANDOM)
     voxels = fixed_image.GetNumberOfPixels()
     method.SetMetricSamplingPercentagePerLevel(
-        [min(1.0, SAMPLES * s ** 3 / voxels) for s in SHRINK], seed)
+        [min(1.0, SAMPLES * s ** 3 / voxels) for s in SHRINK], seed + 1)  # 0: the clock
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
