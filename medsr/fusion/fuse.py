@@ -33,8 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medsr.consistency import SliceProfile
 from medsr.errors import MedsrError
-from medsr.fusion.grid import Grid, centre_of, common_grid, corners, index_map, resample_onto
+from medsr.fusion.grid import (
+    Grid,
+    centre_of,
+    common_grid,
+    corners,
+    covered_part,
+    index_map,
+    resample_onto,
+)
 from medsr.fusion.register import Registration, register
 from medsr.fusion.solve import SMOOTH, solve
 from medsr.geometry import spacing as voxel_size
@@ -65,6 +74,7 @@ class Stack:
     affine: np.ndarray
     frames: Frames
     noise_sd: float = 0.0
+    profile: SliceProfile = field(default_factory=SliceProfile)
     registration: Registration | None = None
     left_out: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -263,7 +273,6 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     """
     import torch
 
-    from medsr.consistency import SliceProfile
     from medsr.fusion.operators import StackOperator
     from medsr.noise import noise_sd
 
@@ -292,8 +301,14 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
         from medsr.transforms.intensity import guess_modality
 
         kind = guess_modality(items[reference].array)
-    for stack in items:
+    for i, stack in enumerate(items):
         stack.noise_sd = noise_sd(stack.array, stack.thick_axis)
+        given = slice_thickness[i] if slice_thickness is not None else None
+        header = stack.frames.source.extra.get("slice_thickness") \
+            if stack.thick_axis == 2 else None  # DICOM SliceThickness
+        mm = given or header
+        d = float(voxel_size(stack.affine)[stack.thick_axis])
+        stack.profile = SliceProfile("box", float(mm) / d if mm else 1.0)
         logger.info("%s: %s, noise sd %.3g", stack.name, stack.describe(), stack.noise_sd)
     share = {"register": 0.1 if registration else 0.0, "prior": 0.4 if prior == "learned"
              else 0.05}
@@ -313,6 +328,9 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     grid = common_grid([s.array.shape for s in kept], [s.affine for s in kept],
                        spacing=grid_spacing, extent=extent, reference=ref_index,
                        transforms=[s.transform for s in kept], names=[s.name for s in kept])
+    if extent == "common":
+        grid = covered_part(grid, [s.array.shape for s in kept], [s.affine for s in kept],
+                            [s.transform for s in kept])
     logger.info("grid %s at %s mm (%s extent of %d stacks)", "×".join(map(str, grid.shape)),
                 "×".join(f"{v:.3g}" for v in grid.spacing), extent, len(kept))
     offset = share["register"]
@@ -325,21 +343,12 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
         prior_array = _on_grid([(s.array, s.affine, s.transform) for s in kept], grid)
     offset += share["prior"]
 
-    def thickness(stack: Stack) -> SliceProfile:
-        index = items.index(stack)
-        given = slice_thickness[index] if slice_thickness is not None else None
-        header = stack.frames.source.extra.get("slice_thickness") \
-            if stack.thick_axis == 2 else None
-        mm = given or header
-        d = float(voxel_size(stack.affine)[stack.thick_axis])
-        return SliceProfile("box", float(mm) / d if mm else 1.0)
-
     start = torch.from_numpy(prior_array)
     learned = prior == "learned"
     x = start
     while True:  # the grid is the kept stacks' own extent: each of them sees part of it
         crops = [s.cropped(grid, 1) for s in kept]
-        ops = [StackOperator(a.shape, affine, grid, s.transform, thickness(s))
+        ops = [StackOperator(a.shape, affine, grid, s.transform, s.profile)
                for s, (a, affine) in zip(kept, crops)]
         x, info = solve(ops, [torch.from_numpy(np.ascontiguousarray(a)) for a, _ in crops],
                         start=x, prior=start if learned else None,
@@ -398,6 +407,7 @@ def _outliers(kept: Sequence[Stack], rms: Sequence[float]) -> list[Stack]:
 
 def _stack_record(stack: Stack, reference: bool) -> dict:
     record = {"name": stack.name, "shape": list(stack.array.shape),
+              "profile_width": round(stack.profile.width, 6),
               "spacing_mm": [round(float(v), 6) for v in voxel_size(stack.affine)],
               "thick_axis": stack.thick_axis, "noise_sd": round(stack.noise_sd, 6),
               "left_out": stack.left_out}

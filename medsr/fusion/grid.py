@@ -4,7 +4,8 @@ the reference stack's orientation, and resampling onto it under a rigid transfor
 Extents are compared in the reference stack's axes: each stack's box (its voxels' outer
 faces, index ``-0.5 .. n - 0.5``) is bounded by an axis-aligned box there, and the grid covers
 their intersection (``"common"``) or their union. For orthogonal stacks those boxes are exact;
-for an oblique stack the bound is looser than its box, and the voxels of the grid that it does
+for an oblique or moved stack the bound is looser than its box, so the common grid is then cut
+to the voxels every stack covers (:func:`covered_part`). Voxels of the grid that a stack does
 not see are left to the other stacks (each stack's data term counts only the voxels it sees,
 :mod:`medsr.fusion.operators`).
 
@@ -144,6 +145,33 @@ def common_grid(shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray], 
     affine[:3, :3] = axes * sp
     affine[:3, 3] = axes @ first
     return Grid((int(shape[0]), int(shape[1]), int(shape[2])), affine)
+
+
+def covered_part(grid: Grid, shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray],
+                 transforms: Sequence[np.ndarray]) -> Grid:
+    """The grid cut to the bounding box of the voxels that every stack covers (tighter than
+    the boxes' bounds when stacks are oblique or were moved); the grid itself when none
+    is."""
+    maps = [np.linalg.inv(index_map(grid.affine, a, t)) for a, t in zip(affines, transforms)]
+    i, j = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
+    hits = [np.zeros(n, dtype=bool) for n in grid.shape]
+    for k in range(grid.shape[2]):
+        pts = np.stack([i, j, np.full_like(i, k)], axis=-1).astype(np.float64)
+        keep = np.ones(i.shape, dtype=bool)
+        for m, shape in zip(maps, shapes):
+            idx = pts @ m[:3, :3].T + m[:3, 3]
+            keep &= np.all((idx >= -0.5 - 1e-6) & (idx <= np.asarray(shape) - 0.5 + 1e-6),
+                           axis=-1)
+        hits[0] |= keep.any(axis=1)
+        hits[1] |= keep.any(axis=0)
+        hits[2][k] = keep.any()
+    if not hits[2].any():
+        return grid
+    lo = [int(np.argmax(h)) for h in hits]
+    hi = [len(h) - int(np.argmax(h[::-1])) for h in hits]
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    return Grid((hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), grid.affine @ shift)
 
 
 def index_map(grid_affine: np.ndarray, stack_affine: np.ndarray,
