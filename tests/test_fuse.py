@@ -76,6 +76,32 @@ def test_grid_covers_the_common_extent_at_the_finest_in_plane_spacing():
     assert grid_c.shape == (30, 24, 28)
 
 
+def test_common_grid_is_cut_to_what_every_moved_stack_covers():
+    from medsr.fusion.grid import covered_part
+
+    def box(first, shape, spacing):  # a stack's (shape, affine) on the truth's axes
+        a = np.diag([*spacing, 1.0])
+        a[:3, 3] = ORIGIN + np.asarray(first, dtype=np.float64)
+        return shape, a
+
+    stacks = [box((0, 0, 1.5), (40, 40, 10), (1, 1, 4)),     # axial, all of 40 mm
+              box((0, 11.5, 0), (40, 5, 40), (1, 4, 1)),     # coronal, y 10..30 only
+              box((11.5, 0, 0), (5, 40, 40), (4, 1, 1))]     # sagittal, x 10..30 only
+    shapes, affines = [s for s, _ in stacks], [a for _, a in stacks]
+    grid = common_grid(shapes, affines)
+    same = covered_part(grid, shapes, affines, [np.eye(4)] * 3)
+    assert grid.shape == (20, 20, 40) and same.shape == grid.shape
+    assert np.allclose(same.affine, grid.affine)
+    centre = centre_of((40, 40, 40), truth_affine())
+    moved = [np.eye(4), np.eye(4), rigid((0, 0, 10), (0, 0, 0), centre)]  # 10° about z
+    loose = common_grid(shapes, affines, transforms=moved)
+    tight = covered_part(loose, shapes, affines, moved)
+    # the sagittal box's corners that stick out along x lie where the coronal stack is not
+    assert (loose.shape[0], tight.shape[0]) == (26, 24)  # x 10..30, ±10·tan 10° at y 10..30
+    assert tight.shape[1:] == loose.shape[1:]
+    assert np.allclose(tight.affine[:3, :3], loose.affine[:3, :3])
+
+
 def test_grid_refuses_fields_of_view_that_do_not_overlap():
     x = phantom(SHAPE)
     a = thick_stack(x, truth_affine(), 2, 4)
@@ -360,3 +386,41 @@ def test_a_stack_on_grid_voxels_is_gathered_as_grid_sample_would():
         assert torch.allclose(op.forward(x), sampled.forward(x), atol=1e-9)
         assert torch.allclose(op.adjoint(y), sampled.adjoint(y), atol=1e-9)
         assert torch.equal(op.mask, sampled.mask) and not bool(op.mask.all())
+
+
+def test_report_shows_stacks_fused_views_residuals_and_registration(stack_files, tmp_path):
+    import re
+
+    page = tmp_path / "fused.html"
+    result = run("fuse", *stack_files, "-o", tmp_path / "fused.nii.gz", "--prior", "none",
+                 "--iterations", 5, "--report", page)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(f"report -> {page}")
+    html = page.read_text(encoding="utf-8")
+    assert html.count('data-row="fused"') == 1
+    for name in ("ax.nii.gz", "cor.nii.gz", "sag.nii.gz"):
+        assert f'data-row="stack:{name}"' in html and f'data-column="residual:{name}"' in html
+        assert f'<tr data-stack="{name}">' in html
+    assert html.count("<img") == 3 + 3 * 3 + 3 and "http" not in html.replace(
+        'content="width=device-width', "")
+    moved = re.search(r'<tr data-stack="cor.nii.gz">(.*?)</tr>', html).group(1)
+    assert "2." in moved and "°" in moved and "kept" in moved
+    assert 'data-fact="solve"' in html and 'data-fact="peak_memory"' in html
+    assert_one_line_error(run("fuse", *stack_files, "-o", tmp_path / "x.nii.gz", "--report",
+                              page), "exists; pass --force")
+
+
+def test_learned_prior_starts_from_the_stacks_default_model_outputs():
+    """The learned prior: each stack upscaled alone by the default model (cropped to the
+    grid), carried onto it; the joint solve then reproduces every stack within its noise."""
+    from medsr.fusion.fuse import fuse
+
+    x = blobs((48, 45, 42))
+    out = fuse(_moved_stacks(x, [None, None, None]), prior="learned", registration=False,
+               iterations=10)
+    records = out.meta["medsr_fuse"]["stacks"]
+    assert out.meta["medsr_method"] == "fuse 3 stacks, learned prior"
+    for r in records:
+        assert r["upscaled_by"] in ("default", "bspline")
+        assert r["consistency_psnr"] > r["consistency_psnr_start"]
+        assert r["residual_over_noise"] < 2.0 or r["consistency_psnr"] > 45
