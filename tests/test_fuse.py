@@ -100,6 +100,13 @@ def test_common_grid_is_cut_to_what_every_moved_stack_covers():
     assert (loose.shape[0], tight.shape[0]) == (26, 24)  # x 10..30, ±10·tan 10° at y 10..30
     assert tight.shape[1:] == loose.shape[1:]
     assert np.allclose(tight.affine[:3, :3], loose.affine[:3, :3])
+    # a stack moved 1 mm up leaves the first millimetre uncovered: the cut keeps the
+    # reference's first 4 mm slice whole rather than drop it from the fit
+    up = [np.eye(4), np.eye(4), np.eye(4)]
+    up[1][2, 3] = 1.0
+    grid = common_grid(shapes, affines)
+    kept = covered_part(grid, shapes, affines, up)
+    assert kept.shape == grid.shape and np.allclose(kept.affine, grid.affine)
 
 
 def test_grid_refuses_fields_of_view_that_do_not_overlap():

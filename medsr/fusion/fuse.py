@@ -330,7 +330,7 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
                        transforms=[s.transform for s in kept], names=[s.name for s in kept])
     if extent == "common":
         grid = covered_part(grid, [s.array.shape for s in kept], [s.affine for s in kept],
-                            [s.transform for s in kept])
+                            [s.transform for s in kept], ref_index)
     logger.info("grid %s at %s mm (%s extent of %d stacks)", "×".join(map(str, grid.shape)),
                 "×".join(f"{v:.3g}" for v in grid.spacing), extent, len(kept))
     offset = share["register"]

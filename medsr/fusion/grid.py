@@ -148,10 +148,11 @@ def common_grid(shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray], 
 
 
 def covered_part(grid: Grid, shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray],
-                 transforms: Sequence[np.ndarray]) -> Grid:
+                 transforms: Sequence[np.ndarray], reference: int = 0) -> Grid:
     """The grid cut to the bounding box of the voxels that every stack covers (tighter than
-    the boxes' bounds when stacks are oblique or were moved); the grid itself when none
-    is."""
+    the boxes' bounds when stacks are oblique or were moved), widened to whole voxels of
+    the reference (whose cut slices would drop out of the fit); the grid itself when no
+    voxel is covered."""
     maps = [np.linalg.inv(index_map(grid.affine, a, t)) for a, t in zip(affines, transforms)]
     i, j = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
     hits = [np.zeros(n, dtype=bool) for n in grid.shape]
@@ -167,11 +168,24 @@ def covered_part(grid: Grid, shapes: Sequence[Sequence[int]], affines: Sequence[
         hits[2][k] = keep.any()
     if not hits[2].any():
         return grid
-    lo = [int(np.argmax(h)) for h in hits]
-    hi = [len(h) - int(np.argmax(h[::-1])) for h in hits]
+    lo = np.array([int(np.argmax(h)) for h in hits], dtype=float)
+    hi = np.array([len(h) - int(np.argmax(h[::-1])) for h in hits], dtype=float)
+    # the reference's voxel faces in grid voxels (the grid has its axes, in its order)
+    ref = np.linalg.inv(maps[reference])  # reference index -> grid index
+    step = np.diag(ref)[:3]
+    if np.allclose(ref[:3, :3], np.diag(step)) and np.all(step > 0):
+        face = ref[:3, 3] - step / 2 + 0.5  # grid index of the reference's first face
+        whole_lo = face + np.floor((lo - face) / step + 1e-6) * step
+        whole_hi = face + np.ceil((hi - face) / step - 1e-6) * step
+        on_grid = np.abs(whole_lo - np.round(whole_lo)) < 1e-6
+        lo = np.where(on_grid & (whole_lo >= -1e-6), np.round(whole_lo), lo)
+        on_grid = np.abs(whole_hi - np.round(whole_hi)) < 1e-6
+        hi = np.where(on_grid & (whole_hi <= np.asarray(grid.shape) + 1e-6), np.round(whole_hi),
+                      hi)
+    lo, hi = lo.astype(int), hi.astype(int)
     shift = np.eye(4)
     shift[:3, 3] = lo
-    return Grid((hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), grid.affine @ shift)
+    return Grid(tuple(int(b - a) for a, b in zip(lo, hi)), grid.affine @ shift)
 
 
 def index_map(grid_affine: np.ndarray, stack_affine: np.ndarray,
