@@ -16,8 +16,9 @@ the truth's 99.5th percentile; SSIM the mean over the slices along all three axe
   transform.
 
 Timing (``timing``): three 256×256×40 stacks (1×1×4 mm, the scan zero-padded to 256 mm)
-fused to 1 mm by one ``python -m medsr fuse`` process each, whole process timed, peak RSS of
-that process (``getrusage`` of the child).
+fused to 1 mm by one ``medsr fuse`` process per prior, whole process timed, its peak RSS
+(``getrusage`` in the process); beside them, in the same minutes, ``medsr upscale`` of the
+axial stack alone by the default model.
 
 Usage::
 
@@ -241,25 +242,29 @@ def timing(args: argparse.Namespace) -> None:
             save_volume(make_frames(lr[tuple(keep)], lr_affine @ t,
                                     SourceInfo("nifti", "", "float32", "MR")), paths[-1],
                         force=True)
-        for prior in args.priors.split(","):
-            out = folder / f"fused_{prior}.nii.gz"
+        runs = [(f"fuse --prior {prior}", ["fuse", *map(str, paths), "-o",
+                                            str(folder / f"fused_{prior}.nii.gz"),
+                                            "--prior", prior, "--force"])
+                for prior in args.priors.split(",")]
+        # the reference, in the same minutes: one stack upscaled alone by the default model
+        runs.append(("upscale axial (default model)",
+                     ["upscale", str(paths[0]), "-o", str(folder / "axial_sr.nii.gz"),
+                      "--method", "default", "--force"]))
+        for label, command in runs:
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-            argv = ["medsr", "fuse", *map(str, paths), "-o", str(out), "--prior", prior,
-                    "--force"]
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", PEAK, *argv], capture_output=True,
-                                  text=True, env=env, check=False)
+            done = subprocess.run([sys.executable, "-c", PEAK, "medsr", *command],
+                                  capture_output=True, text=True, env=env, check=False)
             seconds = time.perf_counter() - start
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
             peak = int(done.stderr.strip().splitlines()[-1].split()[-1])
-            row = {"prior": prior, "stacks": "3 × 256×256×40 at 1×1×4 mm",
-                   "output": done.stdout.strip().splitlines()[-1].split(" (")[0],
-                   "seconds": round(seconds, 1),
-                   "peak_rss_gib": round(peak / 2**20, 2),
+            row = {"run": label, "stacks": "3 × 256×256×40 at 1×1×4 mm",
+                   "output": done.stdout.strip().splitlines()[-1].split(" (")[0][-60:],
+                   "seconds": round(seconds, 1), "peak_rss_gib": round(peak / 2**20, 2),
                    "load": round(os.getloadavg()[0], 2), "threads": args.threads}
             rows.append(row)
-            print(json.dumps(row))
+            print(json.dumps(row, ensure_ascii=False))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "timing.json").write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import phantom, rotation
+from test_cli import assert_one_line_error, run
 
 from medsr.errors import MedsrError
 from medsr.fusion.grid import Grid, common_grid, resample_onto
@@ -294,21 +295,6 @@ def stack_files(tmp_path):
     centre = centre_of(x.shape, truth_affine())
     stacks = _moved_stacks(x, [None, rigid((2.0, -1.5, 1.0), (1.0, -1.0, 0.5), centre), None])
     return [_write(s, tmp_path / f"{n}.nii.gz") for s, n in zip(stacks, ("ax", "cor", "sag"))]
-
-
-def run(*args):
-    from typer.testing import CliRunner
-
-    from medsr.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, text):
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], result.stderr
-    assert "Traceback" not in result.output
 
 
 def test_cli_fuses_writes_atomically_and_keeps_the_transforms(stack_files, tmp_path):

@@ -44,9 +44,10 @@ def stack_line(record: dict) -> str:
     where = ("reference" if reg.get("reference") else
              f"registered {reg['rotation_deg']:.2f}° {reg['shift_mm']:.2f} mm (correlation "
              f"{reg['correlation']:.3f})" if "rotation_deg" in reg else "header position")
-    psnr = record.get("consistency_psnr")
-    text = f"  {record['name']}: {where}; re-degraded fused vs stack " + (
-        "exact" if psnr in (math.inf, "inf") else f"{psnr:.1f} dB")
+    from medsr.upscaling import _db
+
+    text = f"  {record['name']}: {where}; re-degraded fused vs stack " \
+        f"{_db(float(record['consistency_psnr']))}"
     if record.get("residual_over_noise") is not None:
         text += f" (residual {record['residual_over_noise']:.2f}× its noise sd)"
     return text

@@ -48,6 +48,7 @@ from medsr.fusion.register import Registration, register
 from medsr.fusion.solve import SMOOTH, solve
 from medsr.geometry import spacing as voxel_size
 from medsr.io import Frames, as_metatensor, make_frames, read_frames, volume_frames
+from medsr.upscaling import _db, upscale_volume
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -202,8 +203,6 @@ def _on_grid(values: list[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: Grid
 def learned_prior(stacks: Sequence[Stack], grid: Grid, modality: str, device: str,
                   progress: Progress = None) -> tuple[np.ndarray, list[str]]:
     """The mean of the stacks' default-model SR outputs on the grid, and what ran on each."""
-    from medsr.upscaling import upscale_volume
-
     outputs, methods = [], []
     for i, stack in enumerate(stacks):
         def step(p: float, i: int = i) -> None:
@@ -387,10 +386,6 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     if progress is not None:
         progress(1.0)
     return result if plain else as_metatensor(result, original_affine=ref.affine)
-
-
-def _db(value: float) -> str:
-    return "exact" if math.isinf(value) else f"{value:.1f} dB"
 
 
 def _outliers(kept: Sequence[Stack], rms: Sequence[float]) -> list[Stack]:
