@@ -359,6 +359,8 @@ def test_api_fuse_is_exported_and_refuses_one_stack(stack_files):
         medsr.fuse(stack_files[0])
     with pytest.raises(MedsrError, match="unknown prior"):
         medsr.fuse(stack_files, prior="tv")
+    with pytest.raises(MedsrError, match="unknown extent"):
+        medsr.fuse(stack_files, extent="all")
     out = medsr.fuse(stack_files, prior="none", iterations=3, registration=False)
     assert tuple(out.shape) == (1, 48, 45, 42) and "medsr_fuse" in out.meta
 

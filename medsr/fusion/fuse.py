@@ -36,6 +36,7 @@ import numpy as np
 from medsr.consistency import SliceProfile
 from medsr.errors import MedsrError
 from medsr.fusion.grid import (
+    EXTENTS,
     Grid,
     centre_of,
     common_grid,
@@ -277,6 +278,8 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
 
     if prior not in PRIORS:
         raise MedsrError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+    if extent not in EXTENTS:
+        raise MedsrError(f"unknown extent {extent!r}; choose one of {', '.join(EXTENTS)}")
     if isotropic is not None and spacing is not None:
         raise MedsrError("give either --spacing or --isotropic, not both")
     if not (isinstance(iterations, int) and iterations >= 0):
