@@ -12,12 +12,14 @@ from medsr.errors import MedsrError
 
 if TYPE_CHECKING:
     from medsr.api import upscale
+    from medsr.fusion.fuse import fuse
     from medsr.io import load_volume, save_volume
 
-__all__ = ["MedsrError", "__version__", "load_volume", "save_volume", "upscale"]
+__all__ = ["MedsrError", "__version__", "fuse", "load_volume", "save_volume", "upscale"]
 __version__ = "0.7.0"
 
-_LAZY = {"upscale": "medsr.api", "load_volume": "medsr.io", "save_volume": "medsr.io"}
+_LAZY = {"upscale": "medsr.api", "fuse": "medsr.fusion.fuse", "load_volume": "medsr.io",
+         "save_volume": "medsr.io"}
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ from medsr.commands import fail
 from medsr.commands.batch import batch
 from medsr.commands.choices import Format, Method, Modality, Profile, Scale, Spacing
 from medsr.commands.evaluate import benchmark, evaluate
+from medsr.commands.fuse import fuse
 from medsr.commands.report import check_report_path, report_path
 from medsr.commands.report import report as report_command
 
@@ -373,6 +374,7 @@ def sample(dest: Annotated[Path, typer.Argument(help="Where to copy the sample s
 app.command()(evaluate)
 app.command()(benchmark)
 app.command()(batch)
+app.command()(fuse)
 app.command("report")(report_command)
 
 

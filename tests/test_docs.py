@@ -16,7 +16,7 @@ from medsr.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("index", "upscaling", "self-supervised", "batch", "training", "evaluation", "formats",
-         "speed", "results", "report", "api")
+         "speed", "results", "report", "api", "fuse")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

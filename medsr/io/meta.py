@@ -252,6 +252,13 @@ def processing_note(volume: Frames | torch.Tensor) -> str | None:
     if psnr is not None:
         psnr = float(psnr)
         parts.append("re-degraded=input" if psnr == float("inf") else f"re-degraded {psnr:.1f} dB")
+    fused = meta.get("medsr_fuse") or {}
+    for stack in fused.get("stacks", []):
+        reg = stack.get("registration") or {}
+        parts.append(f"{stack['name']} " + (
+            "left out" if stack.get("left_out") else "reference" if reg.get("reference")
+            else f"{reg['rotation_deg']:.2f}deg {reg['shift_mm']:.2f}mm" if "rotation_deg" in reg
+            else "as in its header"))
     fitted = meta.get("medsr_self_supervised") or {}
     if "steps" in fitted:
         gain = fitted.get("held_out_gain_db")

@@ -56,6 +56,15 @@ def overlay_png(image: np.ndarray, sd: np.ndarray, lo: float, hi: float, sd_max:
     return _png(out)
 
 
+def signed_png(image: np.ndarray, limit: float) -> bytes:
+    """PNG of a signed 2D image (a residual) in a diverging map, ``-limit`` blue to
+    ``+limit`` red, 0 white."""
+    from matplotlib import colormaps
+
+    level = np.clip(np.asarray(image, np.float64) / (2 * (limit or 1.0)) + 0.5, 0, 1)
+    return _png(colormaps["RdBu_r"](level))
+
+
 def colorbar_png(vmax: float, label: str, vmin: float = 0.0) -> bytes:
     """PNG of a horizontal colour bar of :data:`SD_CMAP` from ``vmin`` to ``vmax``."""
     from matplotlib.colorbar import ColorbarBase

@@ -1,0 +1,1 @@
+"""Fusion of several thick-slice stacks of one subject into one isotropic volume."""
