@@ -14,8 +14,9 @@ where the stack sat during its acquisition. :class:`StackOperator` writes that a
 
 A stack that was not moved, at the grid's spacing (the reference, always), has its fine
 points on grid voxels: ``W`` is then a gather along each axis, exact and several times
-faster. Otherwise, the adjoint ``Aᵀ = Wᵀ Dᵀ`` uses ``grid_sample``'s own backward (the transpose of the trilinear
-weights, scattered back), so ``<A x, y> = <x, Aᵀ y>`` to round-off. Both run slab by slab along
+faster. Otherwise, the adjoint ``Aᵀ = Wᵀ Dᵀ`` uses ``grid_sample``'s own backward (the
+transpose of the trilinear weights, scattered back), so ``<A x, y> = <x, Aᵀ y>`` to round-off.
+Both run slab by slab along
 a stack axis that is not subdivided; the slabs' sample coordinates are made once and kept
 (12 bytes per fine point: making them costs four times the sampling). A stack voxel whose
 profile reaches outside the grid is not *seen* (:attr:`StackOperator.mask`) and takes no part
