@@ -147,12 +147,7 @@ def build_fuse_report(stacks, fused, info: RunInfo | None = None) -> str:
               f" regulariser weight {solve['smooth']:g}", solve["iterations"])
     kept = [r for r in record["stacks"] if not r.get("left_out")]
     facts.add("kept", "stacks kept", f"{len(kept)} of {len(record['stacks'])}", len(kept))
-    if info.seconds is not None:
-        facts.add("seconds", "time", f"{info.seconds:.1f} s", round(info.seconds, 3))
-    if info.peak_memory_bytes:
-        facts.add("peak_memory", "peak memory (process)",
-                  f"{info.peak_memory_bytes / 2**30:.2f} GiB", info.peak_memory_bytes)
-    facts.add("version", "medsr version", medsr.__version__)
+    facts.add_run(info)
     made = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"medsr fuse report: {info.output_name or 'fused volume'}"
     body = (f"<h1>{esc(title)}</h1><p class=\"sub\">{len(kept)} stacks → "

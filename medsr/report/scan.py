@@ -131,6 +131,17 @@ class _Facts:
     def add(self, key: str, label: str, text: str, value: object = None) -> None:
         self.rows.append((key, label, text, value))
 
+    def add_run(self, info: RunInfo) -> None:
+        """The run's rows: time, peak memory (when measured) and the medsr version."""
+        import medsr
+
+        if info.seconds is not None:
+            self.add("seconds", "time", f"{info.seconds:.1f} s", round(info.seconds, 3))
+        if info.peak_memory_bytes:
+            self.add("peak_memory", "peak memory (process)",
+                     f"{info.peak_memory_bytes / 2**30:.2f} GiB", info.peak_memory_bytes)
+        self.add("version", "medsr version", medsr.__version__)
+
     def html(self) -> str:
         cells = []
         for key, label, text, value in self.rows:
@@ -241,8 +252,6 @@ def _profile_html(scan: _Scan) -> str:
 def _facts(scan: _Scan, info: RunInfo, in_name: str, out_name: str) -> tuple[_Facts, dict]:
     """The facts table, and the numbers a study row needs (``method``, ``consistency_db``,
     ``mean_sd``)."""
-    import medsr
-
     meta, out = scan.meta, scan.out
     facts = _Facts()
     _geometry_facts(facts, "input", in_name, scan.frame_in.shape, scan.affine_in,
@@ -309,12 +318,7 @@ def _facts(scan: _Scan, info: RunInfo, in_name: str, out_name: str) -> tuple[_Fa
                       f"{100 * cal['coverage']:.1f} % of voxels within 2 sd on the scan's own "
                       f"in-plane slices (rank correlation {cal['rank_correlation']:.2f})",
                       cal["coverage"])
-    if info.seconds is not None:
-        facts.add("seconds", "time", f"{info.seconds:.1f} s", round(info.seconds, 3))
-    if info.peak_memory_bytes:
-        facts.add("peak_memory", "peak memory (process)",
-                  f"{info.peak_memory_bytes / 2**30:.2f} GiB", info.peak_memory_bytes)
-    facts.add("version", "medsr version", medsr.__version__)
+    facts.add_run(info)
     return facts, {"method": method, "consistency_db": consistency, "mean_sd": mean_sd}
 
 
