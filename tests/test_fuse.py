@@ -9,6 +9,7 @@ import torch
 from conftest import phantom, rotation
 from test_cli import assert_one_line_error, run
 
+import medsr
 from medsr.errors import MedsrError
 from medsr.fusion.grid import Grid, common_grid, resample_onto
 from medsr.fusion.operators import StackOperator
@@ -316,7 +317,7 @@ def test_cli_fuses_writes_atomically_and_keeps_the_transforms(stack_files, tmp_p
     assert img.shape == (47, 45, 42) and np.allclose(img.affine[:3, :3], np.eye(3))
     assert np.allclose(img.affine[:3, 3], ORIGIN + [1, 0, 0])  # on the axial stack's lattice
     note = bytes(img.header.extensions[0].get_content()).decode()
-    assert note.startswith("medsr fuse 3 stacks") and "cor.nii.gz 2." in note
+    assert note.startswith(f"medsr {medsr.__version__} fuse 3 stacks") and "cor.nii.gz 2." in note
     record = json.loads((tmp_path / "fused.json").read_text())
     assert [s["name"] for s in record["stacks"]] == ["ax.nii.gz", "cor.nii.gz", "sag.nii.gz"]
     assert len(record["stacks"][1]["registration"]["matrix_ras"]) == 4
