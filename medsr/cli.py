@@ -18,7 +18,7 @@ import typer
 
 from medsr.commands import fail
 from medsr.commands.batch import batch
-from medsr.commands.choices import Format, Method, Modality, Profile, Scale, Spacing
+from medsr.commands.choices import Method, Modality, OutputFormat, Profile, Scale, Spacing
 from medsr.commands.evaluate import benchmark, evaluate
 from medsr.commands.fuse import fuse
 from medsr.commands.report import check_report_path, report_path
@@ -118,9 +118,7 @@ def upscale(
     modality: Annotated[Optional[Modality], typer.Option(
         help="Choose the default model (default: from DICOM, else guessed: air at -1000 "
              "HU means CT).", show_default=False)] = None,
-    fmt: Annotated[Optional[Format], typer.Option(
-        "--format", help="Output format (default: from the output name; a folder is DICOM).",
-        show_default=False)] = None,
+    fmt: OutputFormat = None,
     dtype: Annotated[Optional[str], typer.Option(
         help="Stored dtype (int16, uint16, float32, ...). Default: the input's.",
         show_default=False)] = None,

@@ -54,3 +54,8 @@ class Format(str, Enum):
     dicom = "dicom"
     nrrd = "nrrd"
     mha = "mha"
+
+#: ``--format`` of the commands that write one output named by ``-o``
+OutputFormat = Annotated[Optional[Format], typer.Option(
+    "--format", help="Output format (default: from the output name; a folder is DICOM).",
+    show_default=False)]

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from medsr.commands import fail
-from medsr.commands.choices import Format, Modality, Spacing
+from medsr.commands.choices import Modality, OutputFormat, Spacing
 
 
 class Extent(str, Enum):
@@ -85,9 +85,7 @@ def fuse(
     metadata: Annotated[Optional[Path], typer.Option(
         "--metadata", help="Also write the run's record (transforms, per-stack consistency, "
                            "stacks left out) to this .json file.", show_default=False)] = None,
-    fmt: Annotated[Optional[Format], typer.Option(
-        "--format", help="Output format (default: from the output name; a folder is DICOM).",
-        show_default=False)] = None,
+    fmt: OutputFormat = None,
     dtype: Annotated[Optional[str], typer.Option(
         help="Stored dtype (int16, float32, ...). Default: the first stack's.",
         show_default=False)] = None,
