@@ -54,6 +54,10 @@ def plane_reach(model) -> int:
     """How far (in voxels, across the planes' upscaled axis) a 2D network's output looks: the
     sum of its convolutions' reaches, counting one head of a multi-factor network (the one
     that runs) rather than all of them."""
+    from medsr.runtime import GraphNet
+
+    if isinstance(model, GraphNet):
+        return model.reach
     from torch import nn
 
     if isinstance(model, (nn.Conv2d, nn.Conv3d)):

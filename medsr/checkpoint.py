@@ -8,17 +8,19 @@ step) is ``state.safetensors`` + ``state.json``. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medsr.errors import MedsrError
+
+if TYPE_CHECKING:  # torch loads where a network is built or saved: reading a card, or
+    import torch  # running a cached graph (:mod:`medsr.runtime`), needs none
+    from torch import nn
 
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
@@ -48,6 +50,8 @@ def write_json(path: Path, data: dict) -> None:
 
 def save_model(model: nn.Module, folder: Path, card: dict) -> None:
     """Write ``weights.safetensors`` and ``card.json`` into ``folder``."""
+    from safetensors.torch import save_file
+
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(folder / WEIGHTS, lambda tmp: save_file(weights, tmp))
@@ -68,22 +72,58 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     return weights, card
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a network from its card and load its weights (safetensors, no pickle)."""
-    from medsr.nets import build_network
-
+def read_card(path: str | Path) -> tuple[Path, dict]:
+    """``(weights file, card)`` of a model folder (or its ``.safetensors`` file), without
+    building the network."""
     weights, card_path = model_paths(path)
     try:
         card = json.loads(card_path.read_text())
-        net_config = dict(card["network"])
-        model = build_network(**net_config)
+        dict(card["network"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MedsrError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
+    return weights, card
+
+
+def weights_digest(weights: Path) -> str:
+    """SHA-256 of a weights file's bytes: what names its exported graphs (:mod:`medsr.runtime`)."""
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+
+def tensor_shapes(weights: Path) -> dict[str, list[int]]:
+    """The shape of every tensor in a safetensors file, read from its JSON header (no torch).
+
+    Raises:
+        MedsrError: not a safetensors file.
+    """
+    try:
+        with open(weights, "rb") as handle:
+            size = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(size))
+        return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        raise MedsrError(f"cannot read model weights {weights}: {err}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a network from its card and load its weights (safetensors, no pickle)."""
+    from safetensors.torch import load_file
+
+    from medsr.nets import build_network
+    from medsr.runtime import remember_weights
+
+    weights, card = read_card(path)
+    try:
+        model = build_network(**dict(card["network"]))
         model.load_state_dict(load_file(str(weights), device="cpu"))
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise MedsrError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
+    remember_weights(model, weights, card["network"])
     return model.to(device).eval(), card
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    import torch
+
     tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
     for pid, pstate in state["state"].items():
         meta["state"][str(pid)] = {}
@@ -117,6 +157,8 @@ def _unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def latest_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The network's weights in a run's training state (its latest checkpoint): their moving
     average when the run keeps one (``optim.ema``)."""
+    from safetensors.torch import load_file
+
     tensors = load_file(str(Path(folder) / STATE), device="cpu")
     return _unprefixed(tensors, "ema.module.") or _unprefixed(tensors, "model.")
 
@@ -125,6 +167,9 @@ def save_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
                         scheduler: Any, info: dict, ema: nn.Module | None = None) -> None:
     """Everything needed to continue exactly: weights, optimiser, scheduler, RNG, step, and
     the moving average of the weights (``ema``) when there is one."""
+    import torch
+    from safetensors.torch import save_file
+
     tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(_prefixed(model.state_dict(), "model."))
     if ema is not None:
@@ -143,6 +188,9 @@ def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
                         scheduler: Any, ema: nn.Module | None = None) -> dict:
     """Restore what :func:`save_training_state` wrote; returns its ``info`` dict. An ``ema``
     whose average was not saved (a run started without one) starts from the weights."""
+    import torch
+    from safetensors.torch import load_file
+
     tensors = load_file(str(folder / STATE), device="cpu")
     meta = json.loads((folder / STATE_JSON).read_text())
     model.load_state_dict(_unprefixed(tensors, "model."))

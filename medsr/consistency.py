@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch and MONAI (profile_kernel) load when a learned method runs
+if TYPE_CHECKING:  # fusion's operators apply the matrices to tensors (:func:`_along`)
     import torch
 
 
@@ -60,10 +60,10 @@ Operator = tuple[int, int, SliceProfile]
 def degrade_matrix(n_lr: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """``D`` (``n_lr × factor·n_lr``): thick slices from a fine grid (replicate boundary;
     periodic for ``sinc``, as k-space is)."""
-    from medsr.transforms.degrade import profile_kernel
+    from medsr.transforms.kernels import profile_kernel
 
     n_hr = n_lr * factor
-    if profile.kind == "sinc":
+    if profile.kind == "sinc":  # MR's in-plane operator: torch's FFT, as training degrades
         import torch
 
         from medsr.transforms.degrade import kspace_truncate
@@ -98,18 +98,37 @@ def correction_matrix(n_lr: int, factor: int, profile: SliceProfile,
 
 
 def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
-    """Apply ``matrix`` (out × in) along ``axis`` of ``x``."""
+    """Apply ``matrix`` (out × in) along ``axis`` of a tensor ``x``."""
     moved = x.movedim(axis, -1)
     return (moved @ matrix.T).movedim(-1, axis)
 
 
+def along(x: np.ndarray, axis: int, matrix: np.ndarray) -> np.ndarray:
+    """Apply ``matrix`` (out × in) along ``axis`` of ``x``: a new C-contiguous float32 array
+    (one BLAS product per index of the axes before ``axis``, none copied but ``x`` itself
+    when it is not C-contiguous float32)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    m = np.asarray(matrix, dtype=np.float32)
+    shape = list(x.shape)
+    n = shape[axis]
+    shape[axis] = m.shape[0]
+    if axis in (-1, x.ndim - 1):
+        return (x.reshape(-1, n) @ m.T).reshape(shape)
+    before = int(np.prod(x.shape[:axis], dtype=np.int64))
+    return np.matmul(m, x.reshape(before, n, -1)).reshape(shape)
+
+
 def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> np.ndarray:
     """The thick slices that ``out`` predicts (``D @ out`` along ``axis``)."""
-    import torch
-
     n_lr = out.shape[axis] // factor
-    d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
-    return _along(torch.from_numpy(np.ascontiguousarray(out)), axis, d).numpy()
+    return along(out, axis, degrade_matrix(n_lr, factor, profile))
+
+
+def _target(out: np.ndarray, in_place: bool) -> np.ndarray:
+    """``out`` itself when it may be corrected in place, else a float32 copy."""
+    if in_place and out.dtype == np.float32 and out.flags.writeable:
+        return out
+    return np.array(out, dtype=np.float32)
 
 
 def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
@@ -130,56 +149,43 @@ def project(out: np.ndarray, lr: np.ndarray, axis: int, factor: int,
     Returns:
         The corrected float32 array: a new one, or ``out`` with ``in_place``.
     """
-    import torch
-
     n_lr = lr.shape[axis]
     if out.shape[axis] != n_lr * factor:
         raise ValueError(f"output length {out.shape[axis]} is not {factor}×{n_lr}")
-    d = torch.from_numpy(degrade_matrix(n_lr, factor, profile).astype(np.float32))
-    k = torch.from_numpy(correction_matrix(n_lr, factor, profile).astype(np.float32))
-    x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
-                         else np.array(out, dtype=np.float32))
-    residual = torch.from_numpy(np.asarray(lr, dtype=np.float32)) - _along(x, axis, d)
+    x = _target(out, in_place)
+    residual = np.asarray(lr, dtype=np.float32) - degrade(x, axis, factor, profile)
     if gain != 1.0:
-        residual *= gain
-    x += _along(residual, axis, k)
-    return x.numpy()
+        residual *= np.float32(gain)
+    x += along(residual, axis, correction_matrix(n_lr, factor, profile))
+    return x
 
 
 def degrade_axes(out: np.ndarray, ops: Sequence[Operator]) -> np.ndarray:
     """What ``out`` predicts of the measured volume: ``D`` along every upscaled axis."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    x = np.ascontiguousarray(out, dtype=np.float32)
     for axis, factor, profile in ops:
-        n_lr = x.shape[axis] // factor
-        x = _along(x, axis, torch.from_numpy(
-            degrade_matrix(n_lr, factor, profile).astype(np.float32)))
-    return x.numpy()
+        x = along(x, axis, degrade_matrix(x.shape[axis] // factor, factor, profile))
+    return x
 
 
 def project_axes(out: np.ndarray, lr: np.ndarray, ops: Sequence[Operator], *,
                  in_place: bool = False, gain: float = 1.0) -> np.ndarray:
     """:func:`project` for several upscaled axes at once (the separable operator of ``ops``):
     ``out += K (lr - D out)`` with ``D``, ``K`` the Kronecker products of the axes' own."""
-    import torch
-
     if len(ops) == 1:
         return project(out, lr, *ops[0], in_place=in_place, gain=gain)
     for axis, factor, _ in ops:
         if out.shape[axis] != lr.shape[axis] * factor:
             raise ValueError(f"output length {out.shape[axis]} is not {factor}×"
                              f"{lr.shape[axis]} along axis {axis}")
-    x = torch.from_numpy(out if in_place and out.dtype == np.float32 and out.flags.writeable
-                         else np.array(out, dtype=np.float32))
-    residual = torch.from_numpy(np.asarray(lr, dtype=np.float32) - degrade_axes(x.numpy(), ops))
+    x = _target(out, in_place)
+    residual = np.asarray(lr, dtype=np.float32) - degrade_axes(x, ops)
     if gain != 1.0:
-        residual *= gain
+        residual *= np.float32(gain)
     for axis, factor, profile in ops:
-        k = correction_matrix(lr.shape[axis], factor, profile).astype(np.float32)
-        residual = _along(residual, axis, torch.from_numpy(k))
+        residual = along(residual, axis, correction_matrix(lr.shape[axis], factor, profile))
     x += residual
-    return x.numpy()
+    return x
 
 
 def noise_variance_ratio(lr_shape: Sequence[int], ops: Sequence[Operator]) -> float:

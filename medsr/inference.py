@@ -18,15 +18,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from medsr.errors import MedsrError
 from medsr.resample import upsample_axis
-from medsr.runtime import plane_runner
+from medsr.runtime import GraphNet, Runner, plane_runner
 from medsr.transforms.intensity import Scaling, fit_scaling
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch loads where a network runs in it (a cached graph needs none)
+    import torch
+    from torch import nn
+
     from medsr.background import BodyRows
 
 
@@ -41,6 +42,7 @@ def model_factor(card: dict) -> int:
 
 def _windowed(model: nn.Module, x: torch.Tensor, roi: Sequence[int], device: torch.device,
               amp: bool, batch: int) -> torch.Tensor:
+    import torch
     from monai.inferers import sliding_window_inference
 
     def predictor(patch: torch.Tensor) -> torch.Tensor:
@@ -61,8 +63,12 @@ def _plane_batch(model: nn.Module, plane_voxels: int, budget_bytes: float = 3e8)
     return max(1, int(budget_bytes // (6 * 4 * features * max(1, plane_voxels))))
 
 
-def receptive_radius(model: nn.Module) -> int:
+def receptive_radius(model: nn.Module | GraphNet) -> int:
     """An upper bound, in output voxels, on how far a network looks (sum of conv reaches)."""
+    if isinstance(model, GraphNet):
+        return model.radius
+    from torch import nn
+
     reach = 0
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
@@ -72,9 +78,8 @@ def receptive_radius(model: nn.Module) -> int:
     return reach
 
 
-@torch.no_grad()
-def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
-                 device: torch.device, companions: Sequence[int] | None = None,
+def upscale_axis(array: np.ndarray, axis: int, model: nn.Module | GraphNet, card: dict, *,
+                 device: torch.device | str, companions: Sequence[int] | None = None,
                  planes: str = "both", roi: int = 256, factor: int | None = None,
                  backend: str = "auto", core: tuple[int, int, int] | None = None,
                  rows: BodyRows | None = None,
@@ -103,20 +108,18 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         spread the raw material of :mod:`medsr.uncertainty`.
     """
     f = factor or model_factor(card)
-    dims = int(card["spatial_dims"])
-    amp = device.type == "cuda"
-    model = model.to(device).eval()
-    n = array.shape[axis]
-    others = [a for a in range(3) if a != axis]
-    src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if dims == 3:
-        x = src.permute(*others, axis)[None, None]
-        roi3 = [min(roi // 2, s) for s in x.shape[2:4]] + [min(max(8, roi // (2 * f)), n)]
-        y = _windowed(model, x, roi3, device, amp, 1)[0, 0]
+    if int(card["spatial_dims"]) == 3:
+        out = _upscale_3d(array, axis, model, device, roi, f)
         if progress:
             progress(1.0)
-        return [y.permute(*np.argsort([*others, axis]).tolist()).numpy()]
-    model = model.to(memory_format=torch.channels_last)
+        return [out]
+    if not isinstance(model, GraphNet):
+        import torch
+
+        model = model.to(device).eval().to(memory_format=torch.channels_last)
+    n = array.shape[axis]
+    others = [a for a in range(3) if a != axis]
+    src = np.ascontiguousarray(array, dtype=np.float32)
     # each view stacks slices along one other axis; its plane is (the companion, axis)
     views = [a for a in others if companions is None or sum(others) - a in companions]
     views = views if planes == "both" else views[:1]
@@ -133,44 +136,60 @@ def upscale_axis(array: np.ndarray, axis: int, model: nn.Module, card: dict, *,
         shape = list(array.shape)
         shape[axis] = n * f
         first, last = wanted(stack_axis)
-        out = (torch.empty if (first, last) == (0, array.shape[stack_axis]) else torch.zeros)(
-            shape, dtype=torch.float32)
-        order = np.argsort([stack_axis, inplane, axis]).tolist()
-        # slices (N, 1, inplane, axis): the LR axis last, as the model was trained
-        slices = src.permute(stack_axis, inplane, axis)
+        out = (np.empty if (first, last) == (0, array.shape[stack_axis]) else np.zeros)(
+            shape, dtype=np.float32)
+        order = np.argsort([stack_axis, inplane, axis])
+        # slices (N, inplane, axis): the LR axis last, as the model was trained
+        slices = src.transpose(stack_axis, inplane, axis)
         batch = _plane_batch(model, slices.shape[1] * slices.shape[2] * f)
-        run = plane_runner(model, device, f, slices[:1, None].contiguous(), backend)
+        run = plane_runner(model, device, f, slices[:1, None], backend)
         for start in range(first, last, batch):
-            block = slices[start:min(start + batch, last)]
+            block = np.ascontiguousarray(slices[start:min(start + batch, last)])
             if rows is None:
                 y = run(block[:, None])[:, 0]
             else:
                 y = _body_only(run, block, f, rows, stack_axis, start)
             index = [slice(None)] * 3
             index[stack_axis] = slice(start, start + y.shape[0])
-            out[tuple(index)] = y.permute(*order)
+            out[tuple(index)] = y.transpose(order)
             done += y.shape[0]
             if progress:
                 progress(done / total)
-        outputs.append(out.numpy())
+        outputs.append(out)
     return outputs
 
 
-def _body_only(run: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor, f: int,
-               body: BodyRows, stack: int, start: int) -> torch.Tensor:
+def _upscale_3d(array: np.ndarray, axis: int, model: nn.Module, device: torch.device,
+                roi: int, f: int) -> np.ndarray:
+    """A 3D network by sliding window, the upscaled axis last."""
+    import torch
+
+    model = model.to(device).eval()
+    others = [a for a in range(3) if a != axis]
+    src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    x = src.permute(*others, axis)[None, None]
+    roi3 = [min(roi // 2, s) for s in x.shape[2:4]] + [min(max(8, roi // (2 * f)),
+                                                             array.shape[axis])]
+    with torch.no_grad():
+        y = _windowed(model, x, roi3, device, device.type == "cuda", 1)[0, 0]
+    return y.permute(*np.argsort([*others, axis]).tolist()).numpy()
+
+
+def _body_only(run: Runner, block: np.ndarray, f: int, body: BodyRows, stack: int,
+               start: int) -> np.ndarray:
     """A batch of planes ``(N, H, W)`` ×``f`` along W: the network's output on each plane's
     body rows (computed on their span widened by the network's reach, so unchanged), the
     cubic B-spline along W on the other rows (:mod:`medsr.background`)."""
     n, h, w = block.shape
-    keep = torch.from_numpy(np.ascontiguousarray(body.views[stack][start:start + n]))
+    keep = np.ascontiguousarray(body.views[stack][start:start + n])
     if bool(keep.all()):
         return run(block[:, None])[:, 0]
     lo, hi = body.crop(stack, start, start + n)
-    y = torch.empty((n, h, w * f), dtype=torch.float32)
+    y = np.empty((n, h, w * f), dtype=np.float32)
     if hi > lo:
         y[:, lo:hi] = run(block[:, None, lo:hi])[:, 0]
-    lines = np.ascontiguousarray(block[~keep].numpy())[:, None]  # (lines, 1, W)
-    y[~keep] = torch.from_numpy(upsample_axis(lines, 2, f, "bspline")[:, 0])
+    lines = np.ascontiguousarray(block[~keep])[:, None]  # (lines, 1, W)
+    y[~keep] = upsample_axis(lines, 2, f, "bspline")[:, 0]
     return y
 
 
@@ -180,10 +199,9 @@ def plane_axes(card: dict) -> int:
     return int(card.get("lr_axes", card.get("network", {}).get("lr_axes", 1)))
 
 
-@torch.no_grad()
-def upscale_plane(array: np.ndarray, axes: Sequence[int], factor: int, model: nn.Module,
-                  card: dict, *, device: torch.device, scaling: Scaling | None = None,
-                  members: int = 2, backend: str = "auto",
+def upscale_plane(array: np.ndarray, axes: Sequence[int], factor: int,
+                  model: nn.Module | GraphNet, card: dict, *, device: torch.device | str,
+                  scaling: Scaling | None = None, members: int = 2, backend: str = "auto",
                   progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
     """In-plane SR: ``array`` (X, Y, Z, scan units) ×``factor`` along both ``axes`` with an
     in-plane network (:func:`plane_axes` 2), plane by plane across the third axis.
@@ -196,20 +214,23 @@ def upscale_plane(array: np.ndarray, axes: Sequence[int], factor: int, model: nn
     stack = 3 - a - b
     scaling = scaling or fit_scaling(array, card["normalization"])
     x = scaling.forward(np.asarray(array, dtype=np.float32))
-    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, (stack, a, b), (0, 1, 2))))
-    model = model.to(device).eval()
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    slices = np.ascontiguousarray(np.moveaxis(x, (stack, a, b), (0, 1, 2)))
+    if not isinstance(model, GraphNet):
+        import torch
+
+        model = model.to(device).eval()
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
     n, h, w = slices.shape
     batch = _plane_batch(model, h * w * factor * factor)
     outputs = []
     for m in range(members):
-        planes = slices if m == 0 else slices.transpose(1, 2)
-        run = plane_runner(model, device, factor, planes[:1, None].contiguous(), backend)
+        planes = slices if m == 0 else slices.transpose(0, 2, 1)
+        run = plane_runner(model, device, factor, planes[:1, None], backend)
         out = np.empty((n, h * factor, w * factor), dtype=np.float32)
         for start in range(0, n, batch):
             y = run(planes[start:start + batch, None])[:, 0]
-            out[start:start + y.shape[0]] = (y if m == 0 else y.transpose(1, 2)).numpy()
+            out[start:start + y.shape[0]] = y if m == 0 else y.transpose(0, 2, 1)
             if progress:
                 progress((m * n + start + y.shape[0]) / (members * n))
         np.multiply(out, np.float32(scaling.scale), out=out)

@@ -119,6 +119,46 @@ def load_cached(path: str | Path, device) -> tuple:
     return _cached_model(str(Path(path).resolve()), str(device))
 
 
+@lru_cache(maxsize=8)
+def _cached_card(path: str) -> dict:
+    from medsr.checkpoint import read_card
+
+    return read_card(path)[1]
+
+
+def read_card(path: str | Path) -> dict:
+    """A model's card (no network built, no torch), read once per process."""
+    return _cached_card(str(Path(path).resolve()))
+
+
+@lru_cache(maxsize=8)
+def _cached_graphs(path: str, factor: int, cache: str):
+    from medsr.checkpoint import read_card
+    from medsr.runtime import cached_network
+
+    weights, card = read_card(path)
+    return cached_network(weights, card, factor)
+
+
+def load_network(path: str | Path, device, factor: int) -> tuple[object, object]:
+    """``(network, device)`` to run a model ×``factor``: its cached graph
+    (:class:`medsr.runtime.GraphNet`, no torch) when the device is surely the CPU and the
+    graph is on disk, else the PyTorch network (:func:`load_cached`; on the CPU its first run
+    exports the graph for the next)."""
+    from medsr.device import surely_cpu
+
+    if surely_cpu(device):
+        from medsr.runtime import cache_dir
+
+        net = _cached_graphs(str(Path(path).resolve()), int(factor), str(cache_dir()))
+        if net is not None:
+            return net, "cpu"
+    from medsr.device import resolve_device
+
+    dev = resolve_device(device)
+    return load_cached(path, dev)[0], dev
+
+
 @dataclass
 class NetworkUpscaler(Upscaler):
     """Base of the methods that run a trained network: its weights, card and device, and
@@ -425,8 +465,8 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
     from medsr.inference import factor_range
     from medsr.models import default_model
 
-    dev = resolve_device(device)  # an explicit device is checked even when no model serves
-    if why:
+    if why:  # an explicit device is checked even when no model serves
+        resolve_device(device)
         return None, why
     stages: list[Upscaler] = []
     grid_shape, grid_affine = tuple(shape), affine
@@ -434,6 +474,7 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
         folder = default_model(modality, "inplane")
         if folder is None:
             return None, f"no default in-plane {modality} model is shipped"
+        dev = resolve_device(device)
         net, card = load_cached(folder, dev)
         f = factors[plane[0]]
         if not _in_range(card, f):
@@ -448,13 +489,14 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
         thick_factors = tuple(factors[a] if a == thick else 1 for a in range(3))
         if selfsup is not None:
             stages.append(SelfSupervised("self-supervised", grid_shape, grid_affine,
-                                         factors=thick_factors, profile=profile, device=dev,
-                                         modality=modality, options=dict(selfsup)))
+                                         factors=thick_factors, profile=profile,
+                                         device=resolve_device(device), modality=modality,
+                                         options=dict(selfsup)))
         else:
             folder = default_model(modality)
             if folder is None:
                 return None, f"no default {modality} model is shipped"
-            net, card = load_cached(folder, dev)
+            card = read_card(folder)
             lo, hi = factor_range(card)
             if scale is None:  # the automatic target: clip to what the model serves
                 thick_factors = requested_factors(grid_affine, None, lo, hi) \
@@ -462,6 +504,7 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
             if not _in_range(card, thick_factors[thick]):
                 return None, (f"the default {modality} model serves factors {lo} to {hi} "
                               f"along one axis, not {list(factors)}")
+            net, dev = load_network(folder, device, thick_factors[thick])
             stages.append(ModelUpscaler("default", grid_shape, grid_affine,
                                         factors=thick_factors, profile=profile, net=net,
                                         card=card, device=dev))
@@ -517,18 +560,24 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
                 logger.warning("method auto: %s, so using B-spline", why)
             return interpolation("bspline")
     else:
-        from medsr.device import resolve_device  # torch
+        from medsr.device import resolve_device
         from medsr.inference import factor_range, plane_axes
 
-        dev = resolve_device(device)
-        net, card = load_cached(model, dev)
+        card = read_card(model)
         name = f"model {model}"
         if plane_axes(card) == 2:
-            up = PlaneUpscaler(name, shape, affine, factors=factors, net=net, card=card,
-                               device=dev)
+            dev = resolve_device(device)
+            up = PlaneUpscaler(name, shape, affine, factors=factors,
+                               net=load_cached(model, dev)[0], card=card, device=dev)
         else:
             if spacing is None:
                 factors = requested_factors(affine, scale, *factor_range(card))
+            thick = [f for f in factors if f > 1]
+            if len(thick) == 1:
+                net, dev = load_network(model, device, thick[0])
+            else:  # more than one axis: refused below
+                dev = resolve_device(device)
+                net = load_cached(model, dev)[0]
             up = ModelUpscaler(name, shape, affine, factors=factors, profile=profile,
                                net=net, card=card, device=dev)
     if spacing is not None:

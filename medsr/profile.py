@@ -19,7 +19,7 @@ import numpy as np
 from medsr.consistency import SliceProfile
 from medsr.errors import MedsrError
 from medsr.geometry import spacing as voxel_size
-from medsr.transforms.degrade import FWHM_PER_SIGMA, profile_kernel
+from medsr.transforms.kernels import FWHM_PER_SIGMA, profile_kernel
 
 WIDTHS = np.round(np.arange(0.5, 2.51, 0.05), 2)
 KINDS = ("box", "gaussian")

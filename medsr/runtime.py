@@ -5,42 +5,54 @@ PyTorch eager with the same results (largest difference ~2e-7 of the range; meas
 ``benchmarks/runtime_speed.py``). A network with a ``residual(x, factor)`` method (the
 multi-factor :class:`medsr.nets.lrsr.LRRefiner`) is exported once per factor with every
 plane axis dynamic — its B-spline skip, whose matrix depends on the plane's width, is added
-outside the graph — and the graph is kept on disk (:func:`cache_dir`, keyed by the weights,
-the factor and the torch version), so a later process loads it instead of exporting (a few
-seconds on 2 cores); a cache folder that cannot be written is skipped. Other networks are
-exported once per (factor, plane width) and kept for the network's lifetime. ONNX Runtime
-runs with all its graph optimisations and torch's thread count (both measured best on 2
-cores) and without spinning threads (``docs/speed.md``). On CUDA, or when ONNX Runtime is
-missing or the export fails, PyTorch runs the planes (with bf16 autocast on CUDA).
+outside the graph, in NumPy (:func:`bspline_skip`) — and the graph is kept on disk
+(:func:`cache_dir`), so a later process loads it instead of exporting (a few seconds on 2
+cores); a cache folder that cannot be written is skipped. Other networks are exported once per
+(factor, plane width) and kept for the network's lifetime. ONNX Runtime runs with all its graph
+optimisations and torch's thread count (both measured best on 2 cores) and without spinning
+threads (``docs/speed.md``). On CUDA, or when ONNX Runtime is missing or the export fails,
+PyTorch runs the planes (with bf16 autocast on CUDA).
+
+**A cached graph needs no torch.** Its name (:func:`graph_key`) is computed from what a model
+folder holds — the weights file's bytes and the card's architecture — with the factor, the
+opset and medsr's version; so when a saved model's graph for the request's factor is on disk,
+:func:`cached_network` gives a :class:`GraphNet` that runs it without importing torch (about
+2 s of a run on 2 cores). The first run of a model exports with torch and fills the cache.
+Planes go in and out as NumPy arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import importlib.util
 import json
 import logging
 import os
+import sys
 import tempfile
-import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from medsr.nets import forward
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: torch networks loaded from a file: (file's digest, state digest then, card's architecture)
+_LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: bumped when what goes into a cached graph changes
-_GRAPH_VERSION = 1
+_GRAPH_VERSION = 2
+#: the ONNX opset of exported graphs (:mod:`medsr.export` uses it; here for the key)
+OPSET = 17
+#: networks whose graph is their residual, one for every plane width (``residual(x, f)``)
+WIDTH_FREE = ("lrrefiner",)
 #: graphs kept on disk (each self-supervised fit adds one); the least recently used go first
 CACHED_GRAPHS = 32
+
+Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def cache_dir() -> Path:
@@ -50,59 +62,121 @@ def cache_dir() -> Path:
     return Path(root) / "medsr" / "onnx"
 
 
-class _Fixed(nn.Module):
-    """``model(x, factor=f)`` as a one-input module, for export."""
+def graph_key(weights_digest: str, config: dict, factor: int) -> str:
+    """The name of a residual graph: the weights (a digest), the architecture, the factor,
+    the opset and medsr's version (no torch needed)."""
+    from medsr import __version__
 
-    def __init__(self, model: nn.Module, factor: int) -> None:
-        super().__init__()
-        self.model, self.factor = model, factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return forward(self.model, x, self.factor)
-
-
-class _Residual(_Fixed):
-    """``model.residual(x, f)``: the graph without the width-dependent skip."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.residual(x, self.factor)
-
-
-def _graph_key(model: nn.Module, factor: int) -> str:
-    """A name for a network's residual graph: its weights, hyperparameters, the factor and
-    the torch version that exports it."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([_GRAPH_VERSION, factor, torch.__version__,
-                              getattr(model, "config", {})], sort_keys=True,
-                             default=str).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps([_GRAPH_VERSION, OPSET, __version__, int(factor), config],
+                             sort_keys=True, default=str).encode())
+    digest.update(weights_digest.encode())
     return digest.hexdigest()[:32]
 
 
-def _export(module: nn.Module, example: torch.Tensor, dynamic: dict) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (example,), buffer, input_names=["x"],
-                          output_names=["y"], dynamo=False,
-                          dynamic_axes={"x": dynamic, "y": dynamic})
-    return buffer.getvalue()
+def width_free(model) -> bool:
+    """Whether one graph of ``model`` serves every plane width (its B-spline skip outside)."""
+    return isinstance(model, GraphNet) or callable(getattr(model, "residual", None))
 
 
-def _cached_graph(model: nn.Module, factor: int, example: torch.Tensor) -> bytes:
-    """The residual graph from the disk cache, else exported (and stored when possible)."""
-    path = cache_dir() / f"{_graph_key(model, factor)}.onnx"
+def bspline_skip(x: np.ndarray, factor: int, lr_axes: int = 1) -> np.ndarray:
+    """The cubic B-spline of planes ``(..., H, W)`` ×``factor`` along W (and H with
+    ``lr_axes=2``): what an LRRefiner's residual corrects, as its ``skip`` computes it."""
+    from medsr.consistency import along, upsample_matrix
+
+    base = along(x, -1, upsample_matrix(x.shape[-1], factor))
+    if lr_axes == 2:
+        base = along(base, -2, upsample_matrix(x.shape[-2], factor))
+    return base
+
+
+class GraphNet:
+    """A saved width-free network (:data:`WIDTH_FREE`) run from its cached residual graphs,
+    without torch: what the inference code needs of it (architecture, reach, graphs).
+
+    Attributes:
+        card: the model card; ``config`` its architecture (``card["network"]``).
+        radius: the sum of every convolution's reach (:func:`medsr.inference.
+            receptive_radius`); ``reach`` counts one head (:func:`medsr.background.plane_reach`).
+        graphs: factor -> the graph's bytes (those found in the cache).
+    """
+
+    takes_factor = True
+
+    def __init__(self, weights: Path, card: dict, digest: str) -> None:
+        from medsr.checkpoint import tensor_shapes
+
+        self.card, self.config, self.digest = card, dict(card["network"]), digest
+        self.lr_axes = int(self.config.get("lr_axes", 1))
+        self.graphs: dict[int, bytes] = {}
+        reach: dict[str, int] = {}
+        for name, shape in tensor_shapes(weights).items():
+            if name.endswith(".weight") and len(shape) in (4, 5):  # 2D and 3D convolutions
+                reach[name] = (max(shape[2:]) - 1) // 2
+        heads: dict[str, int] = {}
+        for name, r in reach.items():
+            if name.startswith("heads."):
+                head = name.split(".")[1]
+                heads[head] = heads.get(head, 0) + r
+        self.radius = sum(reach.values())
+        self.reach = self.radius - sum(heads.values()) + max(heads.values(), default=0)
+
+    def path(self, factor: int) -> Path:
+        return cache_dir() / f"{graph_key(self.digest, self.config, factor)}.onnx"
+
+
+def cached_network(weights: Path, card: dict, factor: int) -> GraphNet | None:
+    """The saved model as a :class:`GraphNet` when its graph for ``factor`` is in the cache
+    (and ONNX Runtime is installed and the network width-free), else None: then torch loads
+    it, and its first CPU run exports the graph."""
+    network = card.get("network") or {}
+    if network.get("name") not in WIDTH_FREE or card.get("input", "lr") != "lr" \
+            or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    from medsr.checkpoint import weights_digest
+
+    net = GraphNet(weights, card, weights_digest(weights))
+    path = net.path(factor)
     try:
-        graph = path.read_bytes()
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used
-        return graph
+        net.graphs[int(factor)] = path.read_bytes()
     except OSError:
-        pass
-    graph = _export(_Residual(model, factor), example, {0: "n", 2: "h", 3: "w"})
-    try:  # atomically: concurrent processes may export the same graph
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used
+    return net
+
+
+def remember_weights(model, weights: Path, config: dict) -> None:
+    """Note that ``model`` (torch) holds the weights of the file ``weights`` and the card's
+    architecture ``config``, so that its graphs are named as :class:`GraphNet`'s (while its
+    weights stay those)."""
+    from medsr.checkpoint import weights_digest
+
+    _LOADED[model] = (weights_digest(weights), _state_digest(model), dict(config))
+
+
+def _state_digest(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _graph_key(model, factor: int) -> str:
+    """:func:`graph_key` of a torch network: by its file when loaded from one and unchanged
+    since (the name a later run finds without torch), else by its weights in memory."""
+    state = _state_digest(model)
+    loaded = _LOADED.get(model)
+    if loaded is not None and loaded[1] == state:
+        return graph_key(loaded[0], loaded[2], factor)
+    return graph_key(state, getattr(model, "config", {}), factor)
+
+
+def _store(path: Path, graph: bytes) -> None:
+    """Write a graph into the cache atomically (concurrent processes may export the same
+    one) and drop the least recently used beyond :data:`CACHED_GRAPHS`."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
@@ -117,44 +191,68 @@ def _cached_graph(model: nn.Module, factor: int, example: torch.Tensor) -> bytes
             old.unlink(missing_ok=True)
     except OSError as err:
         logger.info("ONNX graph not cached in %s (%s)", path.parent, err.strerror or err)
+
+
+def _cached_graph(model, factor: int, example: np.ndarray) -> bytes:
+    """The residual graph from the disk cache, else exported (and stored when possible)."""
+    from medsr.export import export_planes
+
+    path = cache_dir() / f"{_graph_key(model, factor)}.onnx"
+    try:
+        graph = path.read_bytes()
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used
+        return graph
+    except OSError:
+        pass
+    graph = export_planes(model, factor, example, residual=True)
+    _store(path, graph)
     return graph
 
 
-def _torch_runner(model: nn.Module, device: torch.device, factor: int
-                  ) -> Callable[[torch.Tensor], torch.Tensor]:
-    amp = device.type == "cuda"
-    fixed = _Fixed(model, factor)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16 if amp
-                                             else torch.float32, enabled=amp):
-            return fixed(x).float().cpu()
-
-    return run
+def _threads() -> int:
+    """ONNX Runtime's intra-op threads: torch's count when torch is loaded (a user's
+    ``torch.set_num_threads`` holds), else ``OMP_NUM_THREADS``, else 0: ONNX Runtime's
+    default, the physical cores (torch's default too)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    with contextlib.suppress(ValueError):
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    return 0
 
 
-def _onnx_session(model: nn.Module, factor: int, example: torch.Tensor):
+def _new_session(graph: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _threads()
+    # idle threads sleep instead of spinning: on a shared 2-core machine (load 14)
+    # this was 17 % faster (docs/speed.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_session(model, factor: int, example: np.ndarray):
     """An ONNX Runtime session for planes ``(N, C, H, W)`` of this width, or None."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         return None
     cache = _SESSIONS.setdefault(model, {})
-    width_free = callable(getattr(model, "residual", None))
-    key = (factor, None if width_free else int(example.shape[-1]))
+    free = width_free(model)
+    key = (factor, None if free else int(example.shape[-1]))
     if key not in cache:
+        if isinstance(model, GraphNet):
+            if factor not in model.graphs:
+                raise RuntimeError(f"no cached graph of this model for ×{factor}")
+            cache[key] = _new_session(model.graphs[factor])
+            return cache[key]
         try:
-            graph = (_cached_graph(model, factor, example) if width_free else
-                     _export(_Fixed(model, factor), example, {0: "n", 2: "h"}))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            # idle threads sleep instead of spinning: on a shared 2-core machine (load 14)
-            # this was 17 % faster (docs/speed.md)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            cache[key] = ort.InferenceSession(graph, options,
-                                              providers=["CPUExecutionProvider"])
+            from medsr.export import export_planes
+
+            graph = (_cached_graph(model, factor, example) if free else
+                     export_planes(model, factor, example, residual=False))
+            cache[key] = _new_session(graph)
         except Exception as err:  # noqa: BLE001 - any export failure falls back to PyTorch
             logger.info("ONNX export failed (%s); running the network in PyTorch",
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -162,13 +260,33 @@ def _onnx_session(model: nn.Module, factor: int, example: torch.Tensor):
     return cache[key]
 
 
-def plane_runner(model: nn.Module, device: torch.device, factor: int, example: torch.Tensor,
-                 backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function mapping planes ``(N, C, H, W)`` to fine planes ``(N, C, H', W')`` on the CPU.
+def _torch_runner(model, device, factor: int) -> Runner:
+    import torch
+
+    from medsr.nets import forward
+
+    amp = device.type == "cuda"
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        t = t.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16 if amp
+                                             else torch.float32, enabled=amp):
+            return forward(model, t, factor).float().cpu().numpy()
+
+    return run
+
+
+def plane_runner(model, device, factor: int, example: np.ndarray, backend: str = "auto"
+                 ) -> Runner:
+    """A function mapping planes ``(N, C, H, W)`` to fine planes ``(N, C, H', W')`` (float32
+    arrays, on the CPU).
 
     Args:
-        model: a 2D network (``takes_factor`` networks get ``factor``).
-        device: where it runs; ONNX Runtime is used only on the CPU.
+        model: a 2D network (``takes_factor`` networks get ``factor``), or a
+            :class:`GraphNet` (ONNX Runtime on the CPU only).
+        device: where it runs (a torch device, or ``"cpu"``); ONNX Runtime is used only on
+            the CPU.
         factor: the upscaling factor.
         example: a batch of planes of the width that will be run (for the export).
         backend: ``"auto"`` (ONNX Runtime on a CPU when available), ``"torch"`` or ``"onnx"``
@@ -176,19 +294,26 @@ def plane_runner(model: nn.Module, device: torch.device, factor: int, example: t
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "torch" and device.type == "cpu":
-        session = _onnx_session(model.eval(), factor, example.contiguous())
-        if session is not None and callable(getattr(model, "residual", None)):
-            def run(x: torch.Tensor) -> torch.Tensor:
-                x = x.contiguous()
-                y = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
-                return y.add_(model.skip(x, factor))
+    cpu = str(getattr(device, "type", device)) == "cpu"
+    graph = isinstance(model, GraphNet)
+    if graph and (backend == "torch" or not cpu):
+        raise ValueError("a cached graph runs in ONNX Runtime on the CPU")
+    if backend != "torch" and cpu:
+        session = _onnx_session(model if graph else model.eval(), factor,
+                                np.ascontiguousarray(example, dtype=np.float32))
+        if session is not None and width_free(model):
+            lr_axes = model.lr_axes if graph else int(getattr(model, "lr_axes", 1))
+
+            def run(x: np.ndarray) -> np.ndarray:
+                x = np.ascontiguousarray(x, dtype=np.float32)
+                y = session.run(None, {"x": x})[0]
+                y += bspline_skip(x, factor, lr_axes)
+                return y
 
             return run
         if session is not None:
-            def run(x: torch.Tensor) -> torch.Tensor:
-                y = session.run(None, {"x": x.contiguous().numpy()})[0]
-                return torch.from_numpy(y)
+            def run(x: np.ndarray) -> np.ndarray:
+                return session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
             return run
         if backend == "onnx":

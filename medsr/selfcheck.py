@@ -68,12 +68,10 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
     Raises:
         MedsrError: the scan has no high-resolution plane to learn from.
     """
-    import torch
-
+    from medsr.consistency import degrade
+    from medsr.inplane import inplane_truth, profile_variance
     from medsr.metrics import otsu_threshold
     from medsr.noise import scan_noise, top_up_sd
-    from medsr.selfsup import inplane_truth, profile_variance
-    from medsr.transforms.degrade import slice_profile
 
     f, prof = up.factor, up.profile
     lo = otsu_threshold(reference)
@@ -92,7 +90,7 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
             body = held if len(held) else body
         pick = body[np.linspace(0, len(body) - 1, min(max_planes, len(body))).astype(int)]
         truth = stack[np.unique(pick)]
-        lr = slice_profile(torch.from_numpy(truth), 1, f, prof.width * f, prof.kind).numpy()
+        lr = degrade(truth, 2, f, prof)  # the cropped truth holds whole LR voxels
         if top_up > 0:
             lr = lr + rng.normal(0.0, top_up, lr.shape).astype(np.float32)
         pairs.append((truth, lr))
@@ -101,15 +99,18 @@ def inplane_pairs(up, reference: np.ndarray, max_planes: int, match_noise: bool 
 
 def predict_pair(up, lr: np.ndarray) -> list[np.ndarray]:
     """The learned method's views of an LR stack ``(planes, b, a/f)``: the plane view and its
-    mirror (standing in for the real output's two plane views)."""
+    mirror (standing in for the real output's two plane views). A network whose one graph
+    serves every plane width runs as the output's planes do (ONNX Runtime on a CPU); others
+    in PyTorch (a few planes: no export for their width)."""
     from medsr.inference import predict_views
+    from medsr.runtime import width_free
 
+    backend = "auto" if width_free(up.net) else "torch"
     views = []
     for flip in (False, True):
         x = lr[:, ::-1].copy() if flip else lr
         v = predict_views(x, (1, 1, up.factor), up.net, up.card, device=up.device,
-                          spacing=(1e3, 1.0, 1.0), scaling=up.scaling,
-                          backend="torch")[0]  # a few planes: no export
+                          spacing=(1e3, 1.0, 1.0), scaling=up.scaling, backend=backend)[0]
         views.append(v[:, ::-1] if flip else v)
     return views
 

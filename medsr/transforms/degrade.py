@@ -33,15 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
-TRUNCATE = 3.0  # Gaussian kernels end at ±3 sigma
-PROFILES = ("box", "gaussian")
+from medsr.transforms.kernels import (  # noqa: F401 - PROFILES, profile_kernel: public here too
+    FWHM_PER_SIGMA,
+    PROFILES,
+    TRUNCATE,
+    check_factor,
+    profile_kernel,
+)
 
-
-def _factor(f: Any) -> int:
-    if isinstance(f, bool) or not float(f).is_integer() or f < 1:
-        raise ValueError(f"factors must be integers >= 1, got {f!r}")
-    return int(f)
+_factor = check_factor
 
 
 def _dim(x: torch.Tensor, axis: int) -> int:
@@ -85,37 +85,6 @@ def _like(out: torch.Tensor, ref: torch.Tensor, factors: Mapping[int, int] | Non
         meta["spatial_shape"] = np.asarray(out.shape[1:])
     return MetaTensor(out, affine=torch.as_tensor(affine @ t), meta=meta,
                       applied_operations=copy.deepcopy(ref.applied_operations))
-
-
-def profile_kernel(factor: int, thickness: float | None = None, profile: str = "box"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Discrete slice profile around one LR voxel centre.
-
-    Args:
-        factor: slice spacing in HR voxels.
-        thickness: slice thickness (FWHM) in HR voxels; default ``factor``.
-        profile: ``"box"`` (voxel-integrated rectangle: edge voxels get the fraction of them
-            inside) or ``"gaussian"`` (point samples, sigma = FWHM / 2.3548, ±3 sigma).
-
-    Returns:
-        ``(offsets, weights)``: HR index minus LR centre (half-integers for even factors) and
-        float64 weights summing to 1.
-    """
-    f = _factor(factor)
-    t = float(f if thickness is None else thickness)
-    if not t > 0:
-        raise ValueError(f"thickness must be positive, got {thickness!r}")
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    s, h, sigma = (f - 1) / 2.0, t / 2.0, t / FWHM_PER_SIGMA
-    reach = h + 0.5 if profile == "box" else max(TRUNCATE * sigma, 0.5)
-    d = np.arange(math.ceil(s - reach - 1e-9), math.floor(s + reach + 1e-9) + 1) - s
-    if profile == "box":  # overlap of each voxel [d - 1/2, d + 1/2] with [-t/2, t/2]
-        w = np.clip(np.minimum(d + 0.5, h) - np.maximum(d - 0.5, -h), 0.0, None)
-    else:
-        w = np.exp(-0.5 * (d / sigma) ** 2)
-    keep = w > 1e-12 * w.max()
-    return d[keep], w[keep] / w[keep].sum()
 
 
 def slice_profile(x: torch.Tensor, axis: int, factor: int, thickness: float | None = None,
