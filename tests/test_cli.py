@@ -172,6 +172,11 @@ def test_info_and_sample(tmp_path):
 
 def _modules_after(*args) -> set[str]:
     """The heavy modules loaded by ``medsr ARGS`` run in a fresh interpreter."""
+    return _fresh_run(*args)[0]
+
+
+def _fresh_run(*args) -> tuple[set[str], str]:
+    """``medsr ARGS`` in a fresh interpreter: the heavy modules it loaded, and its stderr."""
     import os
     import subprocess
     import sys
@@ -185,7 +190,7 @@ def _modules_after(*args) -> set[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=True)
-    return set(done.stdout.strip().splitlines()[-1].split()[1:])
+    return set(done.stdout.strip().splitlines()[-1].split()[1:]), done.stderr
 
 
 def test_help_info_and_interpolation_load_no_torch_or_monai(scan, tmp_path):
@@ -223,6 +228,42 @@ def test_default_model_runs_without_monai(scan, tmp_path):
     loaded = _modules_after("upscale", scan, "-o", tmp_path / "o.nii.gz", "--scale", 1, 1, 2)
     assert "torch" in loaded and "monai" not in loaded
     assert (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_cached_graph_runs_without_torch(tmp_path, monkeypatch):
+    """Once a first run has exported the default model's graph into the cache, the next
+    default upscale (its noise measurement, self-check, consistency projection and
+    uncertainty map included) loads neither torch nor MONAI, and writes the same outputs."""
+    from conftest import make_affine
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    path = tmp_path / "ct.nii.gz"
+    img = nib.Nifti1Image(np.rint(phantom((40, 36, 8)) - 1000.0).astype(np.int16),
+                          make_affine(np.eye(3), (0.8, 0.8, 3.0), (0.0, 0.0, 0.0)))
+    img.to_filename(str(path))
+
+    def upscale(name, *more):
+        return _fresh_run("upscale", path, "-o", tmp_path / f"{name}.nii.gz", "--scale", 1, 1, 3,
+                          "--method", "default", "--modality", "ct", "--dtype", "float32",
+                          "-v", *more)
+
+    def load(name):
+        return np.asarray(nib.load(str(tmp_path / f"{name}.nii.gz")).dataobj)
+
+    first, _ = upscale("first", "--uncertainty", tmp_path / "first_sd.nii.gz")
+    assert "torch" in first and len(list((cache / "medsr" / "onnx").glob("*.onnx"))) == 1
+    again, log = upscale("again", "--uncertainty", tmp_path / "again_sd.nii.gz")
+    assert "torch" not in again and "monai" not in again and "onnxruntime" in again
+    assert "self-check on" in log and "noise of the measured samples" in log
+    plain, _ = upscale("plain")
+    assert "torch" not in plain and "monai" not in plain
+    reference = load("first")
+    for name in ("again", "plain"):
+        np.testing.assert_allclose(load(name), reference, rtol=0, atol=1e-5 * np.ptp(reference))
+    sd = load("first_sd")
+    np.testing.assert_allclose(load("again_sd"), sd, rtol=0, atol=1e-5 * np.ptp(reference))
+    assert sd.max() > 0
 
 
 def test_lazy_package_keeps_its_public_names():

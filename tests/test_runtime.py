@@ -19,14 +19,14 @@ from medsr.runtime import plane_runner
 def test_onnx_and_torch_agree(name, params, factor):
     torch.manual_seed(0)
     net = build_network(name, spatial_dims=2, **params).eval()
-    planes = torch.rand(5, 1, 23, 11)
+    planes = torch.rand(5, 1, 23, 11).numpy()
     onnx = plane_runner(net, torch.device("cpu"), factor, planes[:1], "onnx")
     eager = plane_runner(net, torch.device("cpu"), factor, planes[:1], "torch")
     a, b = onnx(planes), eager(planes)
     assert a.shape == b.shape == (5, 1, 23, 11 * factor)
-    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
-    taller = torch.rand(2, 1, 40, 11)  # the other plane axis and the batch are dynamic
-    np.testing.assert_allclose(onnx(taller).numpy(), eager(taller).numpy(), atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    taller = torch.rand(2, 1, 40, 11).numpy()  # the other plane axis and the batch are dynamic
+    np.testing.assert_allclose(onnx(taller), eager(taller), atol=1e-5)
 
 
 def test_falls_back_to_torch_without_onnxruntime(monkeypatch):
@@ -40,11 +40,11 @@ def test_falls_back_to_torch_without_onnxruntime(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ort)
     net = build_network("edsr", spatial_dims=2, scale=(1, 1), features=4, num_blocks=1).eval()
     planes = torch.rand(2, 1, 9, 7)
-    out = plane_runner(net, torch.device("cpu"), 1, planes[:1], "auto")(planes)
+    out = plane_runner(net, torch.device("cpu"), 1, planes[:1].numpy(), "auto")(planes.numpy())
     with torch.no_grad():
-        np.testing.assert_allclose(out.numpy(), net(planes).numpy(), atol=1e-6)
+        np.testing.assert_allclose(out, net(planes).numpy(), atol=1e-6)
     with pytest.raises(RuntimeError, match="ONNX Runtime"):
-        plane_runner(net, torch.device("cpu"), 1, planes[:1], "onnx")
+        plane_runner(net, torch.device("cpu"), 1, planes[:1].numpy(), "onnx")
 
 
 def _refiner():
@@ -59,10 +59,10 @@ def test_refiner_graph_serves_every_width_and_is_kept_on_disk(tmp_path, monkeypa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     net = _refiner()
     cpu = torch.device("cpu")
-    run = plane_runner(net, cpu, 3, torch.rand(1, 1, 23, 11), "onnx")
+    run = plane_runner(net, cpu, 3, torch.rand(1, 1, 23, 11).numpy(), "onnx")
     for width in (11, 7, 30):  # one graph: the B-spline skip is added outside it
         planes = torch.rand(3, 1, 19, width)
-        np.testing.assert_allclose(run(planes).numpy(), net(planes, factor=3).detach().numpy(),
+        np.testing.assert_allclose(run(planes.numpy()), net(planes, factor=3).detach().numpy(),
                                    atol=1e-5)
     graphs = list((tmp_path / "medsr" / "onnx").glob("*.onnx"))
     assert len(graphs) == 1
@@ -74,8 +74,8 @@ def test_refiner_graph_serves_every_width_and_is_kept_on_disk(tmp_path, monkeypa
 
     monkeypatch.setattr(torch.onnx, "export", no_export)
     planes = torch.rand(2, 1, 16, 9)
-    rerun = runtime.plane_runner(again, cpu, 3, planes[:1], "onnx")
-    np.testing.assert_allclose(rerun(planes).numpy(), net(planes, factor=3).detach().numpy(),
+    rerun = runtime.plane_runner(again, cpu, 3, planes[:1].numpy(), "onnx")
+    np.testing.assert_allclose(rerun(planes.numpy()), net(planes, factor=3).detach().numpy(),
                                atol=1e-5)
 
 
@@ -85,6 +85,42 @@ def test_unwritable_cache_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     planes = torch.rand(2, 1, 16, 9)
     net = _refiner()
-    run = plane_runner(net, torch.device("cpu"), 2, planes[:1], "onnx")
-    np.testing.assert_allclose(run(planes).numpy(), net(planes, factor=2).detach().numpy(),
+    run = plane_runner(net, torch.device("cpu"), 2, planes[:1].numpy(), "onnx")
+    np.testing.assert_allclose(run(planes.numpy()), net(planes, factor=2).detach().numpy(),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("modality, kind", [("CT", "through"), ("MR", "through"),
+                                            ("CT", "inplane"), ("MR", "inplane")])
+def test_a_saved_model_names_its_graph_without_torch(tmp_path, monkeypatch, modality, kind):
+    """A shipped model's graph is found by what its folder holds: the name a later run
+    computes without torch (:class:`GraphNet`, with the same reach as the network) is the one
+    its first run exported under; weights changed after loading (a fine-tune) get their own."""
+    from medsr.background import plane_reach
+    from medsr.checkpoint import load_model, read_card
+    from medsr.inference import receptive_radius
+    from medsr.models import default_model
+    from medsr.runtime import GraphNet, _graph_key, cached_network
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = default_model(modality, kind)
+    weights, card = read_card(folder)
+    assert cached_network(weights, card, 3) is None  # nothing cached yet
+    net, _ = load_model(folder)
+    lr_axes = int(card["network"].get("lr_axes", 1))
+    planes = torch.rand(2, 1, 12, 12).numpy()
+    ran = plane_runner(net, torch.device("cpu"), 3, planes[:1], "onnx")(planes)
+    graph = cached_network(weights, card, 3)
+    assert isinstance(graph, GraphNet) and graph.path(3).is_file()
+    assert graph.path(3).name == f"{_graph_key(net, 3)}.onnx"
+    assert (graph.radius, graph.reach) == (receptive_radius(net), plane_reach(net))
+    assert graph.lr_axes == lr_axes
+    again = plane_runner(graph, "cpu", 3, planes[:1], "auto")(planes)
+    np.testing.assert_array_equal(again, ran)
+    with torch.no_grad():
+        np.testing.assert_allclose(again, net(torch.from_numpy(planes), factor=3).numpy(),
+                                   atol=1e-5)
+        next(net.parameters()).add_(0.01)
+    assert _graph_key(net, 3) != _graph_key(load_model(folder)[0], 3)
+    with pytest.raises(ValueError, match="ONNX Runtime on the CPU"):
+        plane_runner(graph, "cpu", 3, planes[:1], "torch")
