@@ -222,9 +222,11 @@ def test_auto_with_nothing_to_upscale_says_so_and_loads_no_torch(tmp_path):
     assert nib.load(str(tmp_path / "c.nii.gz")).header.get_zooms() == pytest.approx((2, 2, 2))
 
 
-def test_default_model_runs_without_monai(scan, tmp_path):
+def test_default_model_runs_without_monai(scan, tmp_path, monkeypatch):
     """A learned upscale loads torch and ONNX Runtime but not MONAI (whose ``__init__``
-    imports every subpackage: seconds on each run)."""
+    imports every subpackage: seconds on each run); torch only while its graph is not cached
+    (an empty cache here; see ``test_a_cached_graph_runs_without_torch``)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     loaded = _modules_after("upscale", scan, "-o", tmp_path / "o.nii.gz", "--scale", 1, 1, 2)
     assert "torch" in loaded and "monai" not in loaded
     assert (tmp_path / "o.nii.gz").exists()
