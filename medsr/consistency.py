@@ -103,19 +103,35 @@ def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
     return (moved @ matrix.T).movedim(-1, axis)
 
 
+#: multiply-adds per BLAS product in :func:`along`: at most this, OpenBLAS runs a product on
+#: the calling thread (``SMP_THRESHOLD_MIN × GEMM_MULTITHREAD_THRESHOLD``). Its worker threads
+#: spin between products, and on 2 busy cores they took 2-3 s of a 14 s run (docs/speed.md)
+SMALL_PRODUCT = 65536 * 4
+
+
 def along(x: np.ndarray, axis: int, matrix: np.ndarray) -> np.ndarray:
-    """Apply ``matrix`` (out × in) along ``axis`` of ``x``: a new C-contiguous float32 array
-    (one BLAS product per index of the axes before ``axis``, none copied but ``x`` itself
-    when it is not C-contiguous float32)."""
+    """Apply ``matrix`` (out × in) along ``axis`` of ``x``: a new C-contiguous float32 array.
+
+    As many small products as it takes (:data:`SMALL_PRODUCT`, at least 16 rows each), each
+    on this thread: no BLAS thread barrier, which costs more than the work on a loaded
+    machine (as :mod:`medsr.resample`'s single-threaded operations avoid too). A matrix too
+    large for 16 rows (an in-plane resampling) is one product."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    m = np.asarray(matrix, dtype=np.float32)
-    shape = list(x.shape)
-    n = shape[axis]
-    shape[axis] = m.shape[0]
-    if axis in (-1, x.ndim - 1):
-        return (x.reshape(-1, n) @ m.T).reshape(shape)
-    before = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return np.matmul(m, x.reshape(before, n, -1)).reshape(shape)
+    mt = np.ascontiguousarray(np.asarray(matrix, dtype=np.float32).T)  # (in, out)
+    n, k = mt.shape
+    last = axis in (-1, x.ndim - 1)
+    moved = x if last else np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    rows = moved.reshape(-1, n)
+    out = np.empty((rows.shape[0], k), dtype=np.float32)
+    step = SMALL_PRODUCT // (n * k)
+    step = step if step >= 16 else rows.shape[0]
+    whole = rows.shape[0] // step * step
+    if whole:
+        np.matmul(rows[:whole].reshape(-1, step, n), mt, out=out[:whole].reshape(-1, step, k))
+    if whole < rows.shape[0]:
+        np.matmul(rows[whole:], mt, out=out[whole:])
+    out = out.reshape(*moved.shape[:-1], k)
+    return out if last else np.ascontiguousarray(np.moveaxis(out, -1, axis))
 
 
 def degrade(out: np.ndarray, axis: int, factor: int, profile: SliceProfile) -> np.ndarray:

@@ -126,7 +126,7 @@ def _cached_card(path: str) -> dict:
     return read_card(path)[1]
 
 
-def read_card(path: str | Path) -> dict:
+def model_card(path: str | Path) -> dict:
     """A model's card (no network built, no torch), read once per process."""
     return _cached_card(str(Path(path).resolve()))
 
@@ -496,7 +496,7 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
             folder = default_model(modality)
             if folder is None:
                 return None, f"no default {modality} model is shipped"
-            card = read_card(folder)
+            card = model_card(folder)
             lo, hi = factor_range(card)
             if scale is None:  # the automatic target: clip to what the model serves
                 thick_factors = requested_factors(grid_affine, None, lo, hi) \
@@ -563,7 +563,7 @@ def make_upscaler(shape: Sequence[int], affine: np.ndarray, *, method: str = "au
         from medsr.device import resolve_device
         from medsr.inference import factor_range, plane_axes
 
-        card = read_card(model)
+        card = model_card(model)
         name = f"model {model}"
         if plane_axes(card) == 2:
             dev = resolve_device(device)
