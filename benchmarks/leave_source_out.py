@@ -22,6 +22,7 @@ Usage::
     python benchmarks/leave_source_out.py --corpus /work/data/corpus \\
         [--candidate runs/mr-corpus] [--candidate-inplane runs/mr-inplane-corpus] \\
         --name leave_source_out_v06
+    python benchmarks/leave_source_out.py --compare BEFORE.json AFTER.json   # a markdown table
 """
 
 from __future__ import annotations
@@ -172,12 +173,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compare(before: list[dict], after: list[dict]) -> str:
+    """One line per series and grid: B-spline, the default route before and after (gains over
+    B-spline in dB and SSIM), self-supervised SR after, and the self-check's verdict after."""
+    def key(r: dict) -> tuple:
+        return r["source"], r["series"], r["grid"]
+
+    old = {key(r): r for r in before if r["method"] == "default"}
+    lines = ["| source | series | grid | B-spline PSNR / SSIM | default before | default after | "
+             "self-supervised | self-check (after) |", "| --- | --- | --- | --- | --- | --- | "
+             "--- | --- |"]
+    groups: dict[tuple, dict] = {}
+    for r in after:
+        groups.setdefault(key(r), {})[r["method"]] = r
+
+    def gain(r: dict | None) -> str:
+        return "–" if r is None else f"{r['gain_db']:+.2f} / {r['ssim_gain']:+.4f}"
+
+    for (source, series, grid), m in groups.items():
+        b = m.get("bspline")
+        if b is None:
+            continue
+        short = source.split("/")[1]
+        lines.append(f"| {short} | {series.split(' (')[0]} ({m['bspline']['sequence']}, "
+                     f"{m['bspline']['voxel_mm']} mm) | {grid} | {b['psnr']:.2f} / "
+                     f"{b['ssim']:.4f} | {gain(old.get((source, series, grid)))} | "
+                     f"{gain(m.get('default'))} | {gain(m.get('self-supervised'))} | "
+                     f"{(m.get('default') or {}).get('selfcheck') or '–'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("/work/data/corpus"))
     parser.add_argument("--manifest", type=Path, default=Path("docs/corpus_manifest.csv"))
     parser.add_argument("--candidate", type=Path, help="a through-plane model folder")
     parser.add_argument("--candidate-inplane", type=Path, help="an in-plane model folder")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                        help="print the before/after table of two result JSON files and stop")
     parser.add_argument("--selfsup", action="store_true",
                         help="also self-supervised SR (through-plane grids)")
     parser.add_argument("--per-source", type=int, default=3)
@@ -186,6 +219,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="leave_source_out_v06")
     args = parser.parse_args()
+    if args.compare:
+        before, after = (json.loads(p.read_text())["rows"] for p in args.compare)
+        print(compare(before, after))
+        return
     methods: dict[str, dict] = {"bspline": {"method": "bspline"}, "default": {}}
     if args.candidate:
         methods["candidate"] = {"model": str(args.candidate), "_through_only": True}
