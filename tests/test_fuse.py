@@ -307,6 +307,13 @@ def test_a_stack_that_disagrees_with_the_others_beyond_noise_is_left_out(caplog)
     # three stacks of one subject with their noise: none is suspect, all are kept
     out = fuse(stacks[:3], prior="none", registration=False)
     assert all(r["left_out"] is None for r in out.meta["medsr_fuse"]["stacks"])
+    # only others whose thick axes point two ways judge a suspect (two coronal stacks are
+    # blurred along y together: they would predict an axial one badly however it agrees)
+    from medsr.fusion.fuse import _sharp_everywhere, load_stacks
+
+    items = load_stacks(stacks)
+    assert _sharp_everywhere(items[:2]) and _sharp_everywhere([items[1], items[3], items[2]])
+    assert not _sharp_everywhere([items[1], items[3]])
 
 
 def test_fuse_help_says_what_its_spacing_is():

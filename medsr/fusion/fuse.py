@@ -61,6 +61,8 @@ PRIORS = ("learned", "none")
 #: noise sd and the others' median residual is suspect; it is left out when the others, solved
 #: without it, predict it no better than OUTLIER times that (three stacks or more; :func:`fit`)
 SUSPECT, OUTLIER = 2.0, 4.0
+#: thick axes closer than this (degrees) count as one direction
+PARALLEL_DEGREES = 45.0
 #: the most conjugate-gradient steps
 ITERATIONS = 30
 #: stack voxels kept around the grid's box for the learned SR (the networks' context)
@@ -400,11 +402,15 @@ def fit(kept: list[Stack], grid: Grid, start, learned: bool, smooth: float, iter
     residual is *suspect* (three stacks or more): the others are solved again without it, and
     when they predict it no better than :data:`OUTLIER` times its noise and their own new
     residual it disagrees with them beyond noise: it is left out, with one line, and the next
-    suspect is tried; else the first solve stands.
+    suspect is tried; else the first solve stands. The others must have thick axes in two
+    directions at least (:func:`_sharp_everywhere`): two coronal stacks are blurred along y
+    together and would predict an axial one badly however well it agrees.
     """
     x, info, ops, ys = _solve_kept(kept, grid, start, learned, smooth, iterations, progress)
     while (i := _suspect(kept, info.residual_rms)) is not None:
         rest = [s for j, s in enumerate(kept) if j != i]
+        if not _sharp_everywhere(rest):
+            break  # the others share one thick direction: they cannot predict it sharply
         fit_rest = _solve_kept(rest, grid, start, learned, smooth, iterations, None)
         mask = ops[i].mask
         error = (ops[i].forward(fit_rest[0]) - ys[i])[mask]
@@ -420,6 +426,17 @@ def fit(kept: list[Stack], grid: Grid, start, learned: bool, smooth: float, iter
         kept = rest
         x, info, ops, ys = fit_rest
     return x, info, kept
+
+
+def _sharp_everywhere(stacks: Sequence[Stack]) -> bool:
+    """Whether the stacks' thick axes (in the reference's world) point in two directions at
+    least (more than :data:`PARALLEL_DEGREES` apart): then every direction is sharp in one."""
+    dirs = []
+    for s in stacks:
+        axis = (s.transform[:3, :3] @ s.affine[:3, :3])[:, s.thick_axis]
+        dirs.append(axis / np.linalg.norm(axis))
+    limit = math.cos(math.radians(PARALLEL_DEGREES))
+    return any(abs(float(a @ b)) < limit for i, a in enumerate(dirs) for b in dirs[i + 1:])
 
 
 def _suspect(kept: Sequence[Stack], rms: Sequence[float]) -> int | None:
