@@ -27,8 +27,8 @@ registers them again, to the first of them), and stack ``k`` is predicted by its
 (:class:`medsr.fusion.operators.StackOperator`, its slice profile, through its registration)
 applied to the fused volume, and likewise to each other registered stack alone, upscaled by
 the default model or by B-spline and carried onto the fused grid. Scored against stack ``k``
-over its voxels that every prediction covers (PSNR, data range 0 to stack ``k``'s 99.5th
-percentile; SSIM the mean of the 2D SSIM map over them), and inside its mask among them
+over its voxels that every prediction covers (PSNR, data range 0 to the whole stack ``k``'s
+99.5th percentile; SSIM the mean of the 2D SSIM map over them), and inside its mask among them
 (``--masks``). With masks, the same again with every stack cut to its mask's box and
 ``--margin`` mm around it (mode ``cropped``: registration and fusion then see the brain
 only).
@@ -401,19 +401,20 @@ def crop_to_mask(frames, mask: np.ndarray, margin_mm: float):
     return make_frames(frames.array[0][cut], frames.affine @ t, frames.source), mask[cut]
 
 
-def loso_inputs(args: argparse.Namespace, mode: str) -> tuple[list, list]:
-    """Each stack as Frames (cut to its mask's box in mode ``cropped``) and its mask (or
-    ``None``)."""
-    stacks, masks = [], []
+def loso_inputs(args: argparse.Namespace, mode: str) -> tuple[list, list, list]:
+    """Each stack as Frames (cut to its mask's box in mode ``cropped``), its mask (or
+    ``None``) and its PSNR data range (the whole stack's 99.5th percentile, in both modes)."""
+    stacks, masks, ranges = [], [], []
     for i, path in enumerate(args.stacks):
         frames = read_frames(path)
         frames.source = SourceInfo("nifti", str(path), "float32", "MR")
+        ranges.append(float(np.percentile(frames.array, metrics.MR_PERCENTILE)))
         mask = read_frames(args.masks[i]).array[0] > 0.5 if args.masks else None
         if mode == "cropped":
             frames, mask = crop_to_mask(frames, mask, args.margin)
         stacks.append(frames)
         masks.append(mask)
-    return stacks, masks
+    return stacks, masks, ranges
 
 
 def stack_operator(frames, grid: Grid, transform: np.ndarray, thickness: float | None):
@@ -508,8 +509,8 @@ def predictions(k: int, others: list[int], fused: dict, singles: dict, stacks: l
     return out, keep
 
 
-def loso_fold(args: argparse.Namespace, k: int, stacks: list, masks: list, transforms: list,
-              singles: dict) -> dict:
+def loso_fold(args: argparse.Namespace, k: int, stacks: list, masks: list, hi: float,
+              transforms: list, singles: dict) -> dict:
     """Fuse every stack but ``k``; score each method's prediction of stack ``k``."""
     import medsr
     from medsr.geometry import spacing as voxel_size
@@ -527,11 +528,11 @@ def loso_fold(args: argparse.Namespace, k: int, stacks: list, masks: list, trans
     preds, keep = predictions(k, others, fused, singles, stacks, transforms, grid,
                               args.slice_thickness)
     target = stacks[k].array[0]
-    hi = float(np.percentile(target, metrics.MR_PERCENTILE))
     axis = int(np.argmax(voxel_size(stacks[k].affine)))  # its thick axis: slices across it
     rows = [{"method": label, **loso_score(x, target, keep, masks[k], axis, hi)}
             for label, x in preds.items()]
     return {"left_out": Path(stacks[k].source.path).name, "reference": record["reference"],
+            "data_range": round(hi, 3),
             "grid": record["grid"], "seconds": seconds, "rows": rows,
             "fused_stacks": [{"name": s["name"], "left_out": s["left_out"],
                               "residual_over_noise": s.get("residual_over_noise")}
@@ -572,7 +573,7 @@ def loso_mode(args: argparse.Namespace, mode: str) -> dict:
     its mask's box)."""
     from medsr.upscaling import upscale_volume
 
-    stacks, masks = loso_inputs(args, mode)
+    stacks, masks, ranges = loso_inputs(args, mode)
     transforms, failures, registrations = register_all(stacks)
     names = [Path(s.source.path).name for s in stacks]
     ok = [j for j in range(len(stacks)) if failures[j] is None]
@@ -582,7 +583,7 @@ def loso_mode(args: argparse.Namespace, mode: str) -> dict:
         singles[j] = (sr.array[0], np.asarray(sr.affine, dtype=np.float64))
     folds = []
     for k in ok if args.folds is None else [ok[i] for i in args.folds]:
-        folds.append(loso_fold(args, k, stacks, masks, transforms, singles))
+        folds.append(loso_fold(args, k, stacks, masks, ranges[k], transforms, singles))
         print_fold(mode, folds[-1])
     return {"mode": mode, "shapes": [list(s.array.shape[1:]) for s in stacks],
             "registration": [{"name": n, "failure": f, **r}
