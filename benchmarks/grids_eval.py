@@ -98,6 +98,8 @@ def case(name: str, path: Path, modality: str, factors, methods, out: list,
     for method in methods:
         floor = method.endswith("(floor factor)")
         kw = dict(method=method.split(" ")[0], modality=modality, device="cpu")
+        if method.startswith("model="):  # a candidate model folder
+            kw = dict(model=method.split("=", 1)[1], modality=modality, device="cpu")
         if spacing is not None and not floor:
             kw["spacing"] = spacing
         elif floor:
@@ -154,7 +156,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/grids.json"))
-    parser.add_argument("--methods", default="linear,bspline,default")
+    parser.add_argument("--methods", default="linear,bspline,default",
+                        help="comma-separated: linear, bspline, default, self-supervised, or "
+                             "model=DIR (a trained model folder)")
     parser.add_argument("--selfsup", action="store_true",
                         help="also self-supervised SR where the scan has a finer plane")
     parser.add_argument("--uncertainty", action="store_true")

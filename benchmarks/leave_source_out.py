@@ -5,7 +5,8 @@ on every grid a request may have and brought back by cubic B-spline, by the defa
 
 Grids (as ``benchmarks/grids_eval.py`` makes them): through-plane ×3 and ×5 (slab averages of
 f thin slices along the finest in-plane axis, where the truth is thin), in-plane ×2 (MR: the
-central half of k-space along both in-plane axes; CT: 2×2 pixel boxes). PSNR over the volume
+central half of k-space along both in-plane axes; CT: 2×2 pixel boxes) and all axes ×2 (both
+together). PSNR over the volume
 (data range: MR 0 to the 99.5th percentile, CT −1024…3071 HU), SSIM over slices, MAE inside
 the body mask (:func:`medsr.metrics.body_mask`), all through :func:`medsr.evaluation.evaluate`.
 A volume the scanner zero-filled (interpolated) in-plane is read on its acquired grid
@@ -21,6 +22,7 @@ Usage::
     python benchmarks/leave_source_out.py --corpus /work/data/corpus \\
         [--candidate runs/mr-corpus] [--candidate-inplane runs/mr-inplane-corpus] \\
         --name leave_source_out_v06
+    python benchmarks/leave_source_out.py --compare BEFORE.json AFTER.json   # a markdown table
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-GRIDS = {"through x3": ("through", 3), "through x5": ("through", 5), "in-plane x2": ("in", 2)}
+GRIDS = {"through x3": ("through", 3), "through x5": ("through", 5), "in-plane x2": ("in", 2),
+         "all axes x2": ("all", 2)}
 
 
 def pick(manifest: Path, per_source: int) -> list[dict]:
@@ -101,11 +104,12 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     out = []
     for grid, (kind, f) in GRIDS.items():
         factors = [1, 1, 1]
-        for a in ([thin_axis] if kind == "through" else plane):
+        for a in {"through": [thin_axis], "in": plane, "all": range(3)}[kind]:
             factors[a] = f
         truth = full[tuple(slice(0, n // k * k) for n, k in zip(full.shape, factors))]
-        ops = [(a, k, SliceProfile("sinc") if kind == "in" and modality == "MR"
-                else SliceProfile("box", 1.0)) for a, k in enumerate(factors) if k > 1]
+        ops = [(a, k, SliceProfile("sinc") if a in plane and kind != "through"
+                and modality == "MR" else SliceProfile("box", 1.0))
+               for a, k in enumerate(factors) if k > 1]
         low = degrade_axes(truth, ops)
         low_affine = resampled_affine(affine, [float(k) for k in factors])
         gt = MetaTensor(torch.from_numpy(np.ascontiguousarray(truth))[None],
@@ -115,8 +119,8 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
             (0.0, float(np.percentile(truth, 99.5)))
         base = None
         for name, kw in methods.items():
-            if kind == "through" and kw.get("_inplane_only") or \
-                    kind == "in" and kw.get("_through_only"):
+            if kind != "in" and kw.get("_inplane_only") or \
+                    kind != "through" and kw.get("_through_only"):
                 continue
             call = {k: v for k, v in kw.items() if not k.startswith("_")}
             t0 = time.perf_counter()
@@ -138,6 +142,7 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
                    "ran": pred.meta.get("medsr_method"), "psnr": r.psnr, "ssim": r.ssim,
                    "mae": r.mae, "gain_db": r.psnr - base.psnr if base else None,
                    "ssim_gain": r.ssim - base.ssim if base else None,
+                   "selfcheck": _verdict(pred.meta.get("medsr_selfcheck")),
                    "seconds": round(seconds, 1)}
             out.append(rec)
             print(f"{row['repository'].split('/')[1][:22]:<22} {path.name[:40]:<40} {grid:<12} "
@@ -147,16 +152,54 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     return out
 
 
+def _verdict(check: dict | None) -> str | None:
+    """The self-check's figures in a row: network and B-spline on the scan's own truth."""
+    if not check:
+        return None
+    return (f"{check['learned_psnr']:.2f} vs {check['bspline_psnr']:.2f} dB: "
+            f"{'network' if check['passed'] else 'B-spline'}")
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| source | series (vendor, sequence, voxel mm; crop) | grid | method (route taken) | "
-             "PSNR (Δ B-spline) | SSIM (Δ) | MAE body |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "PSNR (Δ B-spline) | SSIM (Δ) | MAE body | self-check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(
             f"| {r['source']} | {r['series']} ({r['vendor']}, {r['sequence']}, {r['voxel_mm']}; "
             f"{'×'.join(map(str, r['crop']))}) | {r['grid']} | {r['method']} ({r['ran']}) | "
             f"{r['psnr']:.2f} ({r['gain_db']:+.2f}) | {r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | "
-            f"{r['mae']:.2f} |")
+            f"{r['mae']:.2f} | {r.get('selfcheck') or '–'} |")
+    return "\n".join(lines)
+
+
+def compare(before: list[dict], after: list[dict]) -> str:
+    """One line per series and grid: B-spline, the default route before and after (gains over
+    B-spline in dB and SSIM), self-supervised SR after, and the self-check's verdict after."""
+    def key(r: dict) -> tuple:
+        return r["source"], r["series"], r["grid"]
+
+    old = {key(r): r for r in before if r["method"] == "default"}
+    lines = ["| source | series | grid | B-spline PSNR / SSIM | default before | default after | "
+             "self-supervised | self-check (after) |", "| --- | --- | --- | --- | --- | --- | "
+             "--- | --- |"]
+    groups: dict[tuple, dict] = {}
+    for r in after:
+        groups.setdefault(key(r), {})[r["method"]] = r
+
+    def gain(r: dict | None) -> str:
+        return "–" if r is None else f"{r['gain_db']:+.2f} / {r['ssim_gain']:+.4f}"
+
+    for (source, series, grid), m in groups.items():
+        b = m.get("bspline")
+        if b is None:
+            continue
+        short = source.split("/")[1]
+        lines.append(f"| {short} | {series.split(' (')[0]} ({m['bspline']['sequence']}, "
+                     f"{m['bspline']['voxel_mm']} mm) | {grid} | {b['psnr']:.2f} / "
+                     f"{b['ssim']:.4f} | {gain(old.get((source, series, grid)))} | "
+                     f"{gain(m.get('default'))} | {gain(m.get('self-supervised'))} | "
+                     f"{(m.get('default') or {}).get('selfcheck') or '–'} |")
     return "\n".join(lines)
 
 
@@ -166,18 +209,28 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("docs/corpus_manifest.csv"))
     parser.add_argument("--candidate", type=Path, help="a through-plane model folder")
     parser.add_argument("--candidate-inplane", type=Path, help="an in-plane model folder")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                        help="print the before/after table of two result JSON files and stop")
+    parser.add_argument("--selfsup", action="store_true",
+                        help="also self-supervised SR (through-plane grids)")
     parser.add_argument("--per-source", type=int, default=3)
     parser.add_argument("--max-inplane", type=int, default=192)
     parser.add_argument("--max-slices", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="leave_source_out_v06")
     args = parser.parse_args()
+    if args.compare:
+        before, after = (json.loads(p.read_text())["rows"] for p in args.compare)
+        print(compare(before, after))
+        return
     methods: dict[str, dict] = {"bspline": {"method": "bspline"}, "default": {}}
     if args.candidate:
         methods["candidate"] = {"model": str(args.candidate), "_through_only": True}
     if args.candidate_inplane:
         methods["candidate in-plane"] = {"model": str(args.candidate_inplane),
                                          "_inplane_only": True}
+    if args.selfsup:
+        methods["self-supervised"] = {"method": "self-supervised", "_through_only": True}
     load = os.getloadavg()
     t0 = time.perf_counter()
     rows = []

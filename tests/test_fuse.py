@@ -282,6 +282,47 @@ def test_a_stack_that_does_not_register_is_left_out_with_one_line(caplog):
         fuse([stacks[0], stacks[2]], prior="none", iterations=5)
 
 
+
+def test_a_stack_that_disagrees_with_the_others_beyond_noise_is_left_out(caplog):
+    """Another subject's coronal stack beside three of one subject, headers trusted: the
+    joint solve cannot reproduce it; fused without it the others predict it far beyond
+    noise, so it is left out with one line and the three are fused."""
+    from medsr.fusion.fuse import fuse
+
+    rng = np.random.default_rng(0)
+    x, other = blobs((48, 45, 42)), blobs((48, 45, 42), seed=9)
+    stacks = [*_moved_stacks(x, [None, None, None]),
+              _frames(*thick_stack(other, truth_affine(), 1, 3), "cor2")]
+    for s in stacks:
+        s.array[:] += rng.normal(0, 4, s.array.shape).astype(np.float32)
+    with caplog.at_level("WARNING", logger="medsr"):
+        out = fuse(stacks, prior="none", registration=False)
+    lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert lines == [lines[0]] and "\n" not in lines[0], lines
+    assert lines[0].startswith("cor2.nii.gz left out: it disagrees with the others beyond noise")
+    records = out.meta["medsr_fuse"]["stacks"]
+    assert [r["left_out"] is None for r in records] == [True, True, True, False]
+    assert out.meta["medsr_method"] == "fuse 3 stacks, no prior"
+    assert all(r["residual_over_noise"] < 1.5 for r in records[:3])
+    # three stacks of one subject with their noise: none is suspect, all are kept
+    out = fuse(stacks[:3], prior="none", registration=False)
+    assert all(r["left_out"] is None for r in out.meta["medsr_fuse"]["stacks"])
+    # only others whose thick axes point two ways judge a suspect (two coronal stacks are
+    # blurred along y together: they would predict an axial one badly however it agrees)
+    from medsr.fusion.fuse import _sharp_everywhere, load_stacks
+
+    items = load_stacks(stacks)
+    assert _sharp_everywhere(items[:2]) and _sharp_everywhere([items[1], items[3], items[2]])
+    assert not _sharp_everywhere([items[1], items[3]])
+
+
+def test_fuse_help_says_what_its_spacing_is():
+    result = run("fuse", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Grid spacing in mm along each array axis of the first stack (instead of " \
+        "--isotropic)" in text and "--scale" not in text
+
 # the command line -----------------------------------------------------------------------------
 def _write(frames, path):
     from medsr.io import save_volume

@@ -203,6 +203,38 @@ def test_multi_factor_lr_network_trains_and_serves_its_range(tmp_path, data_dir)
         medsr.upscale(vol, (1, 1, 4), model=tmp_path / "run")
 
 
+def test_distillation_learns_the_teachers_output_and_names_the_teacher(tmp_path, data_dir):
+    """``distill``: the loss mixes the truth with a frozen teacher's output. A student equal to
+    its teacher, taught by the teacher alone, has nothing to learn (its weights stay put),
+    while the truth moves it; the card names the teacher and what the student learnt from."""
+    small = {"optim.max_steps": 4, "optim.val_every": 4, "degradation.factor": [2, 3],
+             "patch.size": [16, 24], "network.name": "lrrefiner", "data.val_fraction": 0.0,
+             "network.params": {"features": 8, "num_blocks": 1}}
+    train(load_config(tiny_config(tmp_path, data_dir), small), tmp_path / "teacher",
+          device="cpu", progress=False)
+    start = load_file(str(tmp_path / "teacher" / "weights.safetensors"))
+    for weight in (1.0, 0.0):
+        cfg = load_config(tiny_config(tmp_path, data_dir),
+                          {**small, "network.init": str(tmp_path / "teacher"),
+                           "distill.teacher": str(tmp_path / "teacher"),
+                           "distill.weight": weight})
+        train(cfg, tmp_path / f"student{weight}", device="cpu", progress=False)
+        end = load_file(str(tmp_path / f"student{weight}" / "weights.safetensors"))
+        moved = max(float((end[k] - start[k]).abs().max()) for k in start)
+        assert (moved == 0.0) == (weight == 1.0), (weight, moved)
+    card = json.loads((tmp_path / "student1.0" / "card.json").read_text())
+    assert card["distilled_from"]["teacher"] == str(tmp_path / "teacher")
+    assert card["distilled_from"]["weight"] == 1.0
+    assert card["distilled_from"]["teacher_training_data"] and card["training_data"]
+    with pytest.raises(MedsrError, match="does not serve"):
+        train(load_config(tiny_config(tmp_path, data_dir),
+                          {**small, "degradation.factor": [2, 4],
+                           "distill.teacher": str(tmp_path / "teacher")}),
+              tmp_path / "wide", device="cpu", progress=False)
+    with pytest.raises(MedsrError, match="distill.weight"):
+        load_config(tiny_config(tmp_path, data_dir), {"distill.weight": 1.5})
+
+
 def test_slightly_coarser_thin_axis_says_how_to_train_on_it(tmp_path):
     """A 0.96×0.96×1.5 mm CT is refused by a 3D config with the tolerance that allows it."""
     folder = tmp_path / "ct"

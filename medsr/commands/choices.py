@@ -11,9 +11,19 @@ import typer
 Scale = Annotated[Optional[tuple[float, float, float]], typer.Option(  # noqa: UP045 - Typer
     help="Integer factor per stored array axis, e.g. 1 1 3. "
          "Default: each spacing brought down to the smallest.", show_default=False)]
-#: ``--spacing X Y Z``
-Spacing = Annotated[Optional[tuple[float, float, float]], typer.Option(  # noqa: UP045
-    help="Target spacing in mm per array axis (instead of --scale).", show_default=False)]
+
+
+def spacing_option(text: str):  # an Annotated type, for Typer
+    """``--spacing X Y Z``: declared once, its help told by each command."""
+    return Annotated[Optional[tuple[float, float, float]], typer.Option(  # noqa: UP045
+        help=text, show_default=False)]
+
+
+#: ``--spacing X Y Z`` (``medsr upscale``, ``medsr batch``)
+Spacing = spacing_option("Target spacing in mm per array axis (instead of --scale).")
+#: ``--spacing X Y Z`` of ``medsr fuse``: the grid's, along the first stack's axes
+GridSpacing = spacing_option("Grid spacing in mm along each array axis of the first stack "
+                             "(instead of --isotropic).")
 
 
 class Method(str, Enum):

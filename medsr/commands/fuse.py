@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from medsr.commands import fail
-from medsr.commands.choices import Modality, OutputFormat, Spacing
+from medsr.commands.choices import GridSpacing, Modality, OutputFormat
 
 
 class Extent(str, Enum):
@@ -63,7 +63,7 @@ def fuse(
     isotropic: Annotated[Optional[float], typer.Option(
         help="Grid spacing MM on every axis. Default: the finest in-plane spacing of the "
              "stacks.", show_default=False)] = None,
-    spacing: Spacing = None,
+    spacing: GridSpacing = None,
     extent: Annotated[Extent, typer.Option(
         help="common: the part every stack covers; union: all of them.")] = Extent.common,
     prior: Annotated[Prior, typer.Option(

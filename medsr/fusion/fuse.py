@@ -13,8 +13,8 @@ The steps, each in its own module:
    ``prior="none"``: the mean of the stacks' B-splines, as the start only;
 5. the joint solve (:mod:`medsr.fusion.solve`) over every stack's own operator
    (:mod:`medsr.fusion.operators`): reproduce each stack within its measured noise, by the
-   smoothest change to the prior; a stack that still disagrees with the others far beyond its
-   noise is left out, with one line, and the rest solved again.
+   smoothest change to the prior; a stack that the others, fused without it, predict far
+   beyond its noise is left out, with one line (:func:`fit`).
 
 The result carries, in ``meta["medsr_fuse"]``, each stack's registration (matrix, rotation,
 shift, correlation), its consistency after the solve (PSNR of the re-degraded volume against
@@ -57,9 +57,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRIORS = ("learned", "none")
-#: a stack whose residual RMS is this many times the larger of its noise sd and the others'
-#: median residual is left out after the first solve (three stacks or more)
-OUTLIER = 4.0
+#: a stack whose residual RMS after the joint solve is over SUSPECT times the larger of its
+#: noise sd and the others' median residual is suspect; it is left out when the others, solved
+#: without it, predict it no better than OUTLIER times that (three stacks or more; :func:`fit`)
+SUSPECT, OUTLIER = 2.0, 4.0
+#: thick axes closer than this (degrees) count as one direction
+PARALLEL_DEGREES = 45.0
 #: the most conjugate-gradient steps
 ITERATIONS = 30
 #: stack voxels kept around the grid's box for the learned SR (the networks' context)
@@ -273,7 +276,6 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     """
     import torch
 
-    from medsr.fusion.operators import StackOperator
     from medsr.noise import noise_sd
 
     if prior not in PRIORS:
@@ -345,25 +347,9 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
         prior_array = _on_grid([(s.array, s.affine, s.transform) for s in kept], grid)
     offset += share["prior"]
 
-    start = torch.from_numpy(prior_array)
     learned = prior == "learned"
-    x = start
-    while True:  # the grid is the kept stacks' own extent: each of them sees part of it
-        crops = [s.cropped(grid, 1) for s in kept]
-        ops = [StackOperator(a.shape, affine, grid, s.transform, s.profile)
-               for s, (a, affine) in zip(kept, crops)]
-        x, info = solve(ops, [torch.from_numpy(np.ascontiguousarray(a)) for a, _ in crops],
-                        start=x, prior=start if learned else None,
-                        noise_sd=[s.noise_sd for s in kept], smooth=smooth,
-                        iterations=iterations, progress=stage(offset, share["solve"]))
-        outliers = _outliers(kept, info.residual_rms)
-        if not outliers:
-            break
-        for s in outliers:
-            leave_out(s, f"after the joint solve it still differs from the others by "
-                         f"{info.residual_rms[kept.index(s)]:.3g} RMS, over {OUTLIER:g}× the "
-                         "others' and its noise")
-        kept = [s for s in kept if s not in outliers]
+    x, info, kept = fit(kept, grid, torch.from_numpy(prior_array), learned, smooth, iterations,
+                        stage(offset, share["solve"]))
     for s, before, after in zip(kept, info.start_rms, info.residual_rms):
         s.summary.update(_consistency(s, after))
         s.summary["consistency_psnr_start"] = _consistency(s, before)["consistency_psnr"]
@@ -391,16 +377,78 @@ def fuse(stacks: Sequence[Any], *, spacing: Sequence[float] | None = None,
     return result if plain else as_metatensor(result, original_affine=ref.affine)
 
 
-def _outliers(kept: Sequence[Stack], rms: Sequence[float]) -> list[Stack]:
-    """Stacks whose residual is far beyond their noise and the others' residuals."""
+def _solve_kept(kept: Sequence[Stack], grid: Grid, start, learned: bool, smooth: float,
+                iterations: int, progress: Progress) -> tuple:
+    """The joint solve over ``kept``: ``(x, info, operators, stacks' voxels)``."""
+    import torch
+
+    from medsr.fusion.operators import StackOperator
+
+    crops = [s.cropped(grid, 1) for s in kept]  # the grid is the kept stacks' own extent
+    ops = [StackOperator(a.shape, affine, grid, s.transform, s.profile)
+           for s, (a, affine) in zip(kept, crops)]
+    ys = [torch.from_numpy(np.ascontiguousarray(a)) for a, _ in crops]
+    x, info = solve(ops, ys, start=start, prior=start if learned else None,
+                    noise_sd=[s.noise_sd for s in kept], smooth=smooth, iterations=iterations,
+                    progress=progress)
+    return x, info, ops, ys
+
+
+def fit(kept: list[Stack], grid: Grid, start, learned: bool, smooth: float, iterations: int,
+        progress: Progress = None) -> tuple:
+    """The joint solve from ``start`` (the prior when ``learned``), and the stacks it kept.
+
+    A stack whose residual is over :data:`SUSPECT` times its noise and the others' median
+    residual is *suspect* (three stacks or more): the others are solved again without it, and
+    when they predict it no better than :data:`OUTLIER` times its noise and their own new
+    residual it disagrees with them beyond noise: it is left out, with one line, and the next
+    suspect is tried; else the first solve stands. The others must have thick axes in two
+    directions at least (:func:`_sharp_everywhere`): two coronal stacks are blurred along y
+    together and would predict an axial one badly however well it agrees.
+    """
+    x, info, ops, ys = _solve_kept(kept, grid, start, learned, smooth, iterations, progress)
+    while (i := _suspect(kept, info.residual_rms)) is not None:
+        rest = [s for j, s in enumerate(kept) if j != i]
+        if not _sharp_everywhere(rest):
+            break  # the others share one thick direction: they cannot predict it sharply
+        fit_rest = _solve_kept(rest, grid, start, learned, smooth, iterations, None)
+        mask = ops[i].mask
+        error = (ops[i].forward(fit_rest[0]) - ys[i])[mask]
+        rms = float(error.double().pow(2).mean().sqrt()) if error.numel() else 0.0
+        others = float(np.median(fit_rest[1].residual_rms))
+        logger.debug("suspect %s: predicted %.3g, others %.3g", kept[i].name, rms, others)
+        if rms <= OUTLIER * max(kept[i].noise_sd, others, 1e-12):
+            break
+        leave_out(kept[i], f"it disagrees with the others beyond noise: fused without it, "
+                           f"they predict it with a residual of {rms:.3g} RMS, over "
+                           f"{OUTLIER:g}× their own ({others:.3g}) and its noise sd "
+                           f"({kept[i].noise_sd:.3g})")
+        kept = rest
+        x, info, ops, ys = fit_rest
+    return x, info, kept
+
+
+def _sharp_everywhere(stacks: Sequence[Stack]) -> bool:
+    """Whether the stacks' thick axes (in the reference's world) point in two directions at
+    least (more than :data:`PARALLEL_DEGREES` apart): then every direction is sharp in one."""
+    dirs = []
+    for s in stacks:
+        axis = (s.transform[:3, :3] @ s.affine[:3, :3])[:, s.thick_axis]
+        dirs.append(axis / np.linalg.norm(axis))
+    limit = math.cos(math.radians(PARALLEL_DEGREES))
+    return any(abs(float(a @ b)) < limit for i, a in enumerate(dirs) for b in dirs[i + 1:])
+
+
+def _suspect(kept: Sequence[Stack], rms: Sequence[float]) -> int | None:
+    """The stack whose residual is furthest over its noise and the others' median, when it
+    is over :data:`SUSPECT` times that (three stacks or more)."""
     if len(kept) < 3:
-        return []
-    out = []
-    for i, s in enumerate(kept):
-        others = float(np.median([r for j, r in enumerate(rms) if j != i]))
-        if rms[i] > OUTLIER * max(s.noise_sd, others, 1e-12):
-            out.append(s)
-    return out if len(kept) - len(out) >= 2 else []
+        return None
+    ratios = [rms[i] / max(s.noise_sd, float(np.median([r for j, r in enumerate(rms)
+                                                           if j != i])), 1e-12)
+              for i, s in enumerate(kept)]
+    worst = int(np.argmax(ratios))
+    return worst if ratios[worst] > SUSPECT else None
 
 
 def _stack_record(stack: Stack, reference: bool) -> dict:

@@ -121,6 +121,16 @@ class OptimConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation: a second target, a trained teacher's output on each input."""
+
+    # a model folder (a trained network serving the same factors and axes); None: no teacher
+    teacher: str | None = None
+    # share of the loss that matches the teacher's output; the rest matches the truth
+    weight: float = 0.5
+
+
+@dataclass
 class TrainConfig:
     """One experiment."""
 
@@ -131,6 +141,7 @@ class TrainConfig:
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +160,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         sub = fields[name].type
         nested = {"DataConfig": DataConfig, "PatchConfig": PatchConfig,
                   "DegradationConfig": DegradationConfig, "NetworkConfig": NetworkConfig,
-                  "OptimConfig": OptimConfig}.get(sub if isinstance(sub, str) else sub.__name__)
+                  "OptimConfig": OptimConfig, "DistillConfig": DistillConfig,
+                  }.get(sub if isinstance(sub, str) else sub.__name__)
         kwargs[name] = _build(nested, value, f"{where}.{name}".strip(".")) if nested else value
     return cls(**kwargs)
 
@@ -218,6 +230,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedsrError("optim.ema must be a decay in [0, 1) (0: no weight averaging)")
     if o.loss not in ("l1", "l2"):
         raise MedsrError("optim.loss must be l1 or l2")
+    if not 0.0 <= cfg.distill.weight <= 1.0:
+        raise MedsrError("distill.weight must be between 0 and 1")
     return cfg
 
 

@@ -100,8 +100,10 @@ class Stepper:
     """One optimisation step (mixed precision on CUDA: bf16, or fp16 with a grad scaler)."""
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                 device: torch.device, amp: bool = True, loss: str = "l1") -> None:
+                 device: torch.device, amp: bool = True, loss: str = "l1",
+                 teacher: nn.Module | None = None, teacher_weight: float = 0.0) -> None:
         self.net, self.optimizer, self.scheduler, self.device = net, optimizer, scheduler, device
+        self.teacher, self.teacher_weight = teacher, teacher_weight if teacher else 0.0
         self.amp = amp and device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported()
                           else torch.float16)
@@ -115,7 +117,13 @@ class Stepper:
         lr_img = lr_img.to(self.device, non_blocking=True)
         hr_img = hr_img.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            loss = self.loss_fn(call(self.net, lr_img, hr_img.shape[-1]).float(), hr_img)
+            pred = call(self.net, lr_img, hr_img.shape[-1]).float()
+            loss = self.loss_fn(pred, hr_img)
+            if self.teacher_weight:
+                with torch.no_grad():
+                    target = call(self.teacher, lr_img, hr_img.shape[-1]).float()
+                w = self.teacher_weight
+                loss = (1 - w) * loss + w * self.loss_fn(pred, target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -236,7 +244,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    stepper = Stepper(net, optimizer, scheduler, dev, cfg.optim.amp, cfg.optim.loss)
+    teacher, teacher_card = _teacher(cfg, model, dev)
+    stepper = Stepper(net, optimizer, scheduler, dev, cfg.optim.amp, cfg.optim.loss,
+                      teacher, cfg.distill.weight)
     use_amp, amp_dtype = stepper.amp, stepper.amp_dtype
     log = _Logger(run_dir, rank == 0)
     normalization = cfg.data.normalization or default_normalization(cfg.data.modality)
@@ -254,7 +264,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 "validation": metrics, "steps": step, "world_size": world,
                 "experiment": cfg.name, "seed": cfg.seed,
                 **({"weights": f"moving average, decay {cfg.optim.ema:g}"}
-                   if ema is not None else {})}
+                   if ema is not None else {}),
+                **({"distilled_from": teacher_card} if teacher_card else {})}
 
     def checkpoint() -> None:
         if rank == 0:
@@ -316,6 +327,28 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if world > 1:
         torch.distributed.barrier()
     return TrainResult(run_dir, step, best, history)
+
+
+def _teacher(cfg: TrainConfig, model: nn.Module,
+             dev: torch.device) -> tuple[nn.Module | None, dict | None]:
+    """The frozen teacher of ``distill.teacher`` and what the student's card says of it."""
+    if not cfg.distill.teacher or cfg.distill.weight == 0:
+        return None, None
+    from medsr.checkpoint import load_model
+
+    teacher, card = load_model(cfg.distill.teacher, dev)
+    lo, hi = factor_range(cfg.degradation)
+    factors = card.get("factors") or [lo, hi]
+    if (card.get("lr_axes", 1) != cfg.degradation.axes or card.get("input") != cfg.network.input
+            or not factors[0] <= lo <= hi <= factors[-1]):
+        raise MedsrError(f"distill.teacher {cfg.distill.teacher} does not serve this "
+                         f"experiment's factors {lo}-{hi} and axes ({cfg.degradation.axes})")
+    teacher.eval().requires_grad_(False)
+    about = {"teacher": str(cfg.distill.teacher), "weight": cfg.distill.weight,
+             "teacher_network": network_config(teacher),
+             "teacher_experiment": card.get("experiment"),
+             "teacher_training_data": card.get("training_data", [])}
+    return teacher, about
 
 
 def call(net: nn.Module, lr_img: torch.Tensor, hr_length: int) -> torch.Tensor:
