@@ -115,7 +115,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     try:
         model = build_network(**dict(card["network"]))
         model.load_state_dict(load_file(str(weights), device="cpu"))
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:  # a bad card too
         raise MedsrError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
     remember_weights(model, weights, card["network"])
     return model.to(device).eval(), card

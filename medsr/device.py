@@ -28,12 +28,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 def surely_cpu(name: object) -> bool:
     """Whether ``name`` resolves to the CPU, known without loading torch: ``cpu``, or ``auto``
-    on a machine without an NVIDIA driver (where torch could find no CUDA device). When this
-    is False, :func:`resolve_device` decides."""
+    on a machine without an NVIDIA or AMD ROCm driver (where torch could find no CUDA
+    device). When this is False, :func:`resolve_device` decides."""
     name = str(name)
     if name == "cpu":
         return True
     if name != "auto":
         return False
     return not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+                or os.path.exists("/dev/kfd")  # ROCm: torch.cuda serves AMD GPUs too
                 or shutil.which("nvidia-smi") is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 
 import numpy as np
 import pytest
@@ -124,3 +125,23 @@ def test_a_saved_model_names_its_graph_without_torch(tmp_path, monkeypatch, moda
     assert _graph_key(net, 3) != _graph_key(load_model(folder)[0], 3)
     with pytest.raises(ValueError, match="ONNX Runtime on the CPU"):
         plane_runner(graph, "cpu", 3, planes[:1], "torch")
+
+
+@pytest.mark.parametrize("driver", [None, "/proc/driver/nvidia/version", "/dev/nvidia0",
+                                    "/dev/kfd"])
+def test_auto_device_skips_torch_only_where_no_gpu_driver_is(monkeypatch, driver):
+    """``--device auto`` may run a cached graph without torch only on a machine with no GPU
+    driver; with an NVIDIA or ROCm driver present, torch decides (and finds the GPU)."""
+    import shutil
+
+    from medsr import device
+
+    real = os.path.exists
+    monkeypatch.setattr(device.os.path, "exists",
+                        lambda p: p == driver or (p not in _DRIVERS and real(p)))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert device.surely_cpu("auto") == (driver is None)
+    assert device.surely_cpu("cpu") and not device.surely_cpu("cuda")
+
+
+_DRIVERS = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")

@@ -331,3 +331,40 @@ def test_contrast_augmentation_keeps_background_dark_and_can_swap_tissues():
         assert float(out[0]) == 0.0 and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
         swapped += bool(out[1] > out[3])
     assert 0 < swapped < 20
+
+
+def test_interpolate_weights_lies_on_the_line_and_lists_both_data(tmp_path):
+    """``scripts/interpolate_weights.py`` (how the v0.8 MR defaults were made): the weights are
+    ``(1 - a)·A + a·B`` tensor by tensor, the card lists every volume either model learnt
+    from, and two architectures that differ are refused."""
+    from medsr.checkpoint import save_model
+    from medsr.nets import build_network, network_config
+
+    def model(name, seed, data, features=8):
+        torch.manual_seed(seed)
+        net = build_network("lrrefiner", spatial_dims=2, scale=[1, 2], factors=[2, 3],
+                            features=features, num_blocks=1)
+        save_model(net, tmp_path / name, {"network": network_config(net), "training_data": data,
+                                          "experiment": name, "steps": seed})
+        return {k: v.clone() for k, v in net.state_dict().items()}
+
+    a = model("a", 1, [{"file": "t1.nii.gz"}])
+    b = model("b", 2, [{"file": "t1.nii.gz"}, {"file": "epi.nii.gz"}])
+    model("wide", 3, [], features=12)
+    script = str(REPO / "scripts" / "interpolate_weights.py")
+    run = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b"),
+                          "--alpha", "0.25", "--out", str(tmp_path / "mix")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    mixed = load_file(str(tmp_path / "mix" / "weights.safetensors"))
+    for key in a:
+        torch.testing.assert_close(mixed[key], 0.75 * a[key] + 0.25 * b[key])
+    card = json.loads((tmp_path / "mix" / "card.json").read_text())
+    assert [d["file"] for d in card["training_data"]] == ["t1.nii.gz", "epi.nii.gz"]
+    assert [m["weight"] for m in card["interpolated_from"]] == [0.75, 0.25]
+    load_model(tmp_path / "mix")  # loads as a model
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "wide"),
+                          "--alpha", "0.5", "--out", str(tmp_path / "no")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "different architectures" in bad.stderr
+    assert not (tmp_path / "no").exists()
