@@ -30,12 +30,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # fusion's operators apply the matrices to tensors (:func:`_along`)
-    import torch
 
 
 @dataclass(frozen=True)
@@ -95,12 +91,6 @@ def correction_matrix(n_lr: int, factor: int, profile: SliceProfile,
     d, b = degrade_matrix(n_lr, factor, profile), upsample_matrix(n_lr, factor)
     m = d @ b
     return b @ np.linalg.solve(m.T @ m + damping * np.eye(n_lr), m.T)
-
-
-def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
-    """Apply ``matrix`` (out × in) along ``axis`` of a tensor ``x``."""
-    moved = x.movedim(axis, -1)
-    return (moved @ matrix.T).movedim(-1, axis)
 
 
 #: multiply-adds per BLAS product in :func:`along`: at most this, OpenBLAS runs a product on

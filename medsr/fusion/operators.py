@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medsr.consistency import SliceProfile, _along, degrade_matrix
+from medsr.consistency import SliceProfile, degrade_matrix
 from medsr.fusion.grid import Grid, index_map
 from medsr.geometry import resampled_affine
 from medsr.geometry import spacing as voxel_size
@@ -40,6 +40,12 @@ from medsr.geometry import spacing as voxel_size
 SLAB_POINTS = 2_000_000
 #: a stack voxel is seen when the grid holds this share of its profile's weight
 SEEN = 1.0 - 1e-3
+
+
+def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
+    """Apply ``matrix`` (out × in) along ``axis`` of a tensor ``x``."""
+    moved = x.movedim(axis, -1)
+    return (moved @ matrix.T).movedim(-1, axis)
 
 
 def fine_factors(stack_spacing: Sequence[float], grid_spacing: float) -> tuple[int, ...]:
