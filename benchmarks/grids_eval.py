@@ -97,9 +97,11 @@ def case(name: str, path: Path, modality: str, factors, methods, out: list,
         methods = [*methods, "default (floor factor)"]
     for method in methods:
         floor = method.endswith("(floor factor)")
-        kw = dict(method=method.split(" ")[0], modality=modality, device="cpu")
+        kw = {"modality": modality, "device": "cpu"}
         if method.startswith("model="):  # a candidate model folder
-            kw = dict(model=method.split("=", 1)[1], modality=modality, device="cpu")
+            kw["model"] = method.split("=", 1)[1]
+        else:
+            kw["method"] = method.split(" ")[0]
         if spacing is not None and not floor:
             kw["spacing"] = spacing
         elif floor:

@@ -36,12 +36,12 @@ def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
     from medsr.checkpoint import load_model, save_model
     from medsr.nets import network_config
 
+    if not 0.0 <= alpha <= 1.0:
+        raise SystemExit("error: --alpha must be within [0, 1]")
     net_a, card_a = load_model(a)
     net_b, card_b = load_model(b)
     if network_config(net_a) != network_config(net_b):
         raise SystemExit(f"error: {a} and {b} have different architectures")
-    if not 0.0 <= alpha <= 1.0:
-        raise SystemExit("error: --alpha must be within [0, 1]")
     sa, sb = net_a.state_dict(), net_b.state_dict()
     net_b.load_state_dict({k: (1 - alpha) * sa[k] + alpha * sb[k] for k in sb})
     card = dict(card_b)
