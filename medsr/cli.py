@@ -18,7 +18,8 @@ import typer
 
 from medsr.commands import fail
 from medsr.commands.batch import batch
-from medsr.commands.choices import Method, Modality, OutputFormat, Profile, Scale, Spacing
+from medsr.commands.choices import (Method, Modality, OutputFormat, PrecisionOption, Profile,
+                                    Scale, Spacing)
 from medsr.commands.evaluate import benchmark, evaluate
 from medsr.commands.fuse import fuse
 from medsr.commands.report import check_report_path, report_path
@@ -126,6 +127,7 @@ def upscale(
         help="Trained model folder (or its weights.safetensors with card.json beside it); "
              "replaces --method.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (models only).")] = "auto",
+    precision: PrecisionOption = None,
     series: Annotated[Optional[str], typer.Option(
         help="SeriesInstanceUID to read from a DICOM folder with several series.",
         show_default=False)] = None,
@@ -148,6 +150,10 @@ def upscale(
     from medsr.report.scan import peak_memory
 
     setup_logging(verbose)
+    if precision is not None:
+        from medsr.runtime import set_precision
+
+        set_precision(precision.value)
     fmt_name = fmt.value if fmt is not None else None
     many = len(inputs) > 1
     method_name = "self-supervised" if self_supervised else method.value

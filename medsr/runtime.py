@@ -1,8 +1,13 @@
-"""Where a 2D network's planes are computed: ONNX Runtime on a CPU, else PyTorch.
+"""Where a 2D network's planes are computed: OpenVINO or ONNX Runtime on a CPU, else PyTorch.
 
 On the project's 2-core CPU, ONNX Runtime runs medsr's plane networks about twice as fast as
 PyTorch eager with the same results (largest difference ~2e-7 of the range; measured in
-``benchmarks/runtime_speed.py``). A network with a ``residual(x, factor)`` method (the
+``benchmarks/runtime_speed.py``), and OpenVINO, given the same graph, 1.3x faster again in
+float32 and about 5x in bfloat16 on a CPU that multiplies bfloat16 natively (AMX or
+AVX-512 BF16): the PSNR of the outputs moved by at most 0.006 dB (``docs/speed.md``). So a
+CPU run takes OpenVINO when it is installed, at its default precision (:func:`precision`:
+``auto``, bfloat16 where the CPU has it, float32 elsewhere; ``fp32`` keeps float32
+everywhere), else ONNX Runtime. A network with a ``residual(x, factor)`` method (the
 multi-factor :class:`medsr.nets.lrsr.LRRefiner`) is exported once per factor with every
 plane axis dynamic — its B-spline skip, whose matrix depends on the plane's width, is added
 outside the graph, in NumPy (:func:`bspline_skip`) — and the graph is kept on disk
@@ -39,7 +44,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+#: ``auto``: reduced precision (bfloat16) where the hardware computes it natively (a CPU's AMX
+#: or AVX-512 BF16 units through OpenVINO, CUDA's autocast); ``fp32``: float32 everywhere
+PRECISIONS = ("auto", "fp32")
+_PRECISION: list[str] = []
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: torch networks loaded from a file: (file's digest, state digest then, card's architecture)
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -53,6 +62,28 @@ WIDTH_FREE = ("lrrefiner",)
 CACHED_GRAPHS = 32
 
 Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def set_precision(name: str) -> None:
+    """Set the networks' arithmetic for this process (:data:`PRECISIONS`); it overrides the
+    ``MEDSR_PRECISION`` environment variable. Sessions already made keep theirs."""
+    if name not in PRECISIONS:
+        from medsr.errors import MedsrError
+
+        raise MedsrError(f"unknown precision {name!r}; use {' or '.join(PRECISIONS)}")
+    _PRECISION[:] = [name]
+
+
+def precision() -> str:
+    """The networks' arithmetic: :func:`set_precision`'s, else ``MEDSR_PRECISION``, else
+    ``auto``."""
+    name = _PRECISION[0] if _PRECISION else os.environ.get("MEDSR_PRECISION") or "auto"
+    if name not in PRECISIONS:
+        from medsr.errors import MedsrError
+
+        raise MedsrError(f"MEDSR_PRECISION={name!r} is not a precision; use "
+                         f"{' or '.join(PRECISIONS)}")
+    return name
 
 
 def cache_dir() -> Path:
@@ -135,7 +166,7 @@ def cached_network(weights: Path, card: dict, factor: int) -> GraphNet | None:
     it, and its first CPU run exports the graph."""
     network = card.get("network") or {}
     if network.get("name") not in WIDTH_FREE or card.get("input", "lr") != "lr" \
-            or importlib.util.find_spec("onnxruntime") is None:
+            or engine("auto") is None:
         return None
     from medsr.checkpoint import weights_digest
 
@@ -226,7 +257,28 @@ def _threads() -> int:
     return 0
 
 
-def _new_session(graph: bytes):
+def engine(backend: str) -> str | None:
+    """The CPU engine that ``backend`` runs a graph with (``"openvino"``, ``"onnx"``), or None
+    (PyTorch): ``auto`` takes OpenVINO when installed, else ONNX Runtime."""
+    if backend == "torch":
+        return None
+    for name, module in (("openvino", "openvino"), ("onnx", "onnxruntime")):
+        if backend in ("auto", name) and importlib.util.find_spec(module) is not None:
+            return name
+    return None
+
+
+def _new_session(graph: bytes, kind: str = "onnx", fallback: bool = True):
+    """A session running ``graph``: ``.run(None, {"x": planes})`` gives ``[fine planes]``.
+    An OpenVINO session that cannot be made falls back to ONNX Runtime when ``fallback``."""
+    if kind == "openvino":
+        try:
+            return _OpenVino(graph)
+        except Exception as err:  # noqa: BLE001 - any OpenVINO failure: ONNX Runtime runs it
+            if not fallback or importlib.util.find_spec("onnxruntime") is None:
+                raise
+            logger.info("OpenVINO could not compile the graph (%s); running ONNX Runtime",
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -238,25 +290,54 @@ def _new_session(graph: bytes):
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_session(model, factor: int, example: np.ndarray):
-    """An ONNX Runtime session for planes ``(N, C, H, W)`` of this width, or None."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None
+class _OpenVino:
+    """An ONNX graph compiled by OpenVINO for the CPU, run as an ONNX Runtime session is.
+
+    At precision ``auto`` OpenVINO picks its CPU default: bfloat16 inside the network where
+    the CPU multiplies it natively, float32 elsewhere; inputs and outputs stay float32.
+    """
+
+    def __init__(self, graph: bytes) -> None:
+        import threading
+
+        import openvino as ov
+
+        config: dict = {"INFERENCE_PRECISION_HINT": "f32"} if precision() == "fp32" else {}
+        threads = _threads()
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(graph, b""), "CPU", config)
+        #: what the network computes in: "bf16" or "f32"
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # an infer request serves one call at a time
+
+    def run(self, names, feeds: dict) -> list[np.ndarray]:  # noqa: ARG002 - ORT's signature
+        with self._lock:
+            self._request.infer(feeds)
+            return [self._request.get_output_tensor(0).data.copy()]
+
+
+def _onnx_session(model, factor: int, example: np.ndarray, kind: str = "onnx",
+                  fallback: bool = True):
+    """A session of ``kind`` (:func:`engine`) for planes ``(N, C, H, W)`` of this width, or
+    None."""
     cache = _SESSIONS.setdefault(model, {})
     free = width_free(model)
-    key = (factor, None if free else int(example.shape[-1]))
+    key = (factor, None if free else int(example.shape[-1]), kind, precision())
     if key not in cache:
         if isinstance(model, GraphNet):
             if factor not in model.graphs:
                 raise RuntimeError(f"no cached graph of this model for ×{factor}")
-            cache[key] = _new_session(model.graphs[factor])
+            cache[key] = _new_session(model.graphs[factor], kind, fallback)
             return cache[key]
         try:
             from medsr.export import export_planes
 
             graph = (_cached_graph(model, factor, example) if free else
                      export_planes(model, factor, example, residual=False))
-            cache[key] = _new_session(graph)
+            cache[key] = _new_session(graph, kind, fallback)
         except Exception as err:  # noqa: BLE001 - any export failure falls back to PyTorch
             logger.info("ONNX export failed (%s); running the network in PyTorch",
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -269,7 +350,7 @@ def _torch_runner(model, device, factor: int) -> Runner:
 
     from medsr.nets import forward
 
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" and precision() != "fp32"
 
     def run(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
@@ -293,18 +374,21 @@ def plane_runner(model, device, factor: int, example: np.ndarray, backend: str =
             the CPU.
         factor: the upscaling factor.
         example: a batch of planes of the width that will be run (for the export).
-        backend: ``"auto"`` (ONNX Runtime on a CPU when available), ``"torch"`` or ``"onnx"``
-            (an error when it cannot run).
+        backend: ``"auto"`` (on a CPU OpenVINO, else ONNX Runtime, when installed),
+            ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (an error when it
+            cannot run). OpenVINO and CUDA compute at :func:`precision`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cpu = str(getattr(device, "type", device)) == "cpu"
     graph = isinstance(model, GraphNet)
     if graph and (backend == "torch" or not cpu):
-        raise ValueError("a cached graph runs in ONNX Runtime on the CPU")
-    if backend != "torch" and cpu:
+        raise ValueError("a cached graph runs in OpenVINO or ONNX Runtime on the CPU")
+    kind = engine(backend) if cpu else None
+    if kind is not None:
         session = _onnx_session(model if graph else model.eval(), factor,
-                                np.ascontiguousarray(example, dtype=np.float32))
+                                np.ascontiguousarray(example, dtype=np.float32), kind,
+                                fallback=backend == "auto")
         if session is not None and width_free(model):
             lr_axes = model.lr_axes if graph else int(getattr(model, "lr_axes", 1))
 
@@ -320,6 +404,7 @@ def plane_runner(model, device, factor: int, example: np.ndarray, backend: str =
                 return session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
             return run
-        if backend == "onnx":
-            raise RuntimeError("ONNX Runtime is not available for this network")
+    if backend in ("onnx", "openvino") and cpu:
+        raise RuntimeError(f"{'ONNX Runtime' if backend == 'onnx' else 'OpenVINO'} is not "
+                           "available for this network")
     return _torch_runner(model, device, factor)

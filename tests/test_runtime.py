@@ -1,4 +1,4 @@
-"""ONNX Runtime and PyTorch compute the same planes; PyTorch is the fallback."""
+"""ONNX Runtime, OpenVINO and PyTorch compute the same planes; PyTorch is the fallback."""
 
 from __future__ import annotations
 
@@ -13,15 +13,18 @@ from medsr.nets import build_network
 from medsr.runtime import plane_runner
 
 
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
 @pytest.mark.parametrize("name, params, factor", [
     ("lrrefiner", {"scale": (1, 2), "factors": (2, 4), "features": 8, "num_blocks": 2}, 3),
     ("edsr", {"scale": (1, 1), "features": 8, "num_blocks": 2}, 1),
 ])
-def test_onnx_and_torch_agree(name, params, factor):
+def test_onnx_and_torch_agree(name, params, factor, engine, monkeypatch):
+    """In float32 both CPU engines compute PyTorch's planes."""
+    monkeypatch.setenv("MEDSR_PRECISION", "fp32")
     torch.manual_seed(0)
     net = build_network(name, spatial_dims=2, **params).eval()
     planes = torch.rand(5, 1, 23, 11).numpy()
-    onnx = plane_runner(net, torch.device("cpu"), factor, planes[:1], "onnx")
+    onnx = plane_runner(net, torch.device("cpu"), factor, planes[:1], engine)
     eager = plane_runner(net, torch.device("cpu"), factor, planes[:1], "torch")
     a, b = onnx(planes), eager(planes)
     assert a.shape == b.shape == (5, 1, 23, 11 * factor)
@@ -30,22 +33,93 @@ def test_onnx_and_torch_agree(name, params, factor):
     np.testing.assert_allclose(onnx(taller), eager(taller), atol=1e-5)
 
 
-def test_falls_back_to_torch_without_onnxruntime(monkeypatch):
-    real_import = builtins.__import__
+def _without(monkeypatch, *modules):
+    """Make ``modules`` uninstalled: neither found nor importable."""
+    import importlib.util
 
-    def no_ort(name, *args, **kwargs):
-        if name == "onnxruntime":
+    real_import, real_find = builtins.__import__, importlib.util.find_spec
+
+    def no_import(name, *args, **kwargs):
+        if name.split(".")[0] in modules:
             raise ImportError("not installed")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_ort)
+    monkeypatch.setattr(builtins, "__import__", no_import)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in modules else real_find(name, *a))
+
+
+def test_falls_back_to_torch_without_onnxruntime_or_openvino(monkeypatch):
+    _without(monkeypatch, "onnxruntime", "openvino")
     net = build_network("edsr", spatial_dims=2, scale=(1, 1), features=4, num_blocks=1).eval()
     planes = torch.rand(2, 1, 9, 7)
     out = plane_runner(net, torch.device("cpu"), 1, planes[:1].numpy(), "auto")(planes.numpy())
     with torch.no_grad():
         np.testing.assert_allclose(out, net(planes).numpy(), atol=1e-6)
-    with pytest.raises(RuntimeError, match="ONNX Runtime"):
-        plane_runner(net, torch.device("cpu"), 1, planes[:1].numpy(), "onnx")
+    for backend, name in (("onnx", "ONNX Runtime"), ("openvino", "OpenVINO")):
+        with pytest.raises(RuntimeError, match=name):
+            plane_runner(net, torch.device("cpu"), 1, planes[:1].numpy(), backend)
+
+
+def test_auto_takes_openvino_else_onnxruntime(monkeypatch):
+    from medsr import runtime
+
+    net = _refiner()
+    planes = torch.rand(2, 1, 16, 9).numpy()
+    plane_runner(net, torch.device("cpu"), 3, planes[:1], "auto")(planes)
+    kinds = {key[2] for key in runtime._SESSIONS[net]}
+    assert kinds == {"openvino"}
+    _without(monkeypatch, "openvino")
+    assert runtime.engine("auto") == "onnx"
+    again = plane_runner(net, torch.device("cpu"), 3, planes[:1], "auto")(planes)
+    assert {key[2] for key in runtime._SESSIONS[net]} == {"openvino", "onnx"}
+    np.testing.assert_allclose(again, net(torch.from_numpy(planes), factor=3).detach().numpy(),
+                               atol=1e-5)
+
+
+def test_precision_auto_is_close_and_fp32_exact(monkeypatch):
+    """``auto`` may compute in bfloat16 (CPUs with AMX / AVX-512 BF16): outputs stay within
+    bfloat16's rounding of the network's correction; ``fp32`` gives PyTorch's planes."""
+    from medsr import runtime
+    from medsr.errors import MedsrError
+
+    net = _refiner()
+    with torch.no_grad():  # a correction as large as the planes, so rounding shows
+        for p in net.parameters():
+            p.mul_(3.0)
+    planes = torch.rand(4, 1, 32, 12)
+    with torch.no_grad():
+        truth = net(planes, factor=3).numpy()
+        correction = net.residual(planes, 3).numpy()
+    made = []
+    real = runtime._OpenVino.__init__
+
+    def spy(self, graph):
+        real(self, graph)
+        made.append(self.precision)
+
+    monkeypatch.setattr(runtime._OpenVino, "__init__", spy)
+    auto = plane_runner(net, "cpu", 3, planes[:1].numpy(), "openvino")(planes.numpy())
+    err = np.sqrt(np.mean((auto - truth) ** 2)) / np.sqrt(np.mean(correction ** 2))
+    assert err < 0.02  # bfloat16 keeps 8 bits of mantissa
+    import openvino as ov
+
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert made == ["bf16"]  # where the CPU has it, auto takes it
+    monkeypatch.setenv("MEDSR_PRECISION", "fp32")
+    fp32 = plane_runner(net, "cpu", 3, planes[:1].numpy(), "openvino")(planes.numpy())
+    np.testing.assert_allclose(fp32, truth, atol=1e-5)
+    assert made[-1] == "f32"
+    monkeypatch.setenv("MEDSR_PRECISION", "half")
+    with pytest.raises(MedsrError, match="MEDSR_PRECISION='half'"):
+        runtime.precision()
+    runtime.set_precision("fp32")
+    try:
+        assert runtime.precision() == "fp32"
+        with pytest.raises(MedsrError, match="unknown precision"):
+            runtime.set_precision("bf16")
+    finally:
+        runtime._PRECISION.clear()
 
 
 def _refiner():
@@ -116,8 +190,10 @@ def test_a_saved_model_names_its_graph_without_torch(tmp_path, monkeypatch, moda
     assert graph.path(3).name == f"{_graph_key(net, 3)}.onnx"
     assert (graph.radius, graph.reach) == (receptive_radius(net), plane_reach(net))
     assert graph.lr_axes == lr_axes
-    again = plane_runner(graph, "cpu", 3, planes[:1], "auto")(planes)
+    again = plane_runner(graph, "cpu", 3, planes[:1], "onnx")(planes)
     np.testing.assert_array_equal(again, ran)
+    auto = plane_runner(graph, "cpu", 3, planes[:1], "auto")(planes)  # OpenVINO: bf16 maybe
+    np.testing.assert_allclose(auto, ran, atol=0.02 * max(1.0, float(np.abs(ran).max())))
     with torch.no_grad():
         np.testing.assert_allclose(again, net(torch.from_numpy(planes), factor=3).numpy(),
                                    atol=1e-5)

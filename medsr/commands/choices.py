@@ -34,6 +34,20 @@ class Method(str, Enum):
     linear = "linear"
 
 
+class Precision(str, Enum):
+    """The networks' arithmetic (:func:`medsr.runtime.precision`)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+
+
+#: ``--precision`` (``medsr upscale``)
+PrecisionOption = Annotated[Optional[Precision], typer.Option(  # noqa: UP045 - Typer
+    help="Networks' arithmetic: auto (bfloat16 where the CPU or GPU computes it natively, "
+         "float32 elsewhere) or fp32 (float32 everywhere). Default: $MEDSR_PRECISION, "
+         "else auto.", show_default=False)]
+
+
 class Modality(str, Enum):
     ct = "ct"
     mr = "mr"
