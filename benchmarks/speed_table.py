@@ -25,7 +25,8 @@ Usage::
         [--code DIR] [--name cpu] [--out benchmarks/results]
 
 ``--code DIR`` runs another checkout's medsr (its folder goes first on ``PYTHONPATH``), to
-measure before and after on the same machine.
+measure before and after on the same machine; ``--extra "--precision fp32"`` times OpenVINO in
+float32. The learned rows' engine and arithmetic (``engine_note``) head the table.
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]  # this checkout's medsr for making and scoring inputs
+
+
+def engine_note(env: dict, extra: list[str]) -> str:
+    """Which CPU engine and arithmetic the learned rows run with (the code under ``env``):
+    ``onnx fp32`` (ONNX Runtime; any checkout before OpenVINO), ``openvino bf16`` or
+    ``openvino fp32`` (``--precision``, else ``MEDSR_PRECISION``, else the CPU's default)."""
+    env = dict(env)
+    if "--precision" in extra:
+        env["MEDSR_PRECISION"] = extra[extra.index("--precision") + 1]
+    code = ("from medsr import runtime\n"
+            "kind = runtime.engine('auto') if hasattr(runtime, 'engine') else 'onnx'\n"
+            "prec = 'fp32'\n"
+            "if kind == 'openvino' and runtime.precision() == 'auto':\n"
+            "    import openvino as ov\n"
+            "    caps = ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')\n"
+            "    prec = 'bf16' if 'BF16' in caps else 'fp32'\n"
+            "print(kind, prec)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir())  # not this checkout
+    return done.stdout.strip() or "unknown"
 
 
 def machine() -> dict:
@@ -195,12 +216,14 @@ def main() -> None:
               f"{result['cpu_s']:7.2f} s CPU (load {result['load_1min']})", flush=True)
 
     info = machine()
-    print(f"{info['cpu']}, {info['cores']} cores, load {info['load']}; code {args.code}")
+    extra = args.extra.split()
+    engine = engine_note(env, extra)
+    print(f"{info['cpu']}, {info['cores']} cores, load {info['load']}; code {args.code}; "
+          f"plane networks: {engine}")
     row("medsr --help", "", [*medsr, "--help"])
     first = scans[0][1]
     row("medsr info", first.name, [*medsr, "info", str(first)])
     scale = ["--scale", "1", "1", str(args.factor)]
-    extra = args.extra.split()
     for label, path in scans:
         import nibabel as nib
 
@@ -224,14 +247,16 @@ def main() -> None:
     for r in rows:
         if r.get("label") in shares and "--method" in r["what"] and "bspline" not in r["what"]:
             r["background"] = shares[r["label"]]
-    result = {"machine": info, "load_after": _load(), "code": str(args.code),
+    result = {"machine": info, "load_after": _load(), "code": str(args.code), "engine": engine,
+              "extra": args.extra,
               "repeats": args.repeats, "factor": args.factor, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"speed_table_{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     head = (f"Machine: {info['cpu']}, {info['cores']} cores"
             + (f", {info['gpu']}" if info["gpu"] else "")
             + f"; load average before {info['load']}, after {result['load_after']}; "
-            f"medians of {args.repeats} whole-process runs (start-up included).")
+            f"medians of {args.repeats} whole-process runs (start-up included); plane networks "
+            f"in {engine}" + (f"; every upscale with `{args.extra}`" if args.extra else "") + ".")
     lines = [head, "",
              ("| what | scan | wall s (median) | CPU s | PSNR vs truth (Δ B-spline) dB | "
               "background (B-spline lines) | load (1 min) before each run |"),

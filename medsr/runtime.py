@@ -49,6 +49,7 @@ BACKENDS = ("auto", "torch", "onnx", "openvino")
 #: or AVX-512 BF16 units through OpenVINO, CUDA's autocast); ``fp32``: float32 everywhere
 PRECISIONS = ("auto", "fp32")
 _PRECISION: list[str] = []
+_BF16: list[bool] = []
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: torch networks loaded from a file: (file's digest, state digest then, card's architecture)
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -84,6 +85,19 @@ def precision() -> str:
         raise MedsrError(f"MEDSR_PRECISION={name!r} is not a precision; use "
                          f"{' or '.join(PRECISIONS)}")
     return name
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16), as OpenVINO
+    tells; False without OpenVINO."""
+    if not _BF16:
+        try:
+            import openvino as ov
+
+            _BF16.append("BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except Exception:  # noqa: BLE001 - not installed, or no CPU plugin: say no
+            _BF16.append(False)
+    return _BF16[0]
 
 
 def cache_dir() -> Path:
@@ -310,6 +324,7 @@ class _OpenVino:
         self.compiled = core.compile_model(core.read_model(graph, b""), "CPU", config)
         #: what the network computes in: "bf16" or "f32"
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        logger.info("plane network: OpenVINO, %s", self.precision)
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # an infer request serves one call at a time
 

@@ -180,7 +180,11 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         WEIGHT_AVERAGE.get(modality.upper(), 1.0) if weight_average is None else weight_average)
     initial = copy.deepcopy(net.state_dict()) if alpha < 1.0 else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
-    stepper = Stepper(net, optimizer, None, dev)
+    from medsr.runtime import native_bf16, precision
+
+    # bf16 steps on a CPU that computes them natively (precision "auto"): ~2.6x faster
+    stepper = Stepper(net, optimizer, None, dev,
+                      cpu_bf16=precision() == "auto" and dev.type == "cpu" and native_bf16())
     gen = torch.Generator(device=dev).manual_seed(seed)
     rule = None if steps is not None else StoppingRule(net)
     if rule is not None:  # the starting point is a candidate too

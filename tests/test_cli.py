@@ -185,7 +185,8 @@ def _fresh_run(*args) -> tuple[set[str], str]:
     code = ("import sys; from medsr.cli import app\n"
             f"sys.argv = ['medsr', *{[str(a) for a in args]!r}]\n"
             "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('loaded:', *(m for m in ('torch', 'monai', 'onnxruntime') if m in sys.modules))")
+            "print('loaded:', *(m for m in ('torch', 'monai', 'onnxruntime', 'openvino') "
+            "if m in sys.modules))")
     root = str(Path(medsr.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -256,7 +257,7 @@ def test_a_cached_graph_runs_without_torch(tmp_path, monkeypatch):
     first, _ = upscale("first", "--uncertainty", tmp_path / "first_sd.nii.gz")
     assert "torch" in first and len(list((cache / "medsr" / "onnx").glob("*.onnx"))) == 1
     again, log = upscale("again", "--uncertainty", tmp_path / "again_sd.nii.gz")
-    assert "torch" not in again and "monai" not in again and "onnxruntime" in again
+    assert "torch" not in again and "monai" not in again and "openvino" in again
     assert "self-check on" in log and "noise of the measured samples" in log
     plain, _ = upscale("plain")
     assert "torch" not in plain and "monai" not in plain

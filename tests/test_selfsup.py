@@ -200,3 +200,52 @@ def test_fitted_weights_are_averaged_with_the_starting_model(thick):
         card1["self_supervised"]["held_out_psnr"], abs=1e-3)
     with pytest.raises(MedsrError, match="weight_average"):
         fit_self_supervised(array, affine, weight_average=1.5, **kwargs)
+
+
+def test_cpu_steps_take_bfloat16_only_when_asked():
+    """``Stepper(cpu_bf16=True)`` trains in bf16 autocast on a CPU; the LRRefiner's B-spline
+    skip stays float32 inside it (bf16 would round the image itself)."""
+    import torch
+
+    from medsr.nets import build_network
+    from medsr.nets.lrsr import LRRefiner
+    from medsr.training.loop import Stepper
+
+    torch.manual_seed(0)
+    net = build_network("lrrefiner", spatial_dims=2, scale=(1, 3), factors=(2, 4), features=8,
+                        num_blocks=1)
+    seen = []
+    net.conv_first.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    lr, hr = torch.rand(2, 1, 16, 6), torch.rand(2, 1, 16, 18)
+    for cpu_bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        loss = Stepper(net, torch.optim.AdamW(net.parameters()), None, torch.device("cpu"),
+                       cpu_bf16=cpu_bf16).step(lr, hr)
+        assert seen[-1] == dtype and torch.isfinite(loss)
+    x = torch.rand(2, 1, 16, 6) * 1000.0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        skip = net(x, 3) - net.residual(x, 3).float()
+    exact = LRRefiner.skip(net, x, 3)
+    assert float((skip - exact).abs().max()) < 1e-3 * 1000.0 / 256  # under bf16's rounding
+
+
+def test_self_supervised_steps_in_bf16_where_the_cpu_has_it(thick, monkeypatch):
+    from medsr import runtime
+    from medsr.training import loop
+
+    made = []
+    real = loop.Stepper
+
+    def spy(*args, **kwargs):
+        made.append(kwargs.get("cpu_bf16", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "Stepper", spy)
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    opts = {"steps": 1, "seed": 1, "init": None}
+    medsr.upscale(thick, method="self-supervised", self_supervised=opts, device="cpu")
+    monkeypatch.setenv("MEDSR_PRECISION", "fp32")
+    medsr.upscale(thick, method="self-supervised", self_supervised=opts, device="cpu")
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    monkeypatch.delenv("MEDSR_PRECISION")
+    medsr.upscale(thick, method="self-supervised", self_supervised=opts, device="cpu")
+    assert made == [True, False, False]
