@@ -11,9 +11,9 @@ one from a thin-slice scan by averaging ``--factor`` slices along the last axis 
 ``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
 and the thin scan is then the truth: each method's output is scored against it after the
 timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B-spline).
-Learned rows also give the scan's background share: the lines along the upscaled axis that
-the default model leaves to B-spline (``medsr/background.py``; this checkout's rule, whatever
-``--code`` runs). ``--code`` a checkout with ``skip_background`` defaulting to False times the
+Learned rows also give the plane views the default model runs and the scan's background share:
+the lines along the upscaled axis that the default model leaves to B-spline
+(``medsr/background.py``; this checkout's rule, whatever ``--code`` runs). ``--code`` a checkout with ``skip_background`` defaulting to False times the
 lever off (``benchmarks/background_eval.py`` times the networks alone, off and on).
 
 Usage::
@@ -22,7 +22,8 @@ Usage::
         --thin ct36=/work/data/holdout_extra/invesalius_ct_head.nii.gz \\
         [--scan LABEL=PATH ...] [--factor 3] [--repeats 3] \\
         [--methods bspline,default,self-supervised] \\
-        [--code DIR] [--name cpu] [--out benchmarks/results]
+        [--model LABEL=DIR ...] [--code DIR] [--extra ARGS] [--name cpu] \\
+        [--out benchmarks/results]
 
 ``--code DIR`` runs another checkout's medsr (its folder goes first on ``PYTHONPATH``), to
 measure before and after on the same machine; ``--extra "--precision fp32"`` times OpenVINO in
@@ -138,9 +139,11 @@ def make_thick(thin: Path, factor: int, out: Path) -> tuple[Path, Path]:
     return out, truth
 
 
-def background_share(path: Path, factor: int) -> float | None:
-    """Share of the lines along the last axis that the default model leaves to B-spline
-    (``medsr/background.py``; ``None`` where the rule does not apply)."""
+def learned_facts(path: Path, factor: int) -> dict:
+    """What the default model does with the scan: ``background``, the share of the lines along
+    the last axis that it would leave to B-spline (``medsr/background.py``; ``None`` where the
+    rule does not apply), and ``views``, the plane views it runs (the card's ``"views"``: the
+    planes through each fine in-plane axis, or one)."""
     import medsr
     from medsr.background import body_rows, plan
     from medsr.io import volume_parts
@@ -154,7 +157,10 @@ def background_share(path: Path, factor: int) -> float | None:
     up = make_upscaler(volume.shape, affine, method="default", scale=(1, 1, factor),
                        modality=modality)
     bg = plan(volume, 2, up.net, up.card, scan_noise(up, volume))
-    return None if bg is None else round(1.0 - float(body_rows(volume, 2, bg).views[0].mean()), 4)
+    share = None if bg is None else round(1.0 - float(body_rows(volume, 2, bg).views[0].mean()), 4)
+    fine = sum(1 for n in volume.shape[:2] if n > 1)
+    return {"background": share, "views": fine if up.card.get("views", "both") == "both"
+            else min(1, fine)}
 
 
 def score(rows: list[dict], truths: dict[str, Path]) -> None:
@@ -184,6 +190,9 @@ def main() -> None:
     parser.add_argument("--selfsup-repeats", type=int, default=None,
                         help="runs of the self-supervised rows (default --repeats)")
     parser.add_argument("--extra", default="", help="more arguments for every upscale")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=DIR",
+                        help="also time `--model DIR` (a student beside its teacher, the "
+                             "default model)")
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the medsr checkout to run (default: this one)")
     parser.add_argument("--name", default="cpu", help="tag in the output file names")
@@ -242,11 +251,18 @@ def main() -> None:
                 [*medsr, "upscale", str(path), "-o", str(out), *scale, "--method", method,
                  "--force", *extra], repeats)
             rows[-1]["output"], rows[-1]["label"] = str(out), label
+        for item in args.model:
+            tag, folder = item.split("=", 1)
+            out = work / f"{label}_model_{tag}.nii.gz"
+            row(f"medsr upscale --model {tag}", name,
+                [*medsr, "upscale", str(path), "-o", str(out), *scale, "--model", folder,
+                 "--force", *extra])
+            rows[-1]["output"], rows[-1]["label"] = str(out), label
     score(rows, truths)
-    shares = {label: background_share(path, args.factor) for label, path in scans}
+    facts = {label: learned_facts(path, args.factor) for label, path in scans}
     for r in rows:
-        if r.get("label") in shares and "--method" in r["what"] and "bspline" not in r["what"]:
-            r["background"] = shares[r["label"]]
+        if r.get("label") in facts and "--method" in r["what"] and "bspline" not in r["what"]:
+            r.update(facts[r["label"]])
     result = {"machine": info, "load_after": _load(), "code": str(args.code), "engine": engine,
               "extra": args.extra,
               "repeats": args.repeats, "factor": args.factor, "rows": rows}
@@ -259,14 +275,15 @@ def main() -> None:
             f"in {engine}" + (f"; every upscale with `{args.extra}`" if args.extra else "") + ".")
     lines = [head, "",
              ("| what | scan | wall s (median) | CPU s | PSNR vs truth (Δ B-spline) dB | "
-              "background (B-spline lines) | load (1 min) before each run |"),
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+              "background (B-spline lines) | plane views | load (1 min) before each run |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        quality = (f"{r['psnr']:.2f} ({r.get('gain_db', float('nan')):+.2f})"
+        quality = (f"{r['psnr']:.2f}" + (f" ({r['gain_db']:+.2f})" if "gain_db" in r else "")
                    if "psnr" in r else "")
         share = f"{r['background']:.0%}" if r.get("background") is not None else ""
         lines.append(f"| {r['what']} | {r['scan']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{quality} | {share} | {', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
+                     f"{quality} | {share} | {r.get('views', '')} | "
+                     f"{', '.join(f'{x:.1f}' for x in r['load_1min'])} |")
     table = "\n".join(lines) + "\n"
     (args.out / f"speed_table_{args.name}.md").write_text(table)
     print(table)

@@ -111,7 +111,8 @@ def upscale(
         "-v", "--verbose", help="Show progress details and library warnings.")] = False,
     steps: Annotated[Optional[int], typer.Option(
         help="Self-supervised: a fixed number of training steps instead of the stopping rule "
-             "(with --seed, the same result on every machine).", show_default=False)] = None,
+             "(with --seed and --precision fp32, the same result on every machine).",
+        show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed for self-supervised SR.")] = 0,
     save_model: Annotated[Optional[Path], typer.Option(
         help="Keep the self-supervised model in this folder (reuse with --model).",
