@@ -224,13 +224,41 @@ def test_auto_with_nothing_to_upscale_says_so_and_loads_no_torch(tmp_path):
 
 
 def test_default_model_runs_without_monai(scan, tmp_path, monkeypatch):
-    """A learned upscale loads torch and ONNX Runtime but not MONAI (whose ``__init__``
+    """A learned upscale loads torch and OpenVINO but not MONAI (whose ``__init__``
     imports every subpackage: seconds on each run); torch only while its graph is not cached
     (an empty cache here; see ``test_a_cached_graph_runs_without_torch``)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     loaded = _modules_after("upscale", scan, "-o", tmp_path / "o.nii.gz", "--scale", 1, 1, 2)
     assert "torch" in loaded and "monai" not in loaded
     assert (tmp_path / "o.nii.gz").exists()
+
+
+def test_precision_fp32_computes_in_float32(scan, tmp_path, monkeypatch):
+    """``--precision fp32`` (or ``MEDSR_PRECISION``) reaches the networks; a bad value in the
+    environment is one line and exit 1, the output not written."""
+    from medsr import runtime
+
+    made = []
+    real = runtime._OpenVino.__init__
+
+    def spy(self, graph):
+        real(self, graph)
+        made.append(self.precision)
+
+    monkeypatch.setattr(runtime._OpenVino, "__init__", spy)
+    monkeypatch.setattr(runtime, "_PRECISION", [])
+    out = tmp_path / "o.nii.gz"
+    result = runner.invoke(app, ["upscale", str(scan), "-o", str(out), "--scale", "1", "1", "2",
+                                 "--method", "default", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert made and set(made) == {"f32"} and out.exists()
+    assert runtime.precision() == "fp32"  # what the CLI set, on any CPU
+    monkeypatch.setattr(runtime, "_PRECISION", [])
+    monkeypatch.setenv("MEDSR_PRECISION", "half")
+    result = runner.invoke(app, ["upscale", str(scan), "-o", str(tmp_path / "p.nii.gz"),
+                                 "--scale", "1", "1", "2", "--method", "default"])
+    assert_one_line_error(result, "MEDSR_PRECISION='half' is not a precision")
+    assert not (tmp_path / "p.nii.gz").exists()
 
 
 def test_a_cached_graph_runs_without_torch(tmp_path, monkeypatch):
