@@ -368,3 +368,30 @@ def test_interpolate_weights_lies_on_the_line_and_lists_both_data(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "different architectures" in bad.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_cpu_bf16_steps_only_where_asked_and_native(tmp_path, data_dir, monkeypatch):
+    """``optim.cpu_bf16`` trains in bf16 autocast on a CPU with native bf16 (and ``amp``);
+    elsewhere, or unasked, in float32."""
+    from medsr import runtime
+    from medsr.training import loop
+
+    made = []
+    real = loop.Stepper
+
+    def spy(*args, **kwargs):
+        stepper = real(*args, **kwargs)
+        made.append((stepper.amp, stepper.amp_dtype))
+        return stepper
+
+    monkeypatch.setattr(loop, "Stepper", spy)
+    for native, asked, amp in ((True, True, True), (False, True, True), (True, False, True),
+                               (True, True, False)):
+        monkeypatch.setattr(runtime, "native_bf16", lambda native=native: native)
+        cfg = load_config(tiny_config(tmp_path, data_dir, cpu_bf16=asked, amp=amp))
+        train(cfg, tmp_path / f"run{len(made)}", device="cpu", progress=False)
+    assert made[0] == (True, torch.bfloat16)
+    assert [m[0] for m in made[1:]] == [False, False, False]
+    losses = [json.loads(line)["loss"] for line in
+              (tmp_path / "run0" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert losses and np.isfinite(losses).all()

@@ -117,6 +117,9 @@ class OptimConfig:
     checkpoint_every: int = 100
     patience: int = 0  # validations without improvement before stopping; 0 = never
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    # with amp, bf16 autocast on a CPU that computes it natively (AMX / AVX-512 BF16): 1.9x
+    # the patches per second, the same validation PSNR; float32 on other CPUs (docs/training.md)
+    cpu_bf16: bool = True
     loss: str = "l1"
 
 

@@ -137,6 +137,19 @@ class Stepper:
         return loss.detach()
 
 
+def cpu_bf16(cfg, device: torch.device) -> bool:
+    """Whether CPU steps take bf16 autocast: ``optim.cpu_bf16`` (with ``amp``) on a CPU that
+    computes bf16 natively; said in the log when asked for on one that does not."""
+    if not (cfg.optim.cpu_bf16 and cfg.optim.amp and device.type == "cpu"):
+        return False
+    from medsr.runtime import native_bf16
+
+    if not native_bf16():
+        logger.info("optim.cpu_bf16: this CPU has no native bf16; training in float32")
+        return False
+    return True
+
+
 class _Logger:
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.path, self.enabled, self.tb = run_dir / "metrics.jsonl", enabled, None
@@ -250,7 +263,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
     teacher, teacher_card = _teacher(cfg, model, dev)
     stepper = Stepper(net, optimizer, scheduler, dev, cfg.optim.amp, cfg.optim.loss,
-                      teacher, cfg.distill.weight)
+                      teacher, cfg.distill.weight, cpu_bf16=cpu_bf16(cfg, dev))
     use_amp, amp_dtype = stepper.amp, stepper.amp_dtype
     log = _Logger(run_dir, rank == 0)
     normalization = cfg.data.normalization or default_normalization(cfg.data.modality)
