@@ -57,3 +57,19 @@ def write_phantom_nifti(path, affine: np.ndarray):
 @pytest.fixture(params=sorted(AFFINES))
 def affine(request) -> np.ndarray:
     return AFFINES[request.param].copy()
+
+
+@pytest.fixture
+def openvino_precisions(monkeypatch) -> list[str]:
+    """The arithmetic ("bf16", "f32") of every OpenVINO session made while the test runs."""
+    from medsr import runtime
+
+    made: list[str] = []
+    real = runtime._OpenVino.__init__
+
+    def spy(self, graph):
+        real(self, graph)
+        made.append(self.precision)
+
+    monkeypatch.setattr(runtime._OpenVino, "__init__", spy)
+    return made

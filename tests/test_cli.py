@@ -233,19 +233,12 @@ def test_default_model_runs_without_monai(scan, tmp_path, monkeypatch):
     assert (tmp_path / "o.nii.gz").exists()
 
 
-def test_precision_fp32_computes_in_float32(scan, tmp_path, monkeypatch):
+def test_precision_fp32_computes_in_float32(scan, tmp_path, monkeypatch, openvino_precisions):
     """``--precision fp32`` (or ``MEDSR_PRECISION``) reaches the networks; a bad value in the
     environment is one line and exit 1, the output not written."""
     from medsr import runtime
 
-    made = []
-    real = runtime._OpenVino.__init__
-
-    def spy(self, graph):
-        real(self, graph)
-        made.append(self.precision)
-
-    monkeypatch.setattr(runtime._OpenVino, "__init__", spy)
+    made = openvino_precisions
     monkeypatch.setattr(runtime, "_PRECISION", [])
     out = tmp_path / "o.nii.gz"
     result = runner.invoke(app, ["upscale", str(scan), "-o", str(out), "--scale", "1", "1", "2",

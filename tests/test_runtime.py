@@ -77,7 +77,7 @@ def test_auto_takes_openvino_else_onnxruntime(monkeypatch):
                                atol=1e-5)
 
 
-def test_precision_auto_is_close_and_fp32_exact(monkeypatch):
+def test_precision_auto_is_close_and_fp32_exact(monkeypatch, openvino_precisions):
     """``auto`` may compute in bfloat16 (CPUs with AMX / AVX-512 BF16): outputs stay within
     bfloat16's rounding of the network's correction; ``fp32`` gives PyTorch's planes."""
     from medsr import runtime
@@ -91,14 +91,7 @@ def test_precision_auto_is_close_and_fp32_exact(monkeypatch):
     with torch.no_grad():
         truth = net(planes, factor=3).numpy()
         correction = net.residual(planes, 3).numpy()
-    made = []
-    real = runtime._OpenVino.__init__
-
-    def spy(self, graph):
-        real(self, graph)
-        made.append(self.precision)
-
-    monkeypatch.setattr(runtime._OpenVino, "__init__", spy)
+    made = openvino_precisions
     auto = plane_runner(net, "cpu", 3, planes[:1].numpy(), "openvino")(planes.numpy())
     err = np.sqrt(np.mean((auto - truth) ** 2)) / np.sqrt(np.mean(correction ** 2))
     assert err < 0.02  # bfloat16 keeps 8 bits of mantissa
