@@ -116,7 +116,7 @@ def largest_fitting(limit: int, method: str) -> tuple[tuple[int, int, int], int]
     def peak(nz: int) -> int:
         return modelled_peak((IN_PLANE, IN_PLANE, nz), method, limit_bytes=limit)
 
-    lo, hi = 0, 1
+    lo, hi = 2, 4  # a learned request needs two slices (one is upscaled in-plane only)
     while peak(hi) <= limit:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
