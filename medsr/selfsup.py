@@ -182,7 +182,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     from medsr.runtime import native_bf16, precision
 
-    # bf16 steps on a CPU that computes them natively (precision "auto"): ~2.6x faster
+    # bf16 steps on a CPU that computes them natively (precision "auto"): 2.6x faster steps
     stepper = Stepper(net, optimizer, None, dev,
                       cpu_bf16=precision() == "auto" and dev.type == "cpu" and native_bf16())
     gen = torch.Generator(device=dev).manual_seed(seed)
