@@ -493,7 +493,9 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
                                          device=resolve_device(device), modality=modality,
                                          options=dict(selfsup)))
         else:
-            folder = default_model(modality)
+            spacing = voxel_size(grid_affine)
+            folder = default_model(modality, pixel_mm=min(float(spacing[a]) for a in range(3)
+                                                          if a != thick))
             if folder is None:
                 return None, f"no default {modality} model is shipped"
             card = model_card(folder)

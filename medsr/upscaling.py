@@ -607,7 +607,7 @@ def to_spacing(out: np.ndarray, sd: np.ndarray | None, up: Upscaler,
 def model_summary(card: dict) -> dict:
     """The few facts of a model card kept in the output's metadata (``medsr_model``)."""
     selfsup = card.get("self_supervised") or {}
-    return {"network": (card.get("network") or {}).get("name"),
+    return {"name": card.get("name"), "network": (card.get("network") or {}).get("name"),
             "spatial_dims": card.get("spatial_dims"), "factors": card.get("factors"),
             "modality": card.get("modality"), "experiment": card.get("experiment"),
             "steps": selfsup.get("steps", card.get("steps")),

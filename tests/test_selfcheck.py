@@ -37,7 +37,9 @@ def bad_default(bad_model, monkeypatch):
     """Make the scrambled model the shipped default for MR."""
     real = medsr.models.default_model
     monkeypatch.setattr(medsr.models, "default_model",
-                        lambda modality: bad_model if modality.upper() == "MR" else real(modality))
+                        lambda modality, kind="through", pixel_mm=None: bad_model
+                        if modality.upper() == "MR" and kind == "through"
+                        else real(modality, kind, pixel_mm))
     yield bad_model
     _cached_model.cache_clear()
 

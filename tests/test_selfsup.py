@@ -249,3 +249,27 @@ def test_self_supervised_steps_in_bf16_where_the_cpu_has_it(thick, monkeypatch):
     monkeypatch.delenv("MEDSR_PRECISION")
     medsr.upscale(thick, method="self-supervised", self_supervised=opts, device="cpu")
     assert made == [True, False, False]
+
+
+def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
+    """A through-plane MR request whose planes have 1.5 mm pixels or more (EPI) runs the
+    coarse MR model; a finer one, CT and in-plane requests keep their defaults; the output
+    names the model that ran."""
+    from medsr.models import COARSE_PIXEL_MM, default_model
+
+    coarse = default_model("MR", pixel_mm=COARSE_PIXEL_MM)
+    assert coarse is not None and coarse.name == "default_mr_coarse"
+    assert default_model("MR", pixel_mm=1.0).name == "default_mr"
+    assert default_model("MR").name == "default_mr"
+    assert default_model("CT", pixel_mm=3.0).name == "default_ct"
+    assert default_model("MR", "inplane", pixel_mm=3.0).name == "default_mr_inplane"
+    card = json.loads((coarse / "card.json").read_text())
+    assert card["route"]["min_pixel_mm"] == COARSE_PIXEL_MM and len(card["training_data"]) > 30
+    ran = {}
+    for pixel in (1.0, 2.0):
+        vol = make_volume(phantom((40, 36, 8), seed=2) * 100.0,
+                          make_affine(np.eye(3), (pixel, pixel, 3 * pixel), (0.0, 0.0, 0.0)),
+                          SourceInfo("nifti", "", "int16"))
+        out = medsr.upscale(vol, [1, 1, 3], method="default", modality="MR")
+        ran[pixel] = out.meta["medsr_model"]["name"]
+    assert ran == {1.0: "default_mr", 2.0: "default_mr_coarse"}
