@@ -137,7 +137,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     if not profile.width > 0:
         raise MedsrError("the slice thickness must be positive")
     views = inplane_truth(array, affine, axis, factor)
-    init_path = default_model(modality) if init == "default" else init
+    # the default model the request would run (coarse planes: the coarse model)
+    plane_mm = min(float(voxel_size(affine)[a]) for a in range(3) if a != axis)
+    init_path = default_model(modality, pixel_mm=plane_mm) if init == "default" else init
     if init_path is not None:
         torch.manual_seed(seed)
         net, base_card = load_model(init_path, dev)

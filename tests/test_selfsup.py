@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -253,8 +254,8 @@ def test_self_supervised_steps_in_bf16_where_the_cpu_has_it(thick, monkeypatch):
 
 def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
     """A through-plane MR request whose planes have 1.5 mm pixels or more (EPI) runs the
-    coarse MR model; a finer one, CT and in-plane requests keep their defaults; the output
-    names the model that ran."""
+    coarse MR model, and self-supervised SR starts from it; a finer one, CT and in-plane
+    requests keep their defaults; the output names the model that ran."""
     from medsr.models import COARSE_PIXEL_MM, default_model
 
     coarse = default_model("MR", pixel_mm=COARSE_PIXEL_MM)
@@ -272,4 +273,9 @@ def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
                           SourceInfo("nifti", "", "int16"))
         out = medsr.upscale(vol, [1, 1, 3], method="default", modality="MR")
         ran[pixel] = out.meta["medsr_model"]["name"]
-    assert ran == {1.0: "default_mr", 2.0: "default_mr_coarse"}
+        medsr.upscale(vol, [1, 1, 3], method="self-supervised", modality="MR",
+                      self_supervised={"steps": 1, "save_model": tmp_path / str(pixel)})
+        fitted = json.loads((tmp_path / str(pixel) / "card.json").read_text())
+        ran[pixel] += " / " + Path(fitted["self_supervised"]["initial_model"]).name
+    # self-supervised SR starts from the model the default route runs
+    assert ran == {1.0: "default_mr / default_mr", 2.0: "default_mr_coarse / default_mr_coarse"}
