@@ -60,9 +60,22 @@ def save_model(model: nn.Module, folder: Path, card: dict) -> None:
     write_json(folder / CARD, {"format": CARD_FORMAT, "medsr_version": __version__, **card})
 
 
-def model_paths(path: str | Path) -> tuple[Path, Path]:
-    """``(weights, card)`` for a model folder or a ``.safetensors`` file with a card beside it."""
+def model_location(path: str | Path) -> Path:
+    """``path``, or, for a bare name that is no path, the shipped model of that name
+    (``default_mr``, ``default_mr_coarse``, ...: the folders of :mod:`medsr.models`)."""
     path = Path(path)
+    if not path.exists() and len(path.parts) == 1:
+        from medsr.models import MODELS_DIR
+
+        if (MODELS_DIR / path.name / WEIGHTS).is_file():
+            return MODELS_DIR / path.name
+    return path
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, card)`` for a model folder or a ``.safetensors`` file with a card beside it
+    (or a shipped model's name: :func:`model_location`)."""
+    path = model_location(path)
     weights = path / WEIGHTS if path.is_dir() else path
     card = weights.with_name(CARD)
     if not weights.is_file():

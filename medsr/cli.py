@@ -125,8 +125,9 @@ def upscale(
         help="Stored dtype (int16, uint16, float32, ...). Default: the input's.",
         show_default=False)] = None,
     model: Annotated[Optional[Path], typer.Option(
-        help="Trained model folder (or its weights.safetensors with card.json beside it); "
-             "replaces --method.", show_default=False)] = None,
+        help="Trained model folder (or its weights.safetensors with card.json beside it), or "
+             "a shipped model's name (default_mr, default_mr_coarse, default_ct); replaces "
+             "--method.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (models only).")] = "auto",
     precision: PrecisionOption = None,
     series: Annotated[Optional[str], typer.Option(

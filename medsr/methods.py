@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsr.checkpoint import model_location
 from medsr.consistency import Operator, SliceProfile
 from medsr.errors import MedsrError
 from medsr.geometry import default_factors, parse_factors, parse_spacing, target_grid
@@ -116,7 +117,7 @@ def _cached_model(path: str, device: str):
 
 def load_cached(path: str | Path, device) -> tuple:
     """A model loaded once per process and device (batch workers reuse it)."""
-    return _cached_model(str(Path(path).resolve()), str(device))
+    return _cached_model(str(model_location(path).resolve()), str(device))
 
 
 @lru_cache(maxsize=8)
@@ -128,7 +129,7 @@ def _cached_card(path: str) -> dict:
 
 def model_card(path: str | Path) -> dict:
     """A model's card (no network built, no torch), read once per process."""
-    return _cached_card(str(Path(path).resolve()))
+    return _cached_card(str(model_location(path).resolve()))
 
 
 @lru_cache(maxsize=8)
@@ -150,7 +151,7 @@ def load_network(path: str | Path, device, factor: int) -> tuple[object, object]
     if surely_cpu(device):
         from medsr.runtime import cache_dir
 
-        net = _cached_graphs(str(Path(path).resolve()), int(factor), str(cache_dir()))
+        net = _cached_graphs(str(model_location(path).resolve()), int(factor), str(cache_dir()))
         if net is not None:
             return net, "cpu"
     from medsr.device import resolve_device

@@ -279,3 +279,15 @@ def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
         ran[pixel] += " / " + Path(fitted["self_supervised"]["initial_model"]).name
     # self-supervised SR starts from the model the default route runs
     assert ran == {1.0: "default_mr / default_mr", 2.0: "default_mr_coarse / default_mr_coarse"}
+
+
+def test_model_takes_a_shipped_models_name(thick, tmp_path):
+    """``model="default_mr"`` (``--model default_mr``) runs the shipped folder of that name;
+    an unknown name is a one-line error."""
+    out = medsr.upscale(thick, [1, 1, 3], model="default_mr")
+    assert out.meta["medsr_model"]["name"] == "default_mr"
+    result = CliRunner().invoke(app, ["upscale", str(tmp_path / "none.nii.gz"), "--model",
+                                      "no_such_model"])
+    assert result.exit_code != 0
+    with pytest.raises(MedsrError, match="no model weights at .*no_such_model"):
+        medsr.upscale(thick, [1, 1, 3], model="no_such_model")
