@@ -64,14 +64,14 @@ def plane_chain(plane_up, modality: str):
             for stage in self.stages:
                 stage.prepare(reference)
 
-    from medsr.geometry import spacing
+    from medsr.geometry import plane_pixel
 
     stages, shape, affine = [], plane_up.shape, plane_up.affine
     for axis in plane_up.plane:
         factors = tuple(plane_up.factor if a == axis else 1 for a in range(3))
         # the model a through-plane request on this grid runs (coarse planes: the coarse one)
-        pixel = min(float(spacing(affine)[b]) for b in range(3) if b != axis)
-        net, card = load_cached(default_model(modality, pixel_mm=pixel), plane_up.device)
+        net, card = load_cached(default_model(modality, pixel_mm=plane_pixel(affine, axis)),
+                                plane_up.device)
         stages.append(ModelUpscaler("default", shape, affine, factors=factors,
                                     profile=plane_up.profile, net=net, card=card,
                                     device=plane_up.device))

@@ -23,6 +23,14 @@ def spacing(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
 
 
+def plane_pixel(affine: np.ndarray, axis: int) -> float:
+    """The finer voxel size of the other two axes: the pixel of the planes a through-plane
+    network runs on when ``axis`` is upscaled (what :func:`medsr.models.default_model` routes
+    by)."""
+    size = spacing(affine)
+    return float(min(size[a] for a in range(3) if a != axis))
+
+
 def flip_lps_ras(affine: np.ndarray) -> np.ndarray:
     """Convert a voxel-to-world affine between LPS (DICOM, ITK) and RAS (NIfTI, MONAI)."""
     return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)

@@ -24,7 +24,7 @@ import numpy as np
 from medsr.checkpoint import model_location
 from medsr.consistency import Operator, SliceProfile
 from medsr.errors import MedsrError
-from medsr.geometry import default_factors, parse_factors, parse_spacing, target_grid
+from medsr.geometry import default_factors, parse_factors, parse_spacing, plane_pixel, target_grid
 from medsr.geometry import spacing as voxel_size
 from medsr.resample import INTERPOLATORS, resample_index_space
 
@@ -236,7 +236,8 @@ class SelfSupervised(ModelUpscaler):
         if self.axis is None:
             raise MedsrError("self-supervised SR upscales one (thick) axis; asked for factors "
                              f"{list(self.factors or [])}")
-        self.halo, self.scaling = _initial_halo(self.modality, self.options), None
+        self.halo, self.scaling = _initial_halo(self.modality, self.options,
+                                                plane_pixel(self.affine, self.axis)), None
         self.background = None
 
     def prepare(self, reference: np.ndarray, progress: Progress = None) -> None:
@@ -359,16 +360,17 @@ def mean_members(members: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _initial_halo(modality: str, options: dict) -> int:
-    """The reach of the network self-supervised SR will fit (its initial model's), known
-    before fitting so that the memory plan counts the slabs' halo."""
+def _initial_halo(modality: str, options: dict, pixel_mm: float) -> int:
+    """The reach of the network self-supervised SR will fit (its initial model's, chosen as
+    :func:`medsr.selfsup.fit_self_supervised` does by the planes' ``pixel_mm``), known before
+    fitting so that the memory plan counts the slabs' halo."""
     from medsr.inference import receptive_radius
     from medsr.models import default_model
     from medsr.nets import build_network
     from medsr.selfsup import FALLBACK_NETWORK
 
     init = options.get("init", "default")
-    path = default_model(modality) if init == "default" else init
+    path = default_model(modality, pixel_mm=pixel_mm) if init == "default" else init
     net = load_cached(path, "cpu")[0] if path is not None else build_network(**FALLBACK_NETWORK)
     return receptive_radius(net)
 
@@ -494,9 +496,7 @@ def _default_stages(shape, affine, factors, scale, modality, device, profile, se
                                          device=resolve_device(device), modality=modality,
                                          options=dict(selfsup)))
         else:
-            spacing = voxel_size(grid_affine)
-            folder = default_model(modality, pixel_mm=min(float(spacing[a]) for a in range(3)
-                                                          if a != thick))
+            folder = default_model(modality, pixel_mm=plane_pixel(grid_affine, thick))
             if folder is None:
                 return None, f"no default {modality} model is shipped"
             card = model_card(folder)

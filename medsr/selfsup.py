@@ -40,6 +40,7 @@ import torch
 
 from medsr.consistency import SliceProfile
 from medsr.errors import MedsrError
+from medsr.geometry import plane_pixel
 from medsr.geometry import spacing as voxel_size
 from medsr.inplane import (  # noqa: F401 - resample_to_spacing: public here too
     inplane_truth,
@@ -138,8 +139,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         raise MedsrError("the slice thickness must be positive")
     views = inplane_truth(array, affine, axis, factor)
     # the default model the request would run (coarse planes: the coarse model)
-    plane_mm = min(float(voxel_size(affine)[a]) for a in range(3) if a != axis)
-    init_path = default_model(modality, pixel_mm=plane_mm) if init == "default" else init
+    init_path = (default_model(modality, pixel_mm=plane_pixel(affine, axis))
+                 if init == "default" else init)
     if init_path is not None:
         torch.manual_seed(seed)
         net, base_card = load_model(init_path, dev)
