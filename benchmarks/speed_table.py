@@ -62,9 +62,7 @@ def engine_note(env: dict, extra: list[str]) -> str:
             "kind = runtime.engine('auto') if hasattr(runtime, 'engine') else 'onnx'\n"
             "prec = 'fp32'\n"
             "if kind == 'openvino' and runtime.precision() == 'auto':\n"
-            "    import openvino as ov\n"
-            "    caps = ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')\n"
-            "    prec = 'bf16' if 'BF16' in caps else 'fp32'\n"
+            "    prec = 'bf16' if runtime.native_bf16() else 'fp32'\n"
             "print(kind, prec)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=tempfile.gettempdir())  # not this checkout

@@ -29,6 +29,7 @@ Planes go in and out as NumPy arrays.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -49,7 +50,6 @@ BACKENDS = ("auto", "torch", "onnx", "openvino")
 #: or AVX-512 BF16 units through OpenVINO, CUDA's autocast); ``fp32``: float32 everywhere
 PRECISIONS = ("auto", "fp32")
 _PRECISION: list[str] = []
-_BF16: list[bool] = []
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: torch networks loaded from a file: (file's digest, state digest then, card's architecture)
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -87,17 +87,16 @@ def precision() -> str:
     return name
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16), as OpenVINO
     tells; False without OpenVINO."""
-    if not _BF16:
-        try:
-            import openvino as ov
+    try:
+        import openvino as ov
 
-            _BF16.append("BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-        except Exception:  # noqa: BLE001 - not installed, or no CPU plugin: say no
-            _BF16.append(False)
-    return _BF16[0]
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - not installed, or no CPU plugin: say no
+        return False
 
 
 def cache_dir() -> Path:
