@@ -370,6 +370,41 @@ def test_interpolate_weights_lies_on_the_line_and_lists_both_data(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+def test_deepen_model_keeps_the_output_and_names_its_source(tmp_path):
+    """``scripts/deepen_model.py`` (how the v0.10 coarse MR model started): the deeper model
+    computes what the source did at every factor, keeps every source tensor, its new blocks
+    learn (their first convolution is not zero), and a depth that is not deeper is refused."""
+    from medsr.checkpoint import save_model
+    from medsr.nets import build_network, network_config
+
+    torch.manual_seed(0)
+    net = build_network("lrrefiner", spatial_dims=2, scale=[1, 2], factors=[2, 3], features=8,
+                        num_blocks=2)
+    save_model(net, tmp_path / "src", {"network": network_config(net), "name": "src",
+                                       "training_data": [{"file": "epi.nii.gz"}]})
+    script = str(REPO / "scripts" / "deepen_model.py")
+    run = subprocess.run([sys.executable, script, str(tmp_path / "src"), "--blocks", "5",
+                          "--out", str(tmp_path / "deep")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    deep, card = load_model(tmp_path / "deep")
+    assert card["network"]["num_blocks"] == 5 and len(deep.body) == 5
+    assert card["deepened_from"]["blocks"] == 2
+    assert card["training_data"] == [{"file": "epi.nii.gz"}]
+    x = torch.randn(2, 1, 16, 6)
+    with torch.no_grad():
+        for f in (2, 3):
+            torch.testing.assert_close(deep(x, f), net(x, f))
+    src = net.state_dict()
+    for key, value in deep.state_dict().items():
+        if key in src:
+            torch.testing.assert_close(value, src[key])
+    assert float(deep.body[4].conv1.weight.abs().sum()) > 0
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "src"), "--blocks", "2",
+                          "--out", str(tmp_path / "no")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--blocks must exceed" in bad.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_cpu_bf16_steps_only_where_asked_and_native(tmp_path, data_dir, monkeypatch):
     """``optim.cpu_bf16`` trains in bf16 autocast on a CPU with native bf16 (and ``amp``);
     elsewhere, or unasked, in float32."""
