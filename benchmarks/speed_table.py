@@ -6,8 +6,9 @@ gives the median wall time, the median CPU time (user + sys of the process and i
 and the machine's load average before each row, so numbers from a busy shared machine can be
 read for what they are. The machine (CPU model, cores) heads the table.
 
-Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``); ``--thin LABEL=PATH`` makes
-one from a thin-slice scan by averaging ``--factor`` slices along the last axis (as
+Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``; a 4D series gets no script
+row, as the script resamples 3D images); ``--thin LABEL=PATH`` makes one from a thin-slice
+scan by averaging ``--factor`` slices along the last axis (as
 ``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
 and the thin scan is then the truth: each method's output is scored against it after the
 timings (volume PSNR with ``medsr evaluate``'s defaults, and the difference to B-spline).
@@ -144,13 +145,13 @@ def learned_facts(path: Path, factor: int) -> dict:
     planes through each fine in-plane axis, or one)."""
     import medsr
     from medsr.background import body_rows, plan
-    from medsr.io import volume_parts
+    from medsr.io import volume_frames
     from medsr.methods import make_upscaler
     from medsr.noise import scan_noise
     from medsr.transforms.intensity import guess_modality
 
-    array, affine, source = volume_parts(medsr.load_volume(path))
-    volume = array[0] if array.ndim == 4 else array
+    frames, affine, source = volume_frames(medsr.load_volume(path))
+    volume = frames[0]  # a series: its first volume
     modality = (source.modality or guess_modality(volume)).upper()
     up = make_upscaler(volume.shape, affine, method="default", scale=(1, 1, factor),
                        modality=modality)
@@ -234,14 +235,17 @@ def main() -> None:
     for label, path in scans:
         import nibabel as nib
 
-        shape = "×".join(map(str, nib.load(str(path)).shape[:3])) \
-            if path.name.endswith((".nii", ".nii.gz")) else label
+        dims = nib.load(str(path)).shape if path.name.endswith((".nii", ".nii.gz")) else ()
+        series = len(dims) > 3 and dims[3] > 1  # a 4D series: the script resamples 3D only
+        shape = ("×".join(map(str, dims[:3])) + (f" × {dims[3]} volumes" if series else "")
+                 if dims else label)
         name = f"{label} {shape} ×{args.factor}"
         out = work / f"{label}_sitk.nii.gz"
-        row("SimpleITK script (reference)", name,
-            [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
-             "--factor", str(args.factor)])
-        rows[-1]["output"], rows[-1]["label"] = str(out), label
+        if not series:
+            row("SimpleITK script (reference)", name,
+                [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
+                 "--factor", str(args.factor)])
+            rows[-1]["output"], rows[-1]["label"] = str(out), label
         for method in args.methods.split(","):
             repeats = args.selfsup_repeats if method == "self-supervised" else None
             out = work / f"{label}_{method}.nii.gz"
