@@ -72,7 +72,9 @@ LEARNING_RATE = 5e-4
 #: fit learns from, and always prefer the fitted weights); it was measured against the
 #: through-plane truth of held-out scans (``docs/results.md``): for MR, whose default model
 #: knows T1 only, the averaged weights generalise better to other contrasts (EPI +0.1 to
-#: +0.2 dB) and match the fitted ones on T1; CT keeps the fitted weights (0.75 cost 0.15 dB)
+#: +0.2 dB) and match the fitted ones on T1; CT keeps the fitted weights (0.75 cost 0.15 dB).
+#: A shipped model's card may set its own (``selfsup_weight_average``): the coarse MR model,
+#: which learnt from EPI, keeps 0.5 (docs/training_data.md, v0.10)
 WEIGHT_AVERAGE = {"MR": 0.75, "CT": 1.0}
 #: side of the self-supervised training patches (shorter on a scan with a shorter plane)
 PAIR_PATCH = 64
@@ -111,8 +113,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
             LR is topped up to it (white Gaussian noise), since degrading the in-plane truth
             averages its noise down while the real slices carry it whole.
         weight_average: the share ``α`` of the fitted weights in the returned network, the
-            rest the starting model's (:func:`average_weights`); default
-            :data:`WEIGHT_AVERAGE` for the modality; 1: the fitted weights as they are.
+            rest the starting model's (:func:`average_weights`); default the starting model
+            card's ``selfsup_weight_average``, else :data:`WEIGHT_AVERAGE` for the modality;
+            1: the fitted weights as they are.
             Ignored when starting from scratch.
     """
     if weight_average is not None and not 0.0 <= weight_average <= 1.0:
@@ -180,7 +183,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     check = HeldOut([(a, np.take(scaling.forward(v), held, axis=axis)) for a, _, v in views],
                     axis, factor, profile, net_input, interpolation, dev, top_up)
     alpha = 1.0 if init_path is None else float(
-        WEIGHT_AVERAGE.get(modality.upper(), 1.0) if weight_average is None else weight_average)
+        weight_average if weight_average is not None
+        else base_card.get("selfsup_weight_average",
+                           WEIGHT_AVERAGE.get(modality.upper(), 1.0)))
     initial = copy.deepcopy(net.state_dict()) if alpha < 1.0 else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     from medsr.runtime import native_bf16, precision

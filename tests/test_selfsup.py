@@ -254,8 +254,9 @@ def test_self_supervised_steps_in_bf16_where_the_cpu_has_it(thick, monkeypatch):
 
 def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
     """A through-plane MR request whose planes have 1.5 mm pixels or more (EPI) runs the
-    coarse MR model, and self-supervised SR starts from it; a finer one, CT and in-plane
-    requests keep their defaults; the output names the model that ran."""
+    coarse MR model, and self-supervised SR starts from it and keeps the share of its fit that
+    the model's card gives; a finer one, CT and in-plane requests keep their defaults; the
+    output names the model that ran."""
     from medsr.models import COARSE_PIXEL_MM, default_model
 
     coarse = default_model("MR", pixel_mm=COARSE_PIXEL_MM)
@@ -277,8 +278,15 @@ def test_coarse_mr_planes_get_the_coarse_model(tmp_path):
                       self_supervised={"steps": 1, "save_model": tmp_path / str(pixel)})
         fitted = json.loads((tmp_path / str(pixel) / "card.json").read_text())
         ran[pixel] += " / " + Path(fitted["self_supervised"]["initial_model"]).name
-    # self-supervised SR starts from the model the default route runs
-    assert ran == {1.0: "default_mr / default_mr", 2.0: "default_mr_coarse / default_mr_coarse"}
+        ran[pixel] += f" / {fitted['self_supervised']['weight_average']}"
+    # self-supervised SR starts from the model the default route runs, and keeps the share of
+    # its fit that the starting model's card asks for (else the modality's)
+    from medsr.selfsup import WEIGHT_AVERAGE
+
+    share = card["selfsup_weight_average"]
+    assert share != WEIGHT_AVERAGE["MR"]
+    assert ran == {1.0: f"default_mr / default_mr / {WEIGHT_AVERAGE['MR']}",
+                   2.0: f"default_mr_coarse / default_mr_coarse / {share}"}
 
 
 def test_model_takes_a_shipped_models_name(thick, tmp_path):
