@@ -120,10 +120,8 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     """
     if weight_average is not None and not 0.0 <= weight_average <= 1.0:
         raise MedsrError(f"weight_average must be between 0 and 1, got {weight_average}")
-    from medsr.checkpoint import load_model
     from medsr.device import resolve_device
     from medsr.models import default_model
-    from medsr.nets import build_network
     from medsr.noise import top_up_sd
     from medsr.training.config import (
         DataConfig,
@@ -133,8 +131,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
         TrainConfig,
     )
     from medsr.training.data import PairSampler, Volume
-    from medsr.training.loop import Stepper
-    from medsr.transforms.intensity import default_normalization, fit_scaling
+    from medsr.transforms.intensity import fit_scaling
 
     dev = resolve_device(device)
     profile = profile or SliceProfile()
@@ -144,19 +141,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     # the default model the request would run (coarse planes: the coarse model)
     init_path = (default_model(modality, pixel_mm=plane_pixel(affine, axis))
                  if init == "default" else init)
-    if init_path is not None:
-        torch.manual_seed(seed)
-        net, base_card = load_model(init_path, dev)
-        normalization = base_card["normalization"]
-        interpolation = base_card.get("interpolation", "linear")
-        net_input = base_card.get("input", "lr")
-        scale = list(base_card.get("scale", [1, 1]))
-    else:
-        torch.manual_seed(seed)
-        net = build_network(**FALLBACK_NETWORK).to(dev)
-        normalization = default_normalization(modality)
-        interpolation = "bspline"
-        net_input, scale = "interpolated", [1, 1]
+    net, start = _starting_network(init_path, modality, dev, seed)
+    normalization, interpolation = start["normalization"], start["interpolation"]
+    net_input, scale = start["input"], start["scale"]
     scaling = fit_scaling(array, normalization)
     top_up = top_up_sd(noise_sd / scaling.scale, profile_variance(factor, profile))
     cfg = TrainConfig(
@@ -184,12 +171,71 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                     axis, factor, profile, net_input, interpolation, dev, top_up)
     alpha = 1.0 if init_path is None else float(
         weight_average if weight_average is not None
-        else base_card.get("selfsup_weight_average",
-                           WEIGHT_AVERAGE.get(modality.upper(), 1.0)))
+        else start.get("selfsup_weight_average", WEIGHT_AVERAGE.get(modality.upper(), 1.0)))
     initial = copy.deepcopy(net.state_dict()) if alpha < 1.0 else None
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
-    from medsr.runtime import native_bf16, precision
+    step, stopped, seconds, rule = _fit(net, bank, check, dev, steps=steps, max_steps=max_steps,
+                                        budget_seconds=budget_seconds, lr=lr,
+                                        batch_size=batch_size, seed=seed, progress=progress)
+    psnr = fitted_psnr = rule.best if rule is not None and rule.history else check.psnr(net)
+    if initial is not None:
+        average_weights(net, initial, alpha)
+        psnr = check.psnr(net)
+    best_step = rule.best_step if rule is not None else step
+    report = {"steps": step, "best_step": best_step, "stopped": stopped,
+              "weight_average": alpha, **({} if initial is None else {
+                  "held_out_psnr_fitted": round(fitted_psnr, 3)}),
+              "seconds": round(seconds, 1), "held_out_slices": [int(i) for i in held],
+              "held_out_psnr": round(psnr, 3), "held_out_psnr_bspline":
+                  round(check.bspline_psnr, 3),
+              "held_out_gain_db": round(psnr - check.bspline_psnr, 3),
+              "pair_noise_sd": round(top_up * scaling.scale, 6)}
+    logger.info("self-supervised: %d steps in %.0f s (%s), best at step %d%s: held-out pairs "
+                "%.2f dB, B-spline %.2f dB (%+.2f dB)", step, seconds, stopped, best_step,
+                f", weights averaged with the initial model's ({alpha:g} fitted)"
+                if alpha < 1.0 else "", psnr, check.bspline_psnr, psnr - check.bspline_psnr)
+    from medsr.nets import network_config
 
+    card = {"network": network_config(net), "scale": scale, "spatial_dims": 2,
+            "input": net_input, "interpolation": interpolation,
+            "factors": [factor, factor], "modality": modality,
+            "normalization": normalization, "self_supervised": {
+                **report, "budget_seconds": None if steps is not None else budget_seconds,
+                "seed": seed,
+                "slice_profile": {"kind": profile.kind, "width": profile.width},
+                "target_spacing_mm": float(voxel_size(affine)[axis] / factor),
+                "initial_model": str(init_path) if init_path else None},
+            "training_data": ["the scan itself (in-plane slices)"], "validation": None}
+    return net.eval(), card
+
+
+def _starting_network(init_path: Path | None, modality: str, dev: torch.device, seed: int
+                      ) -> tuple[torch.nn.Module, dict]:
+    """The network the fit starts from (seeded) and its card: normalisation, interpolation,
+    input and scale (a fresh :data:`FALLBACK_NETWORK` without ``init_path``)."""
+    from medsr.checkpoint import load_model
+    from medsr.nets import build_network
+    from medsr.transforms.intensity import default_normalization
+
+    torch.manual_seed(seed)
+    if init_path is None:
+        return build_network(**FALLBACK_NETWORK).to(dev), {
+            "normalization": default_normalization(modality), "interpolation": "bspline",
+            "input": "interpolated", "scale": [1, 1]}
+    net, card = load_model(init_path, dev)
+    return net, {**card, "interpolation": card.get("interpolation", "linear"),
+                 "input": card.get("input", "lr"), "scale": list(card.get("scale", [1, 1]))}
+
+
+def _fit(net: torch.nn.Module, bank: PairBank, check: HeldOut, dev: torch.device, *,
+         steps: int | None, max_steps: int, budget_seconds: float, lr: float, batch_size: int,
+         seed: int, progress: Callable[[float], None] | None
+         ) -> tuple[int, str, float, StoppingRule | None]:
+    """Train ``net`` on the bank's pairs: ``steps`` fixed steps, or the stopping rule (then the
+    best weights are restored). Returns ``(steps run, why it stopped, seconds, rule)``."""
+    from medsr.runtime import native_bf16, precision
+    from medsr.training.loop import Stepper
+
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     # bf16 steps on a CPU that computes them natively (precision "auto"): 2.6x faster steps
     stepper = Stepper(net, optimizer, None, dev,
                       cpu_bf16=precision() == "auto" and dev.type == "cpu" and native_bf16())
@@ -222,36 +268,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     seconds = time.perf_counter() - start
     if rule is not None:
         rule.restore(net)
-    psnr = fitted_psnr = rule.best if rule is not None and rule.history else check.psnr(net)
-    if initial is not None:
-        average_weights(net, initial, alpha)
-        psnr = check.psnr(net)
-    best_step = rule.best_step if rule is not None else step
-    report = {"steps": step, "best_step": best_step, "stopped": stopped,
-              "weight_average": alpha, **({} if initial is None else {
-                  "held_out_psnr_fitted": round(fitted_psnr, 3)}),
-              "seconds": round(seconds, 1), "held_out_slices": [int(i) for i in held],
-              "held_out_psnr": round(psnr, 3), "held_out_psnr_bspline":
-                  round(check.bspline_psnr, 3),
-              "held_out_gain_db": round(psnr - check.bspline_psnr, 3),
-              "pair_noise_sd": round(top_up * scaling.scale, 6)}
-    logger.info("self-supervised: %d steps in %.0f s (%s), best at step %d%s: held-out pairs "
-                "%.2f dB, B-spline %.2f dB (%+.2f dB)", step, seconds, stopped, best_step,
-                f", weights averaged with the initial model's ({alpha:g} fitted)"
-                if alpha < 1.0 else "", psnr, check.bspline_psnr, psnr - check.bspline_psnr)
-    from medsr.nets import network_config
-
-    card = {"network": network_config(net), "scale": scale, "spatial_dims": 2,
-            "input": net_input, "interpolation": interpolation,
-            "factors": [factor, factor], "modality": modality,
-            "normalization": normalization, "self_supervised": {
-                **report, "budget_seconds": None if steps is not None else budget_seconds,
-                "seed": seed,
-                "slice_profile": {"kind": profile.kind, "width": profile.width},
-                "target_spacing_mm": float(voxel_size(affine)[axis] / factor),
-                "initial_model": str(init_path) if init_path else None},
-            "training_data": ["the scan itself (in-plane slices)"], "validation": None}
-    return net.eval(), card
+    return step, stopped, seconds, rule
 
 
 def average_weights(net: torch.nn.Module, initial: dict, alpha: float) -> None:
