@@ -172,6 +172,9 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     alpha = 1.0 if init_path is None else float(
         weight_average if weight_average is not None
         else start.get("selfsup_weight_average", WEIGHT_AVERAGE.get(modality.upper(), 1.0)))
+    if not 0.0 <= alpha <= 1.0:  # a model card's own share
+        raise MedsrError(f"{init_path}: selfsup_weight_average must be between 0 and 1, "
+                         f"got {alpha}")
     initial = copy.deepcopy(net.state_dict()) if alpha < 1.0 else None
     step, stopped, seconds, rule = _fit(net, bank, check, dev, steps=steps, max_steps=max_steps,
                                         budget_seconds=budget_seconds, lr=lr,
