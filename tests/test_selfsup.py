@@ -203,6 +203,24 @@ def test_fitted_weights_are_averaged_with_the_starting_model(thick):
         fit_self_supervised(array, affine, weight_average=1.5, **kwargs)
 
 
+def test_a_cards_own_share_outside_0_1_is_refused(thick, tmp_path):
+    """A starting model whose card gives ``selfsup_weight_average`` outside [0, 1] is refused
+    in one line (the share must be a weight of a mean)."""
+    import shutil
+
+    from medsr.io import volume_parts
+    from medsr.selfsup import fit_self_supervised
+
+    shutil.copytree(default_model("MR"), tmp_path / "start")
+    card = json.loads((tmp_path / "start" / "card.json").read_text())
+    card["selfsup_weight_average"] = 1.5
+    (tmp_path / "start" / "card.json").write_text(json.dumps(card))
+    array, affine, _ = volume_parts(thick)
+    with pytest.raises(MedsrError, match="selfsup_weight_average must be between 0 and 1"):
+        fit_self_supervised(array, affine, axis=2, factor=3, modality="MR", steps=1,
+                            init=tmp_path / "start")
+
+
 def test_cpu_steps_take_bfloat16_only_when_asked():
     """``Stepper(cpu_bf16=True)`` trains in bf16 autocast on a CPU; the LRRefiner's B-spline
     skip stays float32 inside it (bf16 would round the image itself)."""
