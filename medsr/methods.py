@@ -361,16 +361,14 @@ def mean_members(members: list[np.ndarray]) -> np.ndarray:
 
 
 def _initial_halo(modality: str, options: dict, pixel_mm: float) -> int:
-    """The reach of the network self-supervised SR will fit (its initial model's, chosen as
-    :func:`medsr.selfsup.fit_self_supervised` does by the planes' ``pixel_mm``), known before
-    fitting so that the memory plan counts the slabs' halo."""
+    """The reach of the network self-supervised SR will fit (its initial model's,
+    :func:`medsr.selfsup.initial_model` for the planes' ``pixel_mm``), known before fitting so
+    that the memory plan counts the slabs' halo."""
     from medsr.inference import receptive_radius
-    from medsr.models import default_model
     from medsr.nets import build_network
-    from medsr.selfsup import FALLBACK_NETWORK
+    from medsr.selfsup import FALLBACK_NETWORK, initial_model
 
-    init = options.get("init", "default")
-    path = default_model(modality, pixel_mm=pixel_mm) if init == "default" else init
+    path = initial_model(options.get("init", "default"), modality, pixel_mm)
     net = load_cached(path, "cpu")[0] if path is not None else build_network(**FALLBACK_NETWORK)
     return receptive_radius(net)
 

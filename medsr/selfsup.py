@@ -121,7 +121,6 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     if weight_average is not None and not 0.0 <= weight_average <= 1.0:
         raise MedsrError(f"weight_average must be between 0 and 1, got {weight_average}")
     from medsr.device import resolve_device
-    from medsr.models import default_model
     from medsr.noise import top_up_sd
     from medsr.training.config import (
         DataConfig,
@@ -138,9 +137,7 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
     if not profile.width > 0:
         raise MedsrError("the slice thickness must be positive")
     views = inplane_truth(array, affine, axis, factor)
-    # the default model the request would run (coarse planes: the coarse model)
-    init_path = (default_model(modality, pixel_mm=plane_pixel(affine, axis))
-                 if init == "default" else init)
+    init_path = initial_model(init, modality, plane_pixel(affine, axis))
     net, start = _starting_network(init_path, modality, dev, seed)
     normalization, interpolation = start["normalization"], start["interpolation"]
     net_input, scale = start["input"], start["scale"]
@@ -209,6 +206,15 @@ def fit_self_supervised(array: np.ndarray, affine: np.ndarray, *, axis: int, fac
                 "initial_model": str(init_path) if init_path else None},
             "training_data": ["the scan itself (in-plane slices)"], "validation": None}
     return net.eval(), card
+
+
+def initial_model(init: str | Path | None, modality: str, pixel_mm: float) -> Path | str | None:
+    """The model a fit starts from: for ``init="default"`` the one the default route would run
+    on planes of ``pixel_mm`` (coarse planes: the coarse model), else ``init`` (None: from
+    scratch)."""
+    from medsr.models import default_model
+
+    return default_model(modality, pixel_mm=pixel_mm) if init == "default" else init
 
 
 def _starting_network(init_path: Path | None, modality: str, dev: torch.device, seed: int
