@@ -23,6 +23,11 @@ Usage::
         [--candidate runs/mr-corpus] [--candidate-inplane runs/mr-inplane-corpus] \\
         --name leave_source_out_v06
     python benchmarks/leave_source_out.py --compare BEFORE.json AFTER.json   # a markdown table
+    # how far self-supervised SR goes on one source's through-plane grids (longer fits, other
+    # starting models):
+    python benchmarks/leave_source_out.py --source example-dicom-structural \
+        --grids "through x3,through x5" --selfsup \
+        --selfsup-variant 'fit600={"steps": 600, "weight_average": 1.0}' --name t1_ceiling
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def crop(array: np.ndarray, slice_axis: int, max_inplane: int, max_slices: int) 
 
 
 def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[dict]:
-    """Every grid of one held-out volume by every method."""
+    """Every grid (``args.grids``, default all) of one held-out volume by every method."""
     import torch
     from monai.data import MetaTensor
 
@@ -103,6 +108,8 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     plane = [a for a in range(3) if a != slice_axis]
     out = []
     for grid, (kind, f) in GRIDS.items():
+        if getattr(args, "grids", None) and grid not in args.grids.split(","):
+            continue
         factors = [1, 1, 1]
         for a in {"through": [thin_axis], "in": plane, "all": range(3)}[kind]:
             factors[a] = f
@@ -117,6 +124,7 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
         mask = body_mask(truth, modality)[0]
         lo, hi = (-1024.0, 3071.0) if modality == "CT" else \
             (0.0, float(np.percentile(truth, 99.5)))
+        bound = noise_bound_db(truth, factors, hi - lo)
         base = None
         for name, kw in methods.items():
             if kind != "in" and kw.get("_inplane_only") or \
@@ -143,6 +151,7 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
                    "mae": r.mae, "gain_db": r.psnr - base.psnr if base else None,
                    "ssim_gain": r.ssim - base.ssim if base else None,
                    "selfcheck": _verdict(pred.meta.get("medsr_selfcheck")),
+                   "noise_bound_db": bound,
                    "seconds": round(seconds, 1)}
             out.append(rec)
             print(f"{row['repository'].split('/')[1][:22]:<22} {path.name[:40]:<40} {grid:<12} "
@@ -150,6 +159,18 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
                   f"({rec['gain_db'] or 0:+.2f}) SSIM {r.ssim:.4f} MAE {r.mae:8.2f} "
                   f"{seconds:5.1f} s", flush=True)
     return out
+
+
+def noise_bound_db(truth: np.ndarray, factors, data_range: float) -> float:
+    """The PSNR a perfect noise-free answer would score against the (noisy) truth: the truth's
+    white noise (:func:`medsr.noise.noise_sd`, the median over its three plane families) keeps
+    1/f of its variance in an f-fold box or k-space reduction, the rest is unpredictable. An
+    estimate: on coarse EPI the estimator counts some anatomy as noise, and the bound is low."""
+    from medsr.noise import noise_sd
+
+    sd = float(np.median([noise_sd(truth, a) for a in range(3)]))
+    lost = sd * sd * (1.0 - 1.0 / float(np.prod(factors)))
+    return round(10 * np.log10(data_range ** 2 / lost), 2) if lost > 0 else float("inf")
 
 
 def _verdict(check: dict | None) -> str | None:
@@ -213,6 +234,11 @@ def main() -> None:
                         help="print the before/after table of two result JSON files and stop")
     parser.add_argument("--selfsup", action="store_true",
                         help="also self-supervised SR (through-plane grids)")
+    parser.add_argument("--selfsup-variant", action="append", default=[], metavar="NAME=JSON",
+                        help="also self-supervised SR with these options (through-plane "
+                             "grids), e.g. 'long={\"steps\": 600, \"weight_average\": 1}'")
+    parser.add_argument("--source", help="only held-out repositories whose name holds this")
+    parser.add_argument("--grids", help=f"comma-separated, of: {', '.join(GRIDS)}")
     parser.add_argument("--per-source", type=int, default=3)
     parser.add_argument("--max-inplane", type=int, default=192)
     parser.add_argument("--max-slices", type=int, default=40)
@@ -231,10 +257,18 @@ def main() -> None:
                                          "_inplane_only": True}
     if args.selfsup:
         methods["self-supervised"] = {"method": "self-supervised", "_through_only": True}
+    for variant in args.selfsup_variant:
+        name, _, options = variant.partition("=")
+        methods[name] = {"method": "self-supervised", "self_supervised": json.loads(options),
+                         "_through_only": True}
+    if args.grids and (unknown := set(args.grids.split(",")) - set(GRIDS)):
+        parser.error(f"unknown grids {sorted(unknown)}; known: {', '.join(GRIDS)}")
     load = os.getloadavg()
     t0 = time.perf_counter()
     rows = []
     for row in pick(args.manifest, args.per_source):
+        if args.source and args.source not in row["repository"]:
+            continue
         rows += run_volume(args.corpus / (row.get("native_file") or row["file"]), row, methods,
                            args)
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,8 @@ from medsr.cli import app
 from medsr.errors import MedsrError
 from medsr.io import SourceInfo, make_volume
 from medsr.models import default_model
+
+MODELS = Path(medsr.__file__).parent / "models"
 
 
 @pytest.fixture
@@ -91,6 +94,22 @@ def test_default_models_are_shipped_with_cards(modality):
     assert (folder / "metrics.jsonl").is_file()  # the training log ships beside the weights
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 25e6
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in MODELS.glob("*/card.json")),
+                         ids=lambda p: p.name)
+def test_every_shipped_card_names_what_its_model_learned_from(folder):
+    """Each training volume with its source and licence (issue #31), no volume twice, and
+    weights that are the card's network (loaded strictly)."""
+    from medsr.checkpoint import load_model
+
+    card = json.loads((folder / "card.json").read_text())
+    files = [entry["file"] for entry in card["training_data"]]
+    assert files and len(set(files)) == len(files), folder.name
+    for entry in card["training_data"]:
+        assert re.search(r"BSD|MIT|Apache|PDDL|CC0|MNI", entry["source"]), entry
+    net, _ = load_model(folder)
+    assert net.config["num_blocks"] == card["network"]["num_blocks"]
 
 
 def test_auto_uses_the_default_model_and_falls_back_to_bspline(thick):
