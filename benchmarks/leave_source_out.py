@@ -101,6 +101,8 @@ def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[di
     affine = src.affine.numpy().astype(np.float64)
     modality = row["modality"]
     slice_axis, thin_axis = axes_of(affine, row["voxel_mm"])
+    if getattr(args, "other_axis", False):  # the other in-plane axis made thick
+        thin_axis = 3 - slice_axis - thin_axis
     index = crop(src[0].numpy(), slice_axis, args.max_inplane, args.max_slices)
     full = src[0].numpy()[index].astype(np.float32)
     affine = affine.copy()
@@ -239,6 +241,8 @@ def main() -> None:
                              "grids), e.g. 'long={\"steps\": 600, \"weight_average\": 1}'")
     parser.add_argument("--source", help="only held-out repositories whose name holds this")
     parser.add_argument("--grids", help=f"comma-separated, of: {', '.join(GRIDS)}")
+    parser.add_argument("--other-axis", action="store_true",
+                        help="make the other in-plane axis thick (through-plane grids)")
     parser.add_argument("--per-source", type=int, default=3)
     parser.add_argument("--max-inplane", type=int, default=192)
     parser.add_argument("--max-slices", type=int, default=40)

@@ -7,7 +7,8 @@ and the machine's load average before each row, so numbers from a busy shared ma
 read for what they are. The machine (CPU model, cores) heads the table.
 
 Inputs are thick-slice scans given as ``LABEL=PATH`` (``--scan``; a 4D series gets no script
-row, as the script resamples 3D images); ``--thin LABEL=PATH`` makes one from a thin-slice
+row, as the script resamples 3D images; nor does ``--inplane``, which times in-plane requests
+×``--factor`` on the first two axes); ``--thin LABEL=PATH`` makes one from a thin-slice
 scan by averaging ``--factor`` slices along the last axis (as
 ``benchmarks/bspline_reference.py``), so 256×256×108 head CT becomes the 256×256×36 CT ×3,
 and the thin scan is then the truth: each method's output is scored against it after the
@@ -184,6 +185,9 @@ def main() -> None:
     parser.add_argument("--thin", action="append", default=[], metavar="LABEL=PATH",
                         help="a thin-slice scan made thick by --factor first (repeatable)")
     parser.add_argument("--factor", type=int, default=3)
+    parser.add_argument("--inplane", action="store_true",
+                        help="upscale the first two axes of each --scan ×--factor (an in-plane "
+                             "request) instead of the last; no SimpleITK row")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="bspline,default,self-supervised")
     parser.add_argument("--selfsup-repeats", type=int, default=None,
@@ -212,6 +216,8 @@ def main() -> None:
         scans.append((label, Path(path)))
     if not scans:
         parser.error("give at least one --scan or --thin")
+    if args.inplane and args.thin:
+        parser.error("--inplane times --scan inputs only (--thin makes slices thick)")
 
     py = [sys.executable]
     medsr = [*py, "-m", "medsr"]
@@ -231,7 +237,8 @@ def main() -> None:
     row("medsr --help", "", [*medsr, "--help"])
     first = scans[0][1]
     row("medsr info", first.name, [*medsr, "info", str(first)])
-    scale = ["--scale", "1", "1", str(args.factor)]
+    f = str(args.factor)
+    scale = ["--scale", f, f, "1"] if args.inplane else ["--scale", "1", "1", f]
     for label, path in scans:
         import nibabel as nib
 
@@ -239,9 +246,10 @@ def main() -> None:
         series = len(dims) > 3 and dims[3] > 1  # a 4D series: the script resamples 3D only
         shape = ("×".join(map(str, dims[:3])) + (f" × {dims[3]} volumes" if series else "")
                  if dims else label)
-        name = f"{label} {shape} ×{args.factor}"
+        name = f"{label} {shape} " + (f"in-plane ×{args.factor}" if args.inplane
+                                      else f"×{args.factor}")
         out = work / f"{label}_sitk.nii.gz"
-        if not series:
+        if not series and not args.inplane:
             row("SimpleITK script (reference)", name,
                 [*py, str(HERE / "sitk_bspline_script.py"), str(path), str(out),
                  "--factor", str(args.factor)])
@@ -261,13 +269,15 @@ def main() -> None:
                  "--force", *extra])
             rows[-1]["output"], rows[-1]["label"] = str(out), label
     score(rows, truths)
-    facts = {label: learned_facts(path, args.factor) for label, path in scans}
+    facts = {} if args.inplane else {label: learned_facts(path, args.factor)
+                                     for label, path in scans}
     for r in rows:
         if r.get("label") in facts and "--method" in r["what"] and "bspline" not in r["what"]:
             r.update(facts[r["label"]])
     result = {"machine": info, "load_after": _load(), "code": str(args.code), "engine": engine,
               "extra": args.extra,
-              "repeats": args.repeats, "factor": args.factor, "rows": rows}
+              "repeats": args.repeats, "factor": args.factor, "inplane": args.inplane,
+              "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"speed_table_{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     head = (f"Machine: {info['cpu']}, {info['cores']} cores"

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from medsr.io import load_volume, save_volume
 
 __all__ = ["MedsrError", "__version__", "fuse", "load_volume", "save_volume", "upscale"]
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 _LAZY = {"upscale": "medsr.api", "fuse": "medsr.fusion.fuse", "load_volume": "medsr.io",
          "save_volume": "medsr.io"}
