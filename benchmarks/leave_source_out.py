@@ -86,46 +86,68 @@ def crop(array: np.ndarray, slice_axis: int, max_inplane: int, max_slices: int) 
     return tuple(index)
 
 
+def held_out_crop(path: Path, row: dict, max_inplane: int, max_slices: int,
+                  other_axis: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """A held-out volume's centred crop as float32, its affine (moved to the crop), its slice
+    axis and the axis the through-plane grids make thick (``other_axis``: the other in-plane
+    one)."""
+    import medsr
+
+    src = medsr.load_volume(path)
+    affine = src.affine.numpy().astype(np.float64)
+    slice_axis, thin_axis = axes_of(affine, row["voxel_mm"])
+    if other_axis:
+        thin_axis = 3 - slice_axis - thin_axis
+    index = crop(src[0].numpy(), slice_axis, max_inplane, max_slices)
+    full = src[0].numpy()[index].astype(np.float32)
+    affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in index], dtype=np.float64)
+    return full, affine, slice_axis, thin_axis
+
+
+def degraded(full: np.ndarray, affine: np.ndarray, factors: list[int], plane: list[int],
+             kind: str, modality: str) -> tuple:
+    """``(truth, low, low affine, body mask, PSNR data range)`` for one grid: the truth cropped
+    to whole factors and its copy degraded as the grid makes it (MR planes of in-plane and
+    all-axes grids: central k-space; otherwise slab or pixel-box averages)."""
+    from medsr.consistency import SliceProfile, degrade_axes
+    from medsr.geometry import resampled_affine
+    from medsr.metrics import body_mask
+
+    truth = full[tuple(slice(0, n // k * k) for n, k in zip(full.shape, factors))]
+    ops = [(a, k, SliceProfile("sinc") if a in plane and kind != "through"
+            and modality == "MR" else SliceProfile("box", 1.0))
+           for a, k in enumerate(factors) if k > 1]
+    low = degrade_axes(truth, ops)
+    low_affine = resampled_affine(affine, [float(k) for k in factors])
+    data_range = (-1024.0, 3071.0) if modality == "CT" else \
+        (0.0, float(np.percentile(truth, 99.5)))
+    return truth, low, low_affine, body_mask(truth, modality)[0], data_range
+
+
 def run_volume(path: Path, row: dict, methods: dict[str, dict], args) -> list[dict]:
-    """Every grid (``args.grids``, default all) of one held-out volume by every method."""
+    """Every grid of ``args.grids`` of one held-out volume by every method."""
     import torch
     from monai.data import MetaTensor
 
     import medsr
-    from medsr.consistency import SliceProfile, degrade_axes
     from medsr.evaluation import evaluate
-    from medsr.geometry import resampled_affine, spacing
-    from medsr.metrics import body_mask
+    from medsr.geometry import spacing
 
-    src = medsr.load_volume(path)
-    affine = src.affine.numpy().astype(np.float64)
     modality = row["modality"]
-    slice_axis, thin_axis = axes_of(affine, row["voxel_mm"])
-    if getattr(args, "other_axis", False):  # the other in-plane axis made thick
-        thin_axis = 3 - slice_axis - thin_axis
-    index = crop(src[0].numpy(), slice_axis, args.max_inplane, args.max_slices)
-    full = src[0].numpy()[index].astype(np.float32)
-    affine = affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in index], dtype=np.float64)
+    full, affine, slice_axis, thin_axis = held_out_crop(path, row, args.max_inplane,
+                                                        args.max_slices, args.other_axis)
     plane = [a for a in range(3) if a != slice_axis]
     out = []
     for grid, (kind, f) in GRIDS.items():
-        if getattr(args, "grids", None) and grid not in args.grids.split(","):
+        if grid not in args.grids:
             continue
         factors = [1, 1, 1]
         for a in {"through": [thin_axis], "in": plane, "all": range(3)}[kind]:
             factors[a] = f
-        truth = full[tuple(slice(0, n // k * k) for n, k in zip(full.shape, factors))]
-        ops = [(a, k, SliceProfile("sinc") if a in plane and kind != "through"
-                and modality == "MR" else SliceProfile("box", 1.0))
-               for a, k in enumerate(factors) if k > 1]
-        low = degrade_axes(truth, ops)
-        low_affine = resampled_affine(affine, [float(k) for k in factors])
+        truth, low, low_affine, mask, (lo, hi) = degraded(full, affine, factors, plane,
+                                                          kind, modality)
         gt = MetaTensor(torch.from_numpy(np.ascontiguousarray(truth))[None],
                         affine=torch.as_tensor(affine))
-        mask = body_mask(truth, modality)[0]
-        lo, hi = (-1024.0, 3071.0) if modality == "CT" else \
-            (0.0, float(np.percentile(truth, 99.5)))
         bound = noise_bound_db(truth, factors, hi - lo)
         base = None
         for name, kw in methods.items():
@@ -265,7 +287,8 @@ def main() -> None:
         name, _, options = variant.partition("=")
         methods[name] = {"method": "self-supervised", "self_supervised": json.loads(options),
                          "_through_only": True}
-    if args.grids and (unknown := set(args.grids.split(",")) - set(GRIDS)):
+    args.grids = args.grids.split(",") if args.grids else list(GRIDS)
+    if unknown := set(args.grids) - set(GRIDS):
         parser.error(f"unknown grids {sorted(unknown)}; known: {', '.join(GRIDS)}")
     load = os.getloadavg()
     t0 = time.perf_counter()

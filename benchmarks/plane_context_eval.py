@@ -163,19 +163,15 @@ def evaluate(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
     import medsr
-    from medsr.consistency import SliceProfile, degrade_axes
     from medsr.evaluation import evaluate as score
-    from medsr.geometry import resampled_affine
-    from medsr.metrics import body_mask
     from medsr.transforms.intensity import fit_scaling
 
     torch.set_num_threads(2)
     row = next(r for r in lso.pick(HERE.parent / "docs" / "corpus_manifest.csv", 3)
                if args.source in r["repository"])
-    src = medsr.load_volume(args.corpus / (row.get("native_file") or row["file"]))
-    affine = src.affine.numpy().astype(np.float64)
-    slice_axis, thin = lso.axes_of(affine, row["voxel_mm"])
-    full = src[0].numpy()[lso.crop(src[0].numpy(), slice_axis, 192, 40)].astype(np.float32)
+    full, affine, slice_axis, thin = lso.held_out_crop(
+        args.corpus / (row.get("native_file") or row["file"]), row, 192, 40)
+    plane = [a for a in range(3) if a != slice_axis]
     base, card = shipped()
     nets = {"shipped default_mr": PlaneContext(copy.deepcopy(base), False)}
     for folder in map(Path, args.dirs):
@@ -191,19 +187,17 @@ def evaluate(args: argparse.Namespace) -> None:
     results = {}
     for factor in (3, 5):
         factors = [factor if a == thin else 1 for a in range(3)]
-        truth = full[tuple(slice(0, n // k * k) for n, k in zip(full.shape, factors))]
-        low = degrade_axes(truth, [(thin, factor, SliceProfile("box", 1.0))])
+        truth, low, low_affine, mask, data_range = lso.degraded(full, affine, factors, plane,
+                                                                "through", "MR")
         gt = volume(truth, affine)
-        mask, top = body_mask(truth, "MR")[0], float(np.percentile(truth, 99.5))
         scaling = fit_scaling(low, card["normalization"])
         normed = torch.from_numpy(np.ascontiguousarray(scaling.forward(low), dtype=np.float32))
-        bspline = medsr.upscale(volume(low, resampled_affine(affine, [float(k) for k in factors])),
-                                tuple(factors), method="bspline")
-        ref = score(bspline, gt, mask=mask, data_range=(0.0, top), axis=slice_axis)
+        bspline = medsr.upscale(volume(low, low_affine), tuple(factors), method="bspline")
+        ref = score(bspline, gt, mask=mask, data_range=data_range, axis=slice_axis)
         for name, net in nets.items():
             views = [upscale_view(net, normed, thin, n, factor) for n in range(3) if n != thin]
             pred = scaling.inverse((sum(views) / len(views)).numpy())
-            r = score(volume(pred, affine), gt, mask=mask, data_range=(0.0, top), axis=slice_axis)
+            r = score(volume(pred, affine), gt, mask=mask, data_range=data_range, axis=slice_axis)
             results[f"x{factor} {name}"] = {"gain_db": round(r.psnr - ref.psnr, 3),
                                             "ssim_gain": round(r.ssim - ref.ssim, 4)}
             print(f"x{factor} {name:<40} {r.psnr - ref.psnr:+.3f} dB  "
