@@ -175,17 +175,10 @@ class _Logger:
             self.tb.close()
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
-          device: str = "auto", progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
-    """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
-
-    ``stop_after`` ends the process's work after that many steps of this call (used to simulate
-    a kill in tests); the schedule still runs to ``optim.max_steps``.
-    """
-    from tqdm.auto import tqdm
-
-    run_dir = Path(run_dir)
+def _start(cfg: TrainConfig, run_dir: Path, resume: bool, device: str
+           ) -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)`` of this process, its process group joined; the run
+    directory checked (resumable, or new) and the experiment written into it."""
     rank, world, local_rank = _distributed()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
@@ -201,9 +194,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return rank, world, dev
 
-    paths = find_volumes(cfg.data.train)
-    train_paths, val_paths = _split(paths, cfg)
+
+def _data(cfg: TrainConfig, rank: int) -> tuple[PairSampler, list | None, list[Path],
+                                                 list[Path]]:
+    """The training sampler, the fixed validation batches (one per factor; None without
+    validation volumes) and the training and validation volumes' paths."""
+    train_paths, val_paths = _split(find_volumes(cfg.data.train), cfg)
     sampler = PairSampler(load_volumes(train_paths, cfg), cfg, rank=rank)
     val_batch = None
     if val_paths and cfg.patch.val_patches > 0:
@@ -211,7 +209,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         lo, hi = factor_range(cfg.degradation)
         per = max(4, cfg.patch.val_patches // (hi - lo + 1))
         val_batch = [val_sampler.batch(f, per, factor=f) for f in range(lo, hi + 1)]
+    return sampler, val_batch, train_paths, val_paths
 
+
+def _network(cfg: TrainConfig, dev: torch.device, resume: bool) -> nn.Module:
+    """The experiment's network (seeded), started from ``network.init`` unless resuming."""
     torch.manual_seed(cfg.seed)
     params = dict(cfg.network.params)
     if getattr(NETWORKS.get(cfg.network.name), "takes_factor", False):
@@ -221,37 +223,53 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     model = build_network(cfg.network.name, spatial_dims=cfg.network.spatial_dims,
                           scale=_scale(cfg), **params).to(dev)
     if cfg.network.init and not resume:
-        from medsr.checkpoint import load_model
+        _initialise(model, cfg)
+    return model
 
-        start, _ = load_model(cfg.network.init)
-        if cfg.network.init_narrow:
-            from medsr.nets.narrow import narrow
 
-            try:
-                start = narrow(start, int(model.config.get("features", 0)))
-            except ValueError as err:
-                raise MedsrError(f"network.init_narrow: {err}") from None
-        if cfg.network.init_strict:
-            if network_config(start) != network_config(model):
-                raise MedsrError(f"network.init {cfg.network.init} has another architecture "
-                                 f"({network_config(start)})")
-            model.load_state_dict(start.state_dict())
-        else:  # transfer what fits (e.g. a through-plane body into an in-plane network)
-            own = model.state_dict()
-            same = {k: v for k, v in start.state_dict().items()
-                    if k in own and own[k].shape == v.shape}
-            model.load_state_dict(same, strict=False)
-            logger.info("initialised %d of %d tensors from %s", len(same), len(own),
-                        cfg.network.init)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
-    ema = None
-    if cfg.optim.ema > 0:  # torch's own averaging; its buffers (none here) are averaged too
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+def _initialise(model: nn.Module, cfg: TrainConfig) -> None:
+    """Load ``network.init``'s weights into ``model``: all of them (``init_strict``, the same
+    architecture), else every tensor whose name and shape fit; narrowed first with
+    ``init_narrow``."""
+    from medsr.checkpoint import load_model
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema),
-                            use_buffers=True)
+    start, _ = load_model(cfg.network.init)
+    if cfg.network.init_narrow:
+        from medsr.nets.narrow import narrow
+
+        try:
+            start = narrow(start, int(model.config.get("features", 0)))
+        except ValueError as err:
+            raise MedsrError(f"network.init_narrow: {err}") from None
+    if cfg.network.init_strict:
+        if network_config(start) != network_config(model):
+            raise MedsrError(f"network.init {cfg.network.init} has another architecture "
+                             f"({network_config(start)})")
+        model.load_state_dict(start.state_dict())
+    else:  # transfer what fits (e.g. a through-plane body into an in-plane network)
+        own = model.state_dict()
+        same = {k: v for k, v in start.state_dict().items()
+                if k in own and own[k].shape == v.shape}
+        model.load_state_dict(same, strict=False)
+        logger.info("initialised %d of %d tensors from %s", len(same), len(own),
+                    cfg.network.init)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          device: str = "auto", progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
+
+    ``stop_after`` ends the process's work after that many steps of this call (used to simulate
+    a kill in tests); the schedule still runs to ``optim.max_steps``.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    rank, world, dev = _start(cfg, run_dir, resume, device)
+    sampler, val_batch, train_paths, val_paths = _data(cfg, rank)
+    model = _network(cfg, dev, resume)
+    optimizer, scheduler, ema = _optimisation(cfg, model)
     shipped = ema.module if ema is not None else model  # what is validated and saved
     step, best, stale, history = 0, None, 0, []
     if resume:
@@ -266,23 +284,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                       teacher, cfg.distill.weight, cpu_bf16=cpu_bf16(cfg, dev))
     use_amp, amp_dtype = stepper.amp, stepper.amp_dtype
     log = _Logger(run_dir, rank == 0)
-    normalization = cfg.data.normalization or default_normalization(cfg.data.modality)
 
-    def card(metrics: dict | None) -> dict:
-        return {"network": network_config(model), "scale": _scale(cfg),
-                "spatial_dims": cfg.network.spatial_dims, "input": cfg.network.input,
-                "interpolation": cfg.network.interpolation,
-                "factors": list(factor_range(cfg.degradation)), "modality": cfg.data.modality,
-                "lr_axes": cfg.degradation.axes,
-                "normalization": normalization,
-                "degradation": cfg.to_dict()["degradation"],
-                "training_data": [str(p) for p in train_paths],
-                "validation_data": [str(p) for p in val_paths],
-                "validation": metrics, "steps": step, "world_size": world,
-                "experiment": cfg.name, "seed": cfg.seed,
-                **({"weights": f"moving average, decay {cfg.optim.ema:g}"}
-                   if ema is not None else {}),
-                **({"distilled_from": teacher_card} if teacher_card else {})}
+    def about(metrics: dict | None) -> dict:
+        return _card(cfg, model, metrics, step=step, world=world, paths=(train_paths, val_paths),
+                     ema=ema is not None, teacher=teacher_card)
 
     def checkpoint() -> None:
         if rank == 0:
@@ -320,9 +325,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             log.log(step, val_psnr=psnr, val_ssim=ssim)
             if best is None or psnr > best:
                 best, stale = psnr, 0
-                save_model(shipped, run_dir, card({"psnr": psnr, "ssim": ssim, "step": step,
-                                                 "interpolation_psnr": baseline[0],
-                                                 "interpolation_ssim": baseline[1]}))
+                save_model(shipped, run_dir, about({"psnr": psnr, "ssim": ssim, "step": step,
+                                                  "interpolation_psnr": baseline[0],
+                                                  "interpolation_ssim": baseline[1]}))
             else:
                 stale += 1
         if step % cfg.optim.checkpoint_every == 0 or step == cfg.optim.max_steps:
@@ -339,11 +344,44 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             break
     bar.close()
     if rank == 0 and (best is None or val_batch is None):
-        save_model(shipped, run_dir, card(None))  # no validation: keep the latest weights
+        save_model(shipped, run_dir, about(None))  # no validation: keep the latest weights
     log.close()
     if world > 1:
         torch.distributed.barrier()
     return TrainResult(run_dir, step, best, history)
+
+
+def _optimisation(cfg: TrainConfig, model: nn.Module) -> tuple:
+    """``(optimizer, scheduler, moving average or None)`` of the experiment's ``optim``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    ema = None
+    if cfg.optim.ema > 0:  # torch's own averaging; its buffers (none here) are averaged too
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema),
+                            use_buffers=True)
+    return optimizer, scheduler, ema
+
+
+def _card(cfg: TrainConfig, model: nn.Module, metrics: dict | None, *, step: int, world: int,
+          paths: tuple[list[Path], list[Path]], ema: bool, teacher: dict | None) -> dict:
+    """The model card saved beside the weights: what the network is, how it was trained and
+    on what, and its validation figures (``metrics``)."""
+    return {"network": network_config(model), "scale": _scale(cfg),
+            "spatial_dims": cfg.network.spatial_dims, "input": cfg.network.input,
+            "interpolation": cfg.network.interpolation,
+            "factors": list(factor_range(cfg.degradation)), "modality": cfg.data.modality,
+            "lr_axes": cfg.degradation.axes,
+            "normalization": cfg.data.normalization or default_normalization(cfg.data.modality),
+            "degradation": cfg.to_dict()["degradation"],
+            "training_data": [str(p) for p in paths[0]],
+            "validation_data": [str(p) for p in paths[1]],
+            "validation": metrics, "steps": step, "world_size": world,
+            "experiment": cfg.name, "seed": cfg.seed,
+            **({"weights": f"moving average, decay {cfg.optim.ema:g}"} if ema else {}),
+            **({"distilled_from": teacher} if teacher else {})}
 
 
 def _teacher(cfg: TrainConfig, model: nn.Module,
